@@ -1,0 +1,95 @@
+"""worldflow: durable async workflows for Python.
+
+>>> import worldflow as wf
+>>> @wf.step
+... async def charge(order_id: str) -> str: ...
+>>> @wf.workflow
+... async def checkout(order_id: str) -> str:
+...     receipt = await charge(order_id)
+...     await wf.sleep("3d")
+...     return receipt
+>>> run = await wf.start(checkout, "order-1")
+>>> await run.result()
+
+Everything a run does is appended to an event log; a run resumes by replaying
+its workflow function against that log. A World (``local`` by default, or
+``aws``, ``gcp``) decides where the log lives and how work is queued.
+"""
+
+from ._api import (
+    Run,
+    WorkflowMetadata,
+    configure,
+    get_run,
+    get_workflow_metadata,
+    now,
+    random,
+    resume_hook,
+    sleep,
+    start,
+    uuid4,
+    worker,
+)
+from ._attempts import StepMetadata, get_step_metadata
+from ._clock import Clock, SystemClock, VirtualClock
+from ._definitions import Step, Workflow, step, workflow
+from ._errors import (
+    CorruptLogError,
+    FatalError,
+    HookNotFound,
+    NonDeterminismError,
+    RetryableError,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+    StepFailed,
+    WorkflowNotFound,
+    WorldError,
+    WorldflowError,
+)
+from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "CorruptLogError",
+    "FatalError",
+    "Hook",
+    "HookNotFound",
+    "NonDeterminismError",
+    "RetryableError",
+    "Run",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "SerializationError",
+    "Step",
+    "StepFailed",
+    "StepMetadata",
+    "SystemClock",
+    "VirtualClock",
+    "Webhook",
+    "WebhookRequest",
+    "Workflow",
+    "WorkflowMetadata",
+    "WorkflowNotFound",
+    "WorldError",
+    "WorldflowError",
+    "configure",
+    "create_hook",
+    "create_webhook",
+    "get_run",
+    "get_step_metadata",
+    "get_workflow_metadata",
+    "now",
+    "random",
+    "resume_hook",
+    "sleep",
+    "start",
+    "step",
+    "uuid4",
+    "worker",
+    "workflow",
+]

@@ -1,0 +1,304 @@
+"""The public functions: start runs, look at them, sleep, resume hooks.
+
+Each event loop gets one :class:`~worldflow._runtime.Runtime`, created on
+first use from the configured World and stopped when the loop ends (or when
+its ``async with wf.worker()`` block exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib
+import os
+import random as _random
+import uuid as _uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from ._config import create_world
+from ._definitions import Workflow, get_workflow
+from ._duration import parse_duration
+from ._loop import current_instance
+from ._runtime import Runtime
+from ._world import Event, RunInfo, World
+
+__all__ = [
+    "Run",
+    "WorkflowMetadata",
+    "configure",
+    "get_run",
+    "get_workflow_metadata",
+    "now",
+    "random",
+    "resume_hook",
+    "sleep",
+    "start",
+    "uuid4",
+    "worker",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(slots=True)
+class _Config:
+    world: str | World | Callable[[], World] | None = None
+    always_replay: bool = False
+    modules: tuple[str, ...] = ()
+
+
+_config = _Config()
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Runtime]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def configure(
+    *,
+    world: str | World | Callable[[], World] | None = None,
+    always_replay: bool | None = None,
+    modules: list[str] | None = None,
+) -> None:
+    """Choose the World for runtimes created from now on.
+
+    ``world`` is a name (``"local"``, ``"aws"``, ``"gcp"``, ``"module:factory"``),
+    a World instance, or a callable making one; by default it comes from
+    ``WORLDFLOW_WORLD``. ``always_replay`` drops the warm cache after every
+    step, so every resumption replays the run from its log (for tests).
+    ``modules`` are imported when a runtime starts, to register workflows.
+    """
+    if world is not None:
+        _config.world = world
+    if always_replay is not None:
+        _config.always_replay = always_replay
+    if modules is not None:
+        _config.modules = tuple(modules)
+
+
+def _make_world(world: str | World | Callable[[], World] | None) -> World:
+    if world is None or isinstance(world, str):
+        return create_world(world)
+    if callable(world) and not hasattr(world, "append"):
+        return world()
+    return world  # type: ignore[return-value]
+
+
+def _import_modules() -> None:
+    names = list(_config.modules)
+    names += [m.strip() for m in os.environ.get("WORLDFLOW_MODULES", "").split(",") if m.strip()]
+    for name in names:
+        importlib.import_module(name)
+
+
+async def _runtime() -> Runtime:
+    loop = asyncio.get_running_loop()
+    ready = _runtimes.get(loop)
+    if ready is None:
+        ready = _runtimes[loop] = loop.create_future()
+        try:
+            _import_modules()
+            runtime = Runtime(_make_world(_config.world), always_replay=_config.always_replay)
+            await runtime.start()
+        except BaseException as exc:
+            del _runtimes[loop]
+            ready.set_exception(exc)
+            ready.exception()  # retrieved here; the caller gets it raised below
+            raise
+        ready.set_result(runtime)
+    return await asyncio.shield(ready)
+
+
+@contextlib.asynccontextmanager
+async def worker(
+    world: str | World | Callable[[], World] | None = None, *, always_replay: bool | None = None
+) -> AsyncIterator[None]:
+    """Serve runs on this loop for the duration of the block (and start them).
+
+    >>> async with wf.worker():
+    ...     await asyncio.Event().wait()   # serve until cancelled
+    """
+    loop = asyncio.get_running_loop()
+    if loop in _runtimes:
+        if world is not None:
+            raise RuntimeError("a worldflow runtime is already running on this loop")
+        await _runtime()
+        yield
+        return
+    ready: asyncio.Future[Runtime] = loop.create_future()
+    _runtimes[loop] = ready
+    try:
+        _import_modules()
+        runtime = Runtime(
+            _make_world(world if world is not None else _config.world),
+            always_replay=_config.always_replay if always_replay is None else always_replay,
+        )
+        await runtime.start()
+    except BaseException:
+        del _runtimes[loop]
+        raise
+    ready.set_result(runtime)
+    try:
+        yield
+    finally:
+        _runtimes.pop(loop, None)
+        await runtime.close()
+
+
+class Run:
+    """A handle on a run: ``await run.result()``.
+
+    Made by :func:`start` and :func:`get_run`; it holds only the id, so it is
+    cheap and works from any process sharing the World.
+    """
+
+    __slots__ = ("id",)
+
+    def __init__(self, run_id: str) -> None:
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def info(self) -> RunInfo:
+        """Everything the World keeps about the run (``wf.RunNotFound`` if none)."""
+        return await (await _runtime()).get_run(self.id)
+
+    async def status(self) -> str:
+        """``"pending"``, ``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``."""
+        return (await self.info()).status
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end and return its value.
+
+        Raises ``wf.RunFailed`` / ``wf.RunCancelled``, or ``TimeoutError`` when
+        ``timeout`` seconds pass first.
+        """
+        seconds = None if timeout is None else parse_duration(timeout, what="timeout")
+        return await (await _runtime()).result(self.id, seconds)
+
+    async def cancel(self) -> None:
+        """Ask the run to stop: the workflow sees ``asyncio.CancelledError`` at its await."""
+        await (await _runtime()).cancel(self.id)
+
+    async def events(self) -> list[Event]:
+        """The run's event log, in order."""
+        runtime = await _runtime()
+        await runtime.get_run(self.id)
+        return await runtime.world.read_events(self.id)
+
+
+async def start(
+    workflow: Workflow[P, R] | Callable[P, Coroutine[Any, Any, R]] | str,
+    *args: Any,
+    id: str | None = None,
+    **kwargs: Any,
+) -> Run:
+    """Start a durable run of ``workflow`` with these arguments.
+
+    With ``id=``, starting is idempotent: the same id gives the same run.
+
+    >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
+    >>> await run.result(timeout=30)
+    """
+    if isinstance(workflow, str):
+        name = get_workflow(workflow).name
+    elif isinstance(workflow, Workflow):
+        name = workflow.name
+    else:
+        raise TypeError(
+            f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
+            " (decorate the function with @wf.workflow)"
+        )
+    if id is not None and (not isinstance(id, str) or not id or len(id) > 256 or not id.isprintable()):
+        raise ValueError(f"a run id must be a non-empty printable str of at most 256 chars, got {id!r}")
+    if current_instance() is not None:
+        raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
+    runtime = await _runtime()
+    return Run(await runtime.start_run(name, args, kwargs, id))
+
+
+def get_run(run_id: str) -> Run:
+    """A handle on an existing run; its calls raise ``wf.RunNotFound`` if there is none."""
+    return Run(run_id)
+
+
+async def resume_hook(token: str, payload: Any = None) -> Run:
+    """Deliver ``payload`` to the hook with this token, from anywhere.
+
+    Raises ``wf.HookNotFound`` if no live hook has the token. Returns the run.
+    """
+    if current_instance() is not None:
+        raise RuntimeError("wf.resume_hook() cannot be called inside a workflow; use a step")
+    return Run(await (await _runtime()).resume_hook(token, payload))
+
+
+def sleep(duration: object = None, *, until: dt.datetime | None = None) -> Awaitable[None]:
+    """Suspend the run durably: ``await wf.sleep("3d")`` or ``wf.sleep(until=when)``.
+
+    Durations: ``"500ms"``, ``"10s"``, ``"5m"``, ``"2h"``, ``"3d"``, ``"1w"``,
+    seconds as int or float, or a ``timedelta``. Outside a workflow this is
+    an ordinary ``asyncio.sleep``.
+    """
+    instance = current_instance()
+    if until is not None:
+        if duration is not None:
+            raise ValueError("wf.sleep() takes a duration or until=, not both")
+        if not isinstance(until, dt.datetime) or until.tzinfo is None:
+            raise ValueError(f"wf.sleep(until=...) needs a timezone-aware datetime, got {until!r}")
+        deadline = until.timestamp()
+        if instance is None:
+            return asyncio.sleep(max(0.0, deadline - dt.datetime.now(dt.UTC).timestamp()))
+        return instance.sleep_until(max(deadline, instance.loop.time()))
+    seconds = parse_duration(duration, what="sleep")
+    if instance is None:
+        return asyncio.sleep(seconds)
+    return instance.sleep_until(instance.loop.time() + seconds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkflowMetadata:
+    run_id: str
+    workflow_name: str
+    started_at: dt.datetime
+
+
+def get_workflow_metadata() -> WorkflowMetadata:
+    """The running workflow's ``run_id``, ``workflow_name`` and ``started_at``."""
+    instance = current_instance()
+    if instance is None:
+        raise RuntimeError("wf.get_workflow_metadata() can only be called inside a workflow")
+    started = dt.datetime.fromtimestamp(instance.started_at, dt.UTC)
+    return WorkflowMetadata(instance.run_id, instance.workflow.name, started)
+
+
+def now() -> dt.datetime:
+    """The current time (UTC); inside a workflow, the run's logical time, same on replay."""
+    instance = current_instance()
+    if instance is None:
+        return dt.datetime.now(dt.UTC)
+    return dt.datetime.fromtimestamp(instance.loop.time(), dt.UTC)
+
+
+def random() -> float:
+    """A float in [0, 1); inside a workflow, the same on every replay."""
+    instance = current_instance()
+    return _random.random() if instance is None else instance.rng.random()
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID; inside a workflow, the same on every replay."""
+    instance = current_instance()
+    if instance is None:
+        return _uuid.uuid4()
+    return _uuid.UUID(int=instance.rng.getrandbits(128), version=4)

@@ -1,0 +1,163 @@
+"""Running one attempt of a step, off the workflow's loop.
+
+``async def`` steps run as tasks on the real loop; plain ``def`` steps run on
+daemon threads (a thread cannot be killed, and a non-daemon one would hold
+the interpreter open at exit), with ``contextvars`` copied in. A timed-out
+sync attempt is abandoned: its late result is fenced out by attempt number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._codec import encode
+from ._duration import format_duration
+
+if TYPE_CHECKING:
+    from ._definitions import Step
+
+__all__ = ["AttemptDone", "StepMetadata", "get_step_metadata", "run_attempt"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepMetadata:
+    """What a step knows about itself: ``step_id`` is stable across retries
+    (an idempotency key for external APIs), ``attempt`` is 1 for the first."""
+
+    step_id: str
+    attempt: int
+    run_id: str
+    step_name: str
+
+
+_STEP_METADATA: contextvars.ContextVar[StepMetadata | None] = contextvars.ContextVar(
+    "worldflow_step_metadata", default=None
+)
+
+
+def get_step_metadata() -> StepMetadata:
+    """The metadata of the step attempt running now.
+
+    >>> meta = wf.get_step_metadata()
+    >>> charge(card, idempotency_key=meta.step_id)
+    """
+    meta = _STEP_METADATA.get()
+    if meta is None:
+        raise RuntimeError("wf.get_step_metadata() can only be called inside a running step")
+    return meta
+
+
+# (ok, value): the encoded output when ok, else the exception
+AttemptDone = Callable[[bool, Any], None]
+
+
+class _DaemonPool:
+    """Daemon threads for sync steps, started on demand up to a limit."""
+
+    def __init__(self, max_threads: int = 64) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._max = max_threads
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and self._threads < self._max:
+                self._threads += 1
+                threading.Thread(target=self._work, name="worldflow-step", daemon=True).start()
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if job is None:
+                return
+            job()
+
+
+_POOL = _DaemonPool()
+
+
+def _timeout_error(step: Step[Any, Any], timeout: float) -> TimeoutError:
+    return TimeoutError(f"step {step.name!r} timed out after {format_duration(timeout)}")
+
+
+def run_attempt(
+    loop: asyncio.AbstractEventLoop,
+    step: Step[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    meta: StepMetadata,
+    done: AttemptDone,
+) -> Callable[[], None]:
+    """Start one attempt; ``done`` is called on ``loop`` exactly once. Returns a canceller."""
+    context = contextvars.copy_context()
+    context.run(_STEP_METADATA.set, meta)
+    timeout = step.options.timeout
+    where = f"the return value of step {step.name!r}"
+    finished = False
+
+    def finish(ok: bool, value: Any) -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            done(ok, value)
+
+    if step.is_async:
+
+        async def body() -> Any:
+            if timeout is None:
+                result = await step.fn(*args, **kwargs)
+            else:
+                try:
+                    result = await asyncio.wait_for(step.fn(*args, **kwargs), timeout)
+                except TimeoutError:
+                    raise _timeout_error(step, timeout) from None
+            return encode(result, where=where)
+
+        task = loop.create_task(body(), context=context)
+
+        def on_done(t: asyncio.Task[Any]) -> None:
+            if t.cancelled():
+                finish(False, asyncio.CancelledError(f"step {step.name!r} was cancelled"))
+            elif (exc := t.exception()) is not None:
+                finish(False, exc)
+            else:
+                finish(True, t.result())
+
+        task.add_done_callback(on_done)
+        return task.cancel
+
+    timer: asyncio.TimerHandle | None = None
+    if timeout is not None:
+        timer = loop.call_later(timeout, finish, False, _timeout_error(step, timeout))
+
+    def job() -> None:
+        try:
+            result = context.run(step.fn, *args, **kwargs)
+            outcome: tuple[bool, Any] = (True, encode(result, where=where))
+        except BaseException as exc:  # noqa: BLE001 - every failure of user code is recorded
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:  # the loop has closed: the run resumes elsewhere
+            pass
+
+    def deliver(ok: bool, value: Any) -> None:
+        if timer is not None:
+            timer.cancel()
+        finish(ok, value)
+
+    _POOL.submit(job)
+    return lambda: None

@@ -1,0 +1,215 @@
+"""``@workflow`` and ``@step``: what they record about a function, and the registry.
+
+A decorated function keeps its signature for type checkers (``ParamSpec``).
+Inside a running workflow a step call becomes a command: it returns a future
+of the workflow's loop at once and is recorded at the call. Anywhere else a
+step is a plain function call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ._duration import parse_duration
+from ._errors import WorkflowNotFound
+from ._loop import current_instance
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Step", "StepOptions", "Workflow", "get_step", "get_workflow", "step", "workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_WORKFLOWS: dict[str, Workflow[Any, Any]] = {}
+_STEPS: dict[str, Step[Any, Any]] = {}
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    module = fn.__module__
+    if module == "__main__":
+        # A script run as ``python -m pkg.mod`` or ``python path/mod.py`` must
+        # record the name a worker importing that module will find.
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif main is not None and getattr(main, "__file__", None):
+            module = os.path.splitext(os.path.basename(str(main.__file__)))[0]
+    return f"{module}.{fn.__qualname__}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepOptions:
+    """How a step is retried: ``max_retries`` after the first attempt, with the
+    delay before attempt k (k >= 2) being ``retry_delay * backoff ** (k - 2)``."""
+
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    timeout: float | None = None
+
+    def delay_before(self, attempt: int) -> float:
+        return self.retry_delay * self.backoff ** (attempt - 2)
+
+
+class Step(Generic[P, R]):
+    """A function decorated with ``@step``.
+
+    Called inside a workflow it returns an ``asyncio.Future`` of the result
+    (awaited, it gives the value or raises the step's error once retries are
+    spent). Called anywhere else, it is the plain function.
+    """
+
+    def __init__(self, fn: Callable[P, Any], name: str, options: StepOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
+        instance = current_instance()
+        if instance is None:
+            return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+        return instance.call_step(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<step {self.name!r}>"
+
+
+class Workflow(Generic[P, R]):
+    """A function decorated with ``@workflow``: start it with ``wf.start(fn, ...)``."""
+
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        raise TypeError(
+            f"workflow {self.name!r} cannot be called directly: start a durable run "
+            f"with `await wf.start({self.fn.__name__}, ...)`"
+        )
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.name!r}>"
+
+
+def _register(table: dict[str, Any], kind: str, obj: Step[Any, Any] | Workflow[Any, Any]) -> None:
+    known = table.get(obj.name)
+    if known is not None and known.fn is not obj.fn:
+        same_place = (known.fn.__module__, known.fn.__qualname__) == (
+            obj.fn.__module__,
+            obj.fn.__qualname__,
+        )
+        if not same_place:  # a module imported twice re-registers itself: fine
+            raise ValueError(
+                f"two {kind}s are named {obj.name!r}: "
+                f"{known.fn.__module__}.{known.fn.__qualname__} and "
+                f"{obj.fn.__module__}.{obj.fn.__qualname__}; give one of them name=..."
+            )
+    table[obj.name] = obj
+
+
+@overload
+def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
+@overload
+def workflow(
+    *, name: str | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Workflow[P, R]]: ...
+def workflow(
+    fn: Callable[P, Coroutine[Any, Any, R]] | None = None, /, *, name: str | None = None
+) -> Workflow[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], Workflow[P, R]]:
+    """Mark an ``async def`` as a durable workflow.
+
+    >>> @wf.workflow
+    ... async def hail_ride(request_id: str) -> dict: ...
+    >>> @wf.workflow(name="hail-ride")   # a stable name survives renames
+    ... async def hail_ride_v2(request_id: str) -> dict: ...
+    """
+
+    def decorate(f: Callable[P, Coroutine[Any, Any, R]]) -> Workflow[P, R]:
+        if not inspect.iscoroutinefunction(f):
+            raise TypeError(f"@workflow needs an async def function, got {f!r}")
+        wf = Workflow(f, name or _default_name(f))
+        _register(_WORKFLOWS, "workflow", wf)
+        return wf
+
+    return decorate if fn is None else decorate(fn)
+
+
+@overload
+def step(fn: Callable[P, Awaitable[R]], /) -> Step[P, R]: ...
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    max_retries: int = 3,
+    retry_delay: object = 1.0,
+    backoff: float = 2.0,
+    timeout: object = None,
+) -> Callable[[Callable[P, Any]], Step[P, Any]]: ...
+def step(
+    fn: Callable[P, Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_retries: int = 3,
+    retry_delay: object = 1.0,
+    backoff: float = 2.0,
+    timeout: object = None,
+) -> Step[P, Any] | Callable[[Callable[P, Any]], Step[P, Any]]:
+    """Mark a function (``async def`` or plain ``def``) as a step: its input and
+    output are recorded and it is retried on failure.
+
+    >>> @wf.step(max_retries=5, retry_delay="1s", backoff=2.0, timeout="30s")
+    ... def assign_driver(request: dict) -> dict: ...
+
+    Plain ``def`` steps run in a worker thread, off the workflow's loop.
+    """
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
+        raise ValueError(f"backoff must be a number >= 1, got {backoff!r}")
+    options = StepOptions(
+        max_retries=max_retries,
+        retry_delay=parse_duration(retry_delay, what="retry_delay"),
+        backoff=float(backoff),
+        timeout=None if timeout is None else parse_duration(timeout, what="timeout"),
+    )
+    if options.timeout is not None and options.timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout!r}")
+
+    def decorate(f: Callable[P, Any]) -> Step[P, Any]:
+        if isinstance(f, Step | Workflow):
+            raise TypeError(f"{f!r} is already decorated")
+        s: Step[P, Any] = Step(f, name or _default_name(f), options)
+        _register(_STEPS, "step", s)
+        return s
+
+    return decorate if fn is None else decorate(fn)
+
+
+def get_workflow(name: str) -> Workflow[Any, Any]:
+    try:
+        return _WORKFLOWS[name]
+    except KeyError:
+        raise WorkflowNotFound(name, list(_WORKFLOWS)) from None
+
+
+def get_step(name: str) -> Step[Any, Any] | None:
+    return _STEPS.get(name)
+
+
+def workflow_names() -> list[str]:
+    return sorted(_WORKFLOWS)

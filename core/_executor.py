@@ -1,0 +1,420 @@
+"""The executor of one run: inputs in, events appended, steps started.
+
+Everything that happens to a run arrives as an *input*: a message from the
+World's queue (resume, a hook payload, a cancellation) or the outcome of a
+step attempt this process ran. The executor folds inputs into events, feeds
+the result events to the workflow's code (kept warm between inputs, replayed
+from the log only when cold), collects the commands the code makes, decides
+what is due (timers, step attempts) and hands the batch to the runtime, which
+group-commits it. Side effects (starting a step, waking ``result()``) happen
+only after the batch is durable; if the append loses a race, the executor
+reloads from the log and applies the same inputs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._attempts import StepMetadata, run_attempt
+from ._codec import decode
+from ._definitions import Step, StepOptions, get_step, get_workflow
+from ._duration import parse_duration
+from ._errors import FatalError, RetryableError, SerializationError, WorkflowNotFound
+from ._failures import describe_error
+from ._instance import WorkflowInstance
+from ._state import RESULT_KINDS, RunState, StepState
+from ._world import Append, Event, HookInfo, Message, NewEvent, Outgoing
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["RunExecutor"]
+
+log = logging.getLogger("worldflow")
+
+
+@dataclasses.dataclass(slots=True)
+class _Input:
+    message: Message | None = None
+    done: asyncio.Future[None] | None = None
+    attempt: tuple[int, int, bool, Any] | None = None  # cid, attempt, ok, output or exception
+
+
+class _Batch:
+    """The events one pass appends, with the projection and side effects they imply."""
+
+    def __init__(self, executor: RunExecutor, at: float) -> None:
+        self.executor = executor
+        self.at = at
+        self.expected_seq = executor.state.seq if executor.state else 0
+        self.events: list[NewEvent] = []
+        self.append = Append(executor.run_id, self.expected_seq, self.events)
+        self.launch: list[tuple[int, int]] = []
+
+
+class RunExecutor:
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self.rt = runtime
+        self.run_id = run_id
+        self.state: RunState | None = None
+        self.instance: WorkflowInstance | None = None
+        self.inputs: list[_Input] = []
+        self.inflight: tuple[_Batch, list[_Input]] | None = None
+        self.loading = False
+        self.dead_workers: set[str] = set()
+        self.running: dict[int, tuple[int, Any]] = {}  # cid -> (attempt, canceller)
+        self.last_at = 0.0
+
+    # -- inputs ------------------------------------------------------------
+    async def handle(self, message: Message) -> None:
+        """Apply a queue message; returns once its effect is durable."""
+        done = self.rt.loop.create_future()
+        self.inputs.append(_Input(message=message, done=done))
+        self.kick()
+        await done
+
+    def attempt_finished(self, cid: int, attempt: int, ok: bool, value: Any) -> None:
+        self.running.pop(cid, None)
+        self.inputs.append(_Input(attempt=(cid, attempt, ok, value)))
+        self.kick()
+
+    @property
+    def idle(self) -> bool:
+        return not (self.inputs or self.inflight or self.loading or self.running)
+
+    def kick(self) -> None:
+        if self.inflight is not None or self.loading or not self.inputs:
+            return
+        if self.state is None:
+            self.loading = True
+            self.rt.loop.create_task(self._load())
+            return
+        self._pass()
+
+    async def _load(self) -> None:
+        try:
+            events = await self.rt.world.read_events(self.run_id)
+            state = RunState.from_events(self.run_id, events)
+            if events:
+                get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
+            else:
+                self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
+                return
+            dead: set[str] = set()
+            me = self.rt.worker_id
+            for worker in {s.worker for s in state.steps.values() if s.status == "running"}:
+                if worker and worker != me and not await self.rt.world.worker_alive(worker):
+                    dead.add(worker)
+            self.dead_workers = dead
+            self.state = state
+            self.last_at = events[-1].at
+            self.instance = None
+            if state.status == "running" and not state.done:
+                self.instance = self._replay(state, events)
+        except WorkflowNotFound as exc:
+            self._reject(exc, retry=True)
+        except Exception as exc:
+            log.exception("worldflow: cannot load run %r", self.run_id)
+            self._reject(exc, retry=True)
+        finally:
+            self.loading = False
+        self.kick()
+
+    def _reject(self, exc: BaseException, *, retry: bool) -> None:
+        """Loading failed: messages go back to the World (redelivered later)."""
+        inputs, self.inputs = self.inputs, []
+        for inp in inputs:
+            if inp.done is not None and not inp.done.done():
+                if retry:
+                    inp.done.set_exception(exc)
+                else:
+                    inp.done.set_result(None)
+        self.state = None
+
+    def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
+        instance = self._new_instance(list(state.commands))
+        for event in events:
+            if event.kind == "run_started":
+                instance.start(event.at, state.input)
+            elif event.kind in RESULT_KINDS:
+                if instance.done:
+                    break
+                instance.feed(event)
+        instance.check_replayed()
+        instance.take_commands()  # commands made during replay are already in the log
+        return instance
+
+    def _new_instance(self, recorded: list[Event]) -> WorkflowInstance:
+        assert self.state is not None or recorded is not None
+        workflow = get_workflow(self.state.workflow if self.state else "")
+        return WorkflowInstance(self.run_id, workflow, recorded, self.rt.world.webhook_url)
+
+    # -- one pass: inputs -> events -> append --------------------------------
+    def _pass(self) -> None:
+        state = self.state
+        assert state is not None
+        inputs, self.inputs = self.inputs, []
+        if state.done and self.inflight is None:
+            self._finish_inputs(inputs)
+            return
+        at = max(self.rt.clock.now(), self.last_at)
+        batch = _Batch(self, at)
+        try:
+            for inp in inputs:
+                self._apply(batch, inp)
+            self._advance(batch)
+        except Exception:
+            log.exception("worldflow: internal error in run %r", self.run_id)
+            self.state = self.instance = None
+            self._reject(RuntimeError(f"internal error in run {self.run_id!r}"), retry=True)
+            return
+        if not batch.events:
+            self._finish_inputs(inputs)
+            return
+        self.last_at = at
+        self.inflight = (batch, inputs)
+        self.rt.submit(self, batch.append)
+
+    def _finish_inputs(self, inputs: list[_Input]) -> None:
+        for inp in inputs:
+            if inp.done is not None and not inp.done.done():
+                inp.done.set_result(None)
+
+    def committed(self, ok: bool) -> None:
+        """Called by the runtime once the in-flight batch was appended (or lost its race)."""
+        assert self.inflight is not None
+        batch, inputs = self.inflight
+        self.inflight = None
+        if not ok:
+            log.debug("worldflow: run %r: append lost a race; reloading", self.run_id)
+            self.state = None
+            if self.instance is not None:
+                self.instance.close()
+            self.instance = None
+            self.inputs[:0] = inputs
+            self.kick()
+            return
+        for cid, attempt in batch.launch:
+            self._launch(cid, attempt)
+        self._finish_inputs(inputs)
+        if batch.append.status in ("completed", "failed", "cancelled"):
+            self.rt.run_ended(self.run_id)
+        elif self.rt.always_replay:
+            self.state = None  # the next input replays the run from its log
+            self.instance = None
+        self.kick()
+
+    # -- folding inputs into events ------------------------------------------
+    def _record(self, batch: _Batch, kind: str, data: dict[str, Any]) -> Event:
+        state = self.state
+        assert state is not None
+        event = Event(self.run_id, state.seq + 1, kind, data, batch.at)
+        state.apply(event)
+        batch.events.append(NewEvent(kind, data, batch.at))
+        return event
+
+    def _feed(self, batch: _Batch, event: Event) -> None:
+        if self.instance is not None:
+            self.instance.feed(event)
+            self._collect(batch)
+
+    def _collect(self, batch: _Batch) -> None:
+        assert self.instance is not None
+        for kind, data in self.instance.take_commands():
+            self._record(batch, kind, data)
+            if kind == "hook_created":
+                batch.append.hooks_created.append(
+                    HookInfo(data["token"], self.run_id, bool(data["webhook"]))
+                )
+            elif kind == "sleep_started":
+                self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
+
+    def _wake_at(self, batch: _Batch, when: float, what: str) -> None:
+        message = Message(self.rt.new_id(), self.run_id, "resume")
+        batch.append.messages.append(Outgoing(message, when, key=f"{self.run_id}:{what}"))
+
+    def _apply(self, batch: _Batch, inp: _Input) -> None:
+        state = self.state
+        assert state is not None
+        if inp.message is not None:
+            message = inp.message
+            if message.id in state.seen or state.done:
+                return
+            if message.kind == "hook":
+                token = message.data["token"]
+                if token not in state.hooks:
+                    log.warning("worldflow: run %r has no hook %r; dropped", self.run_id, token)
+                    return
+                data = {"token": token, "payload": message.data["payload"], "id": message.id}
+                self._feed(batch, self._record(batch, "hook_received", data))
+            elif message.kind == "cancel" and not state.cancel_requested:
+                self._feed(batch, self._record(batch, "cancel_requested", {"id": message.id}))
+            return
+        assert inp.attempt is not None
+        cid, attempt, ok, value = inp.attempt
+        step = state.steps.get(cid)
+        if (
+            step is None
+            or step.status != "running"
+            or step.attempt != attempt
+            or step.worker != self.rt.worker_id
+        ):
+            return  # a late result of an attempt that was timed out, lost or superseded
+        if ok:
+            data = {"cid": cid, "attempt": attempt, "output": value}
+            self._feed(batch, self._record(batch, "step_completed", data))
+            return
+        options = self._options(step)
+        error = describe_error(value)
+        fatal = isinstance(value, FatalError | SerializationError | WorkflowNotFound)
+        if fatal or attempt > options.max_retries:
+            data = {"cid": cid, "attempt": attempt, "error": error}
+            self._feed(batch, self._record(batch, "step_failed", data))
+            return
+        delay = options.delay_before(attempt + 1)
+        if isinstance(value, RetryableError) and value.retry_after is not None:
+            try:
+                delay = parse_duration(value.retry_after, what="retry_after")
+            except ValueError as bad:
+                error["message"] += f" ({bad}; used the step's backoff instead)"
+        retry_at = batch.at + delay
+        data = {"cid": cid, "attempt": attempt, "error": error, "retry_at": retry_at}
+        self._record(batch, "step_retrying", data)
+        self._wake_at(batch, retry_at, f"retry:{cid}:{attempt + 1}")
+
+    def _options(self, step: StepState) -> StepOptions:
+        found = self._step_object(step)
+        return found.options if found is not None else StepOptions()
+
+    def _step_object(self, step: StepState) -> Step[Any, Any] | None:
+        if self.instance is not None:
+            found = self.instance.steps.get(step.cid)
+            if found is not None:
+                return found
+        return get_step(step.name)
+
+    # -- deciding what is due --------------------------------------------------
+    def _advance(self, batch: _Batch) -> None:
+        state = self.state
+        assert state is not None
+        if state.done:
+            return
+        if state.status == "pending":
+            if state.cancel_requested:
+                self._end(batch, "cancelled", None, None)
+                return
+            event = self._record(batch, "run_started", {})
+            batch.append.status = "running"
+            self.instance = self._new_instance([])
+            self.instance.start(event.at, state.input)
+            self._collect(batch)
+        instance = self.instance
+        assert instance is not None
+        progress = True
+        while progress and not instance.done:
+            progress = False
+            for cid, until in sorted(state.timers.items(), key=lambda item: item[1]):
+                if until <= batch.at:
+                    self._feed(batch, self._record(batch, "sleep_fired", {"cid": cid}))
+                    progress = True
+            for step in list(state.steps.values()):
+                if step.status == "running" and self._lost(step, batch.at):
+                    progress |= self._retry_lost(batch, step)
+        if instance.done:
+            outcome = instance.outcome()
+            self._end(batch, outcome.status, outcome.output, outcome.error)
+            return
+        for step in state.steps.values():
+            due = step.status == "scheduled" or (
+                step.status == "retrying" and step.retry_at is not None and step.retry_at <= batch.at
+            )
+            if due:
+                self._start_attempt(batch, step)
+
+    def _lost(self, step: StepState, now: float) -> bool:
+        if step.worker == self.rt.worker_id:
+            running = self.running.get(step.cid)
+            return running is None or running[0] != step.attempt
+        if step.worker in self.dead_workers:
+            return True
+        return step.lease_until is not None and step.lease_until < now
+
+    def _retry_lost(self, batch: _Batch, step: StepState) -> bool:
+        """An attempt whose worker is gone counts as an attempt; retry or fail the step."""
+        if step.attempt > self._options(step).max_retries:
+            error = {
+                "type": "StepLost",
+                "message": f"attempt {step.attempt} of step {step.name!r} was lost: its "
+                f"worker {step.worker} stopped before it finished",
+                "traceback": "",
+            }
+            data = {"cid": step.cid, "attempt": step.attempt, "error": error}
+            self._feed(batch, self._record(batch, "step_failed", data))
+            return True
+        self._start_attempt(batch, step)
+        return False
+
+    def _start_attempt(self, batch: _Batch, step: StepState) -> None:
+        timeout = self._options(step).timeout
+        attempt = step.attempt + 1
+        data = {
+            "cid": step.cid,
+            "attempt": attempt,
+            "worker": self.rt.worker_id,
+            "lease_until": None if timeout is None else batch.at + timeout,
+        }
+        self._record(batch, "step_started", data)
+        batch.launch.append((step.cid, attempt))
+
+    def _end(self, batch: _Batch, status: str, output: Any, error: dict[str, Any] | None) -> None:
+        state = self.state
+        assert state is not None
+        if status == "completed":
+            self._record(batch, "run_completed", {"output": output})
+        elif status == "failed":
+            self._record(batch, "run_failed", {"error": error})
+        else:
+            self._record(batch, "run_cancelled", {})
+        batch.append.status = state.status  # type: ignore[assignment]
+        batch.append.output = output
+        batch.append.error = error
+        batch.append.hooks_removed = list(state.hooks)
+        if self.instance is not None:
+            self.instance.close()
+
+    # -- running steps -----------------------------------------------------------
+    def _launch(self, cid: int, attempt: int) -> None:
+        state = self.state
+        if state is None:
+            return
+        step_state = state.steps[cid]
+        step = self._step_object(step_state)
+
+        def done(ok: bool, value: Any) -> None:
+            self.attempt_finished(cid, attempt, ok, value)
+
+        if step is None:
+            exc = WorkflowNotFound(step_state.name)
+            exc.args = (f"step {step_state.name!r} is not registered in this process",)
+            self.running[cid] = (attempt, None)
+            self.rt.loop.call_soon(done, False, exc)
+            return
+        try:
+            args, kwargs = decode(step_state.input)
+        except Exception as exc:
+            self.running[cid] = (attempt, None)
+            self.rt.loop.call_soon(done, False, exc)
+            return
+        meta = StepMetadata(f"{self.run_id}:{cid}", attempt, self.run_id, step.name)
+        cancel = run_attempt(self.rt.loop, step, args, kwargs, meta, done)
+        self.running[cid] = (attempt, cancel)
+
+    def abandon(self) -> None:
+        """The runtime is closing: stop async attempts (sync ones cannot be stopped)."""
+        for _, cancel in list(self.running.values()):
+            if cancel is not None:
+                cancel()
+        self.running.clear()

@@ -1,0 +1,69 @@
+"""Errors as recorded in the log, and rebuilt from it.
+
+A recorded error is ``{"type", "message", "traceback"}``; ``type`` is the
+class's qualified name (no ``builtins.`` prefix). It is rebuilt as the
+original class when that is a builtin or its module is already imported in
+this process, else as :class:`StepFailed`; nothing is ever imported.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import traceback
+from typing import Any
+
+from ._errors import StepFailed
+
+__all__ = ["describe_error", "rebuild_error", "type_name"]
+
+
+def type_name(cls: type) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def describe_error(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
+    return {
+        "type": type_name(type(exc)),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+    }
+
+
+def _resolve(name: str) -> type | None:
+    if "." not in name:
+        found = getattr(builtins, name, None)
+        return found if isinstance(found, type) else None
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        obj: Any = module
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return None
+        return obj if isinstance(obj, type) else None
+    return None
+
+
+def rebuild_error(error: dict[str, Any], *, context: str = "") -> BaseException:
+    """The exception a workflow sees at its ``await`` for a recorded error."""
+    name = str(error.get("type", "Exception"))
+    message = str(error.get("message", ""))
+    cls = _resolve(name)
+    exc: BaseException | None = None
+    if cls is not None and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:  # a constructor with other arguments: fall back below
+            exc = None
+    if exc is None:
+        exc = StepFailed(name, message)
+    remote = error.get("traceback")
+    if remote:
+        exc.add_note(f"{context or 'recorded'} traceback:\n{str(remote).rstrip()}")
+    return exc

@@ -1,0 +1,131 @@
+"""Hooks and webhooks: a run pausing until something outside sends it data.
+
+Inside a workflow, :func:`create_hook` and :func:`create_webhook` return
+objects that are ``asyncio.Future`` s of the workflow's loop (so
+``asyncio.wait`` takes them), resolved by the first payload. ``await hook``
+gives the payloads one after another, and ``async for`` iterates over them in
+arrival order; payloads that arrive before the workflow awaits them wait for
+it, none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Generator
+from typing import Any, Generic, TypeVar
+
+from ._loop import current_instance
+
+__all__ = ["Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook"]
+
+T = TypeVar("T")
+
+
+class Hook(asyncio.Future[T], Generic[T]):
+    """A pause point resumed by token: ``await wf.resume_hook(hook.token, payload)``."""
+
+    token: str
+
+    def __init__(self, token: str, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.token = token
+        self._payloads: collections.deque[T] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[T]] = collections.deque()
+
+    def _deliver(self, payload: T) -> None:
+        if not self.done():
+            self.set_result(payload)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(payload)
+                return
+        self._payloads.append(payload)
+
+    def next(self) -> asyncio.Future[T]:
+        """A future for the next payload not yet taken (what ``await hook`` waits on)."""
+        waiter: asyncio.Future[T] = self.get_loop().create_future()
+        if self._payloads:
+            waiter.set_result(self._payloads.popleft())
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.next().__await__()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self.next()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} token={self.token!r} pending={len(self._payloads)}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookRequest:
+    """The HTTP request that resumed a webhook."""
+
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    path: str = ""
+    query: str = ""
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a ``ValueError`` that says so when it is not."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            preview = self.body[:80]
+            raise ValueError(
+                f"webhook body is not valid JSON ({exc}); it starts with {preview!r}"
+            ) from None
+
+
+class Webhook(Hook[WebhookRequest]):
+    """A hook with its own URL: an outside service resumes it with an HTTP request."""
+
+    url: str
+
+    def __init__(self, token: str, url: str, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(token, loop=loop)
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<Webhook url={self.url!r}>"
+
+
+def create_hook(token: str | None = None) -> Hook[Any]:
+    """Create a hook in the running workflow; ``token`` defaults to a random, unguessable one.
+
+    >>> hook = wf.create_hook(token=f"approve:{order_id}")
+    >>> decision = await hook
+    """
+    instance = current_instance()
+    if instance is None:
+        raise RuntimeError("wf.create_hook() can only be called inside a workflow")
+    return instance.create_hook(token, webhook=False)
+
+
+def create_webhook() -> Webhook:
+    """Create a webhook in the running workflow: ``webhook.url`` resumes it over HTTP.
+
+    >>> webhook = wf.create_webhook()
+    >>> await notify_payments(webhook.url)
+    >>> request = await webhook
+    """
+    instance = current_instance()
+    if instance is None:
+        raise RuntimeError("wf.create_webhook() can only be called inside a workflow")
+    hook = instance.create_hook(None, webhook=True)
+    assert isinstance(hook, Webhook)
+    return hook

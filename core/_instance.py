@@ -1,0 +1,250 @@
+"""One workflow run's code, executing on its deterministic loop.
+
+The instance turns what the code does (call a step, sleep, create a hook)
+into numbered commands, and feeds it what happened (a step's result, a timer
+firing, a hook payload, a cancellation) in log order. On replay, each command
+the code makes is checked against the one the log recorded at that position;
+a mismatch is a :class:`NonDeterminismError` naming both, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._codec import decode, encode
+from ._errors import NonDeterminismError
+from ._failures import describe_error, rebuild_error
+from ._hooks import Hook, Webhook
+from ._loop import WorkflowLoop
+from ._world import Event
+
+if TYPE_CHECKING:
+    from ._definitions import Step, Workflow
+
+__all__ = ["Outcome", "WorkflowInstance"]
+
+_COMMAND_LABEL = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # completed | failed | cancelled
+    output: Any = None  # encoded
+    error: dict[str, Any] | None = None
+
+
+def _describe(kind: str, name: str | None) -> str:
+    label = _COMMAND_LABEL.get(kind, kind)
+    return f"{label} {name!r}" if name and label == "step" else label
+
+
+class WorkflowInstance:
+    def __init__(
+        self,
+        run_id: str,
+        workflow: Workflow[Any, Any],
+        recorded: list[Event],
+        webhook_url: Callable[[str], str],
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.loop = WorkflowLoop(self)
+        self.recorded = recorded  # the command events of the log, in cid order
+        self.webhook_url = webhook_url
+        self.next_cid = 1
+        self.new_commands: list[tuple[str, dict[str, Any]]] = []
+        self.steps: dict[int, Step[Any, Any]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._hooks: dict[str, Hook[Any]] = {}
+        self.rng = random.Random(run_id)
+        self.task: asyncio.Task[Any] | None = None
+        self.started_at = 0.0
+        self.divergence: NonDeterminismError | None = None
+
+    # -- driving ---------------------------------------------------------
+    def start(self, at: float, input_tree: Any) -> None:
+        self.started_at = at
+        self.loop.set_time(at)
+        self.task = self.loop.create_task(self._main(input_tree))
+        self.loop.run_ready()
+
+    async def _main(self, input_tree: Any) -> Any:
+        args, kwargs = decode(input_tree)
+        return await self.workflow.fn(*args, **kwargs)
+
+    def feed(self, event: Event) -> None:
+        """Deliver one result event to the code and run it until it waits again."""
+        self.loop.set_time(event.at)
+        data = event.data
+        kind = event.kind
+        if kind == "hook_received":
+            hook = self._hooks.get(data["token"])
+            if hook is None:
+                self._diverged(
+                    f"event {event.seq} delivers a payload to hook {data['token']!r}, "
+                    "which the workflow's code has not created",
+                    raise_=False,
+                )
+            else:
+                hook._deliver(self._decode(data["payload"]))
+        elif kind == "cancel_requested":
+            if self.task is not None and not self.task.done():
+                self.task.cancel()
+        else:
+            cid = int(data["cid"])
+            if cid >= self.next_cid:
+                self._diverged(
+                    f"event {event.seq} ({kind}) is the result of command #{cid}, but the "
+                    f"workflow's code has made only {self.next_cid - 1} commands",
+                    raise_=False,
+                )
+            elif kind == "sleep_fired":
+                handle = self._timers.pop(cid, None)
+                if handle is not None:
+                    self.loop.fire(handle)
+                else:
+                    self._resolve(cid, None)
+            elif kind == "step_completed":
+                try:
+                    value = self._decode(data["output"])
+                except Exception as exc:  # a class that cannot be rebuilt here
+                    self._fail(cid, exc)
+                else:
+                    self._resolve(cid, value)
+            elif kind == "step_failed":
+                step = self.steps.get(cid)
+                label = f"step {step.name!r}" if step else f"step #{cid}"
+                self._fail(cid, rebuild_error(data["error"], context=label))
+        self.loop.run_ready()
+
+    def _decode(self, tree: Any) -> Any:
+        return decode(tree)
+
+    def _resolve(self, cid: int, value: Any) -> None:
+        fut = self._pending.pop(cid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    def _fail(self, cid: int, exc: BaseException) -> None:
+        fut = self._pending.pop(cid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    def take_commands(self) -> list[tuple[str, dict[str, Any]]]:
+        made, self.new_commands = self.new_commands, []
+        return made
+
+    def check_replayed(self) -> None:
+        """After replaying the whole log, every recorded command must have been made."""
+        made = self.next_cid - 1
+        if made < len(self.recorded) and self.divergence is None:
+            missing = self.recorded[made]
+            self._diverged(
+                f"the log records command #{made + 1} "
+                f"({_describe(missing.kind, missing.data.get('name'))}, event {missing.seq}) "
+                f"but the workflow's code {'ended' if self.done else 'is waiting'} "
+                f"after making only {made}",
+                raise_=False,
+            )
+
+    @property
+    def done(self) -> bool:
+        return self.divergence is not None or (self.task is not None and self.task.done())
+
+    def outcome(self) -> Outcome:
+        if self.divergence is not None:
+            return Outcome("failed", error=describe_error(self.divergence, with_traceback=False))
+        assert self.task is not None and self.task.done()
+        if self.task.cancelled():
+            return Outcome("cancelled")
+        exc = self.task.exception()
+        if exc is not None:
+            return Outcome("failed", error=describe_error(exc))
+        try:
+            output = encode(
+                self.task.result(), where=f"the return value of workflow {self.workflow.name!r}"
+            )
+        except TypeError as err:
+            return Outcome("failed", error=describe_error(err))
+        return Outcome("completed", output=output)
+
+    def close(self) -> None:
+        self.loop.close()
+
+    # -- commands made by the code -----------------------------------------
+    def _command(self, kind: str, name: str | None, data: dict[str, Any]) -> tuple[int, Event | None]:
+        if self.done:
+            raise RuntimeError("the workflow has ended; it cannot make more commands")
+        cid = self.next_cid
+        self.next_cid += 1
+        if cid <= len(self.recorded):
+            recorded = self.recorded[cid - 1]
+            if recorded.kind != kind or recorded.data.get("name") != name:
+                self._diverged(
+                    f"at command #{cid} the log records "
+                    f"{_describe(recorded.kind, recorded.data.get('name'))} (event "
+                    f"{recorded.seq}) but the code now makes {_describe(kind, name)}"
+                )
+            return cid, recorded
+        self.new_commands.append((kind, {"cid": cid, "name": name, **data}))
+        return cid, None
+
+    def _diverged(self, detail: str, *, raise_: bool = True) -> None:
+        error = NonDeterminismError(
+            f"run {self.run_id!r} of workflow {self.workflow.name!r}: the workflow's code no "
+            f"longer matches its event log: {detail}. Keep code that runs in flight "
+            "compatible with its log (deploy changes under a new workflow name)"
+        )
+        if self.divergence is None:
+            self.divergence = error
+        if raise_:
+            raise error
+
+    def call_step(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        tree = encode([list(args), kwargs], where=f"the arguments of step {step.name!r}")
+        cid, _ = self._command("step_scheduled", step.name, {"input": tree})
+        self.steps[cid] = step
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._pending[cid] = fut
+        return fut
+
+    def sleep_until(self, until: float) -> asyncio.Future[None]:
+        cid, _ = self._command("sleep_started", None, {"until": until})
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._pending[cid] = fut
+        return fut
+
+    def start_timer(self, handle: asyncio.TimerHandle) -> None:
+        cid, _ = self._command("sleep_started", None, {"until": handle.when()})
+        self._timers[cid] = handle
+
+    def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass  # a fired event for a cancelled handle is ignored by WorkflowLoop.fire
+
+    def create_hook(self, token: str | None, *, webhook: bool) -> Hook[Any]:
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValueError(f"a hook token must be a non-empty str, got {token!r}")
+        chosen = token or secrets.token_urlsafe(18)
+        url = self.webhook_url(chosen) if webhook else None
+        data = {"token": chosen, "webhook": webhook, "url": url}
+        cid, recorded = self._command("hook_created", "webhook" if webhook else "hook", data)
+        if recorded is not None:
+            if token is not None and recorded.data["token"] != token:
+                self._diverged(
+                    f"at command #{cid} the log records a hook with token "
+                    f"{recorded.data['token']!r} but the code now uses {token!r}"
+                )
+            chosen, url = recorded.data["token"], recorded.data.get("url")
+        hook: Hook[Any]
+        if webhook:
+            hook = Webhook(chosen, str(url), loop=self.loop)
+        else:
+            hook = Hook(chosen, loop=self.loop)
+        self._hooks[chosen] = hook
+        return hook

@@ -1,0 +1,204 @@
+"""The runtime: one per event loop, between the public API and a World.
+
+It owns the warm cache of run executors, group-commits their batches (all
+the appends that pile up during one commit go into the next, one storage
+call for many runs), receives the World's messages and answers the API's
+questions (start a run, wait for its result, resume a hook, cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ._codec import decode, encode
+from ._errors import HookNotFound, RunCancelled, RunFailed, RunNotFound
+from ._executor import RunExecutor
+from ._world import Append, Message, NewEvent, Outgoing, RunCreate, RunInfo, World
+
+__all__ = ["Runtime", "new_run_id"]
+
+log = logging.getLogger("worldflow")
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def _base32(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        value, digit = divmod(value, 32)
+        out.append(_ALPHABET[digit])
+    return "".join(reversed(out))
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time: ``wrun_`` + 10 time + 16 random chars."""
+    return "wrun_" + _base32(int(time.time() * 1000), 10) + _base32(secrets.randbits(80), 16)
+
+
+class Runtime:
+    """Runs workflows against one World on the running event loop."""
+
+    def __init__(self, world: World, *, always_replay: bool = False, max_cached: int = 10_000):
+        self.world = world
+        self.clock = world.clock
+        self.worker_id = world.worker_id
+        self.always_replay = always_replay
+        self.max_cached = max_cached
+        self.loop = asyncio.get_running_loop()
+        self._executors: OrderedDict[str, RunExecutor] = OrderedDict()
+        self._pending: list[tuple[RunExecutor, Append]] = []
+        self._flushing = False
+        self._ended: dict[str, list[asyncio.Future[None]]] = {}
+        self._ids = itertools.count()
+        self._id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.world.start(self.handle)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for executor in self._executors.values():
+            executor.abandon()
+        await self.world.close()
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    # -- the World's entry point ---------------------------------------------
+    async def handle(self, message: Message) -> None:
+        """Apply one message from the World's queue; returns once it is durable."""
+        await self._executor(message.run_id).handle(message)
+
+    def _executor(self, run_id: str) -> RunExecutor:
+        executor = self._executors.get(run_id)
+        if executor is None:
+            executor = self._executors[run_id] = RunExecutor(self, run_id)
+            if len(self._executors) > self.max_cached:
+                self._evict()
+        else:
+            self._executors.move_to_end(run_id)
+        return executor
+
+    def _evict(self) -> None:
+        for run_id in list(self._executors)[: len(self._executors) // 10]:
+            if self._executors[run_id].idle:
+                del self._executors[run_id]
+
+    # -- group commit ------------------------------------------------------------
+    def submit(self, executor: RunExecutor, append: Append) -> None:
+        self._pending.append((executor, append))
+        if not self._flushing:
+            self._flushing = True
+            self.loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        delay = 0.01
+        try:
+            while self._pending:
+                items, self._pending = self._pending, []
+                try:
+                    results = await self.world.append([append for _, append in items])
+                except Exception:
+                    log.exception("worldflow: append failed; retrying in %.2fs", delay)
+                    self._pending[:0] = items
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.01
+                for (executor, _), ok in zip(items, results, strict=True):
+                    executor.committed(ok)
+        finally:
+            self._flushing = False
+
+    def run_ended(self, run_id: str) -> None:
+        for fut in self._ended.pop(run_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+        executor = self._executors.get(run_id)
+        if executor is not None and not executor.running and not executor.inputs:
+            del self._executors[run_id]
+
+    # -- what the public API asks ------------------------------------------------
+    async def start_run(self, workflow: str, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None) -> str:
+        tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
+        run_id = run_id or new_run_id()
+        at = self.clock.now()
+        create = RunCreate(
+            run_id,
+            workflow,
+            NewEvent("run_created", {"workflow": workflow, "input": tree}, at),
+            Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start"),
+        )
+        info, _ = await self.world.create_run(create)
+        if info.workflow != workflow:
+            raise ValueError(
+                f"run id {run_id!r} already belongs to a run of workflow {info.workflow!r}, "
+                f"not {workflow!r}"
+            )
+        return run_id
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        info = await self.world.get_run(run_id)
+        if info is None:
+            raise RunNotFound(run_id)
+        return info
+
+    async def result(self, run_id: str, timeout: float | None) -> Any:
+        deadline = None if timeout is None else self.loop.time() + timeout
+        poll = 0.05
+        ended: asyncio.Future[None] | None = None
+        try:
+            while True:
+                info = await self.get_run(run_id)
+                if info.done:
+                    return self._outcome(info)
+                if ended is None or ended.done():
+                    ended = self.loop.create_future()
+                    self._ended.setdefault(run_id, []).append(ended)
+                wait = poll if deadline is None else min(poll, deadline - self.loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"run {run_id!r} has not finished after {timeout}s")
+                # Runs finished by this process wake us at once; others are polled for.
+                await asyncio.wait([ended], timeout=wait)
+                poll = min(poll * 1.5, 1.0)
+        finally:
+            waiters = self._ended.get(run_id)
+            if ended is not None and waiters and ended in waiters:
+                waiters.remove(ended)
+                if not waiters:
+                    del self._ended[run_id]
+
+    def _outcome(self, info: RunInfo) -> Any:
+        if info.status == "completed":
+            return decode(info.output)
+        if info.status == "cancelled":
+            raise RunCancelled(info.id)
+        error = info.error or {}
+        raise RunFailed(info.id, str(error.get("type", "Error")), str(error.get("message", "")))
+
+    async def cancel(self, run_id: str) -> None:
+        info = await self.get_run(run_id)
+        if not info.done:
+            await self.world.send([Outgoing(Message(self.new_id(), run_id, "cancel"))])
+
+    async def resume_hook(self, token: str, payload: Any) -> str:
+        tree = encode(payload, where=f"the payload for hook {token!r}")
+        hook = await self.world.get_hook(token)
+        if hook is None:
+            raise HookNotFound(token)
+        message = Message(self.new_id(), hook.run_id, "hook", {"token": token, "payload": tree})
+        await self.world.send([Outgoing(message)])
+        return hook.run_id

@@ -1,0 +1,251 @@
+"""The state of a run, as a pure projection of its event log.
+
+The engine folds events into a :class:`RunState` to decide what is due
+(steps to start or retry, timers to fire); tools fold the same events to
+show a run's steps. No workflow code runs here.
+
+Event kinds (``data`` keys):
+
+=================  ==========================================================
+run_created        workflow, input                       (written by start)
+run_started        -
+step_scheduled     cid, name, input                      (a command)
+step_started       cid, attempt, worker, lease_until
+step_retrying      cid, attempt, error, retry_at
+step_completed     cid, attempt, output
+step_failed        cid, attempt, error
+sleep_started      cid, until                            (a command)
+sleep_fired        cid
+hook_created       cid, token, webhook, url              (a command)
+hook_received      token, payload, id
+cancel_requested   id
+run_completed      output
+run_failed         error
+run_cancelled      -
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import CorruptLogError
+from ._world import TERMINAL, Event
+
+__all__ = ["COMMAND_KINDS", "RESULT_KINDS", "RunState", "StepState"]
+
+#: Events a workflow's code makes; replay checks them in call order.
+COMMAND_KINDS = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
+#: Events fed into the workflow's code, in log order, on replay.
+RESULT_KINDS = frozenset(
+    {"step_completed", "step_failed", "sleep_fired", "hook_received", "cancel_requested"}
+)
+
+
+@dataclasses.dataclass(slots=True)
+class StepState:
+    cid: int
+    name: str
+    input: Any
+    scheduled_at: float
+    status: str = "scheduled"  # scheduled | running | retrying | completed | failed
+    attempt: int = 0  # the last attempt started
+    worker: str | None = None
+    lease_until: float | None = None
+    retry_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class HookState:
+    cid: int
+    token: str
+    webhook: bool
+    url: str | None
+    received: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class RunState:
+    run_id: str
+    workflow: str = ""
+    input: Any = None
+    status: str = "pending"
+    seq: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    commands: list[Event] = dataclasses.field(default_factory=list)
+    steps: dict[int, StepState] = dataclasses.field(default_factory=dict)
+    timers: dict[int, float] = dataclasses.field(default_factory=dict)  # pending: cid -> until
+    hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
+    seen: set[str] = dataclasses.field(default_factory=set)  # applied message ids
+
+    @classmethod
+    def from_events(cls, run_id: str, events: Iterable[Event]) -> RunState:
+        state = cls(run_id)
+        for event in events:
+            state.apply(event)
+        return state
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def apply(self, event: Event) -> None:
+        """Fold one event in; a malformed or out-of-order event is a CorruptLogError."""
+        if event.seq != self.seq + 1:
+            raise CorruptLogError(
+                f"run {self.run_id!r}: event {event.seq} ({event.kind}) follows event "
+                f"{self.seq}; the log must be densely numbered"
+            )
+        try:
+            handler = _APPLY[event.kind]
+        except KeyError:
+            raise CorruptLogError(
+                f"run {self.run_id!r}: event {event.seq} has unknown kind {event.kind!r}"
+            ) from None
+        try:
+            handler(self, event, event.data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CorruptLogError(
+                f"run {self.run_id!r}: event {event.seq} ({event.kind}) is malformed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.seq = event.seq
+
+    def _command(self, event: Event, data: dict[str, Any]) -> int:
+        cid = int(data["cid"])
+        if cid != len(self.commands) + 1:
+            raise CorruptLogError(
+                f"run {self.run_id!r}: event {event.seq} records command #{cid}, "
+                f"expected #{len(self.commands) + 1}"
+            )
+        self.commands.append(event)
+        return cid
+
+    def _step(self, event: Event, data: dict[str, Any]) -> StepState:
+        try:
+            return self.steps[int(data["cid"])]
+        except KeyError:
+            raise CorruptLogError(
+                f"run {self.run_id!r}: event {event.seq} ({event.kind}) names step "
+                f"#{data.get('cid')}, which was never scheduled"
+            ) from None
+
+
+def _run_created(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    s.workflow = d["workflow"]
+    s.input = d["input"]
+    s.created_at = e.at
+
+
+def _run_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    s.status = "running"
+    s.started_at = e.at
+
+
+def _step_scheduled(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    cid = s._command(e, d)
+    s.steps[cid] = StepState(cid, d["name"], d["input"], e.at)
+
+
+def _step_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    st = s._step(e, d)
+    st.status = "running"
+    st.attempt = d["attempt"]
+    st.worker = d.get("worker")
+    st.lease_until = d.get("lease_until")
+    st.retry_at = None
+    if st.started_at is None:
+        st.started_at = e.at
+
+
+def _step_retrying(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    st = s._step(e, d)
+    st.status = "retrying"
+    st.retry_at = d["retry_at"]
+    st.error = d["error"]
+
+
+def _step_completed(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    st = s._step(e, d)
+    st.status = "completed"
+    st.output = d["output"]
+    st.ended_at = e.at
+
+
+def _step_failed(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    st = s._step(e, d)
+    st.status = "failed"
+    st.error = d["error"]
+    st.ended_at = e.at
+
+
+def _sleep_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    cid = s._command(e, d)
+    s.timers[cid] = float(d["until"])
+
+
+def _sleep_fired(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    if s.timers.pop(int(d["cid"]), None) is None:
+        raise CorruptLogError(
+            f"run {s.run_id!r}: event {e.seq} fires sleep #{d['cid']}, which is not pending"
+        )
+
+
+def _hook_created(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    cid = s._command(e, d)
+    s.hooks[d["token"]] = HookState(cid, d["token"], bool(d.get("webhook")), d.get("url"))
+
+
+def _hook_received(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    hook = s.hooks.get(d["token"])
+    if hook is None:
+        raise CorruptLogError(
+            f"run {s.run_id!r}: event {e.seq} delivers to hook {d['token']!r}, never created"
+        )
+    hook.received += 1
+    s.seen.add(d["id"])
+
+
+def _cancel_requested(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    s.cancel_requested = True
+    s.seen.add(d["id"])
+
+
+def _ended(status: str) -> Any:
+    def apply(s: RunState, e: Event, d: dict[str, Any]) -> None:
+        s.status = status
+        s.ended_at = e.at
+        s.output = d.get("output")
+        s.error = d.get("error")
+
+    return apply
+
+
+_APPLY = {
+    "run_created": _run_created,
+    "run_started": _run_started,
+    "step_scheduled": _step_scheduled,
+    "step_started": _step_started,
+    "step_retrying": _step_retrying,
+    "step_completed": _step_completed,
+    "step_failed": _step_failed,
+    "sleep_started": _sleep_started,
+    "sleep_fired": _sleep_fired,
+    "hook_created": _hook_created,
+    "hook_received": _hook_received,
+    "cancel_requested": _cancel_requested,
+    "run_completed": _ended("completed"),
+    "run_failed": _ended("failed"),
+    "run_cancelled": _ended("cancelled"),
+}

@@ -1,0 +1,182 @@
+"""Durations: every accepted form, every rejected one, and the short display form."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from worldflow._duration import format_duration, parse_duration
+
+FORMS = 'use a number of seconds, a timedelta, or a string such as "500ms", "10s", "5m", "2h", "3d", "1w"'
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        # units
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("3d", 259200.0),
+        ("1w", 604800.0),
+        ("0s", 0.0),
+        ("0ms", 0.0),
+        # decimals
+        ("1.5s", 1.5),
+        ("0.5m", 30.0),
+        (".25h", 900.0),
+        ("2.5ms", 0.0025),
+        # compounds, with or without spaces
+        ("1h30m", 5400.0),
+        ("1h 30m", 5400.0),
+        ("1d 2h 3m 4s 5ms", 93784.005),
+        ("1w1d", 691200.0),
+        ("5m500ms", 300.5),
+        ("10 s", 10.0),
+        ("1h  30m", 5400.0),
+        # whitespace around
+        ("  10s  ", 10.0),
+        ("\t5m\n", 300.0),
+        # plain number strings are seconds
+        ("90", 90.0),
+        ("0", 0.0),
+        ("1.25", 1.25),
+        (" 7 ", 7.0),
+        # numbers
+        (0, 0.0),
+        (30, 30.0),
+        (1.5, 1.5),
+        (-0.0, 0.0),
+        (10**6, 1e6),
+        # timedeltas
+        (timedelta(0), 0.0),
+        (timedelta(minutes=5), 300.0),
+        (timedelta(days=1, microseconds=1), 86400.000001),
+    ],
+    ids=repr,
+)
+def test_accepted(value: object, seconds: float) -> None:
+    result = parse_duration(value)
+    assert type(result) is float
+    assert result == pytest.approx(seconds, rel=1e-12, abs=1e-12)
+    assert math.copysign(1, result) == 1  # never -0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        # strings
+        ("3x", None),
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        ("-5s", None),
+        ("-5", None),
+        ("s", None),
+        ("5 5s", None),
+        ("5 m s", None),
+        ("1h30", None),
+        ("10S", None),
+        ("5min", None),
+        ("1.s", None),
+        ("1..5s", None),
+        ("1e3", None),
+        ("nan", None),
+        ("inf", None),
+        ("1,5s", None),
+        ("ten seconds", None),
+        ("9" * 400, "it is not finite"),
+        ("9" * 400 + "w", "it is not finite"),
+        # numbers
+        (-1, "it is negative"),
+        (-0.001, "it is negative"),
+        (math.nan, "it is not finite"),
+        (math.inf, "it is not finite"),
+        (-math.inf, "it is negative"),
+        (10**400, "it is too large"),
+        (True, "a bool is not a duration"),
+        (False, "a bool is not a duration"),
+        # timedeltas
+        (timedelta(seconds=-1), "it is negative"),
+        # other types
+        (None, "a NoneType is not a duration"),
+        (Decimal("1"), "a decimal.Decimal is not a duration"),
+        (b"10s", "a bytes is not a duration"),
+        ([10], "a list is not a duration"),
+    ],
+    ids=repr,
+)
+def test_rejected(value: object, reason: str | None) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value, what="sleep")
+    message = str(info.value)
+    assert message.startswith(f"invalid duration {value!r} for sleep")
+    assert message.endswith(f": {FORMS}")
+    if reason is not None:
+        assert f"({reason})" in message
+
+
+def test_message_for_the_brief_example() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration("3x", what="sleep")
+    assert str(info.value) == f"invalid duration '3x' for sleep: {FORMS}"
+
+
+def test_default_what_is_not_repeated() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration("3x")
+    assert str(info.value) == f"invalid duration '3x': {FORMS}"
+
+
+def test_what_names_the_caller() -> None:
+    with pytest.raises(ValueError, match=r"for retry_after of step 'shop\.charge'"):
+        parse_duration(-1, what="retry_after of step 'shop.charge'")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.00085, "850µs"),
+        (0.000001, "1µs"),
+        (0.0000015, "1.5µs"),
+        (0.0009996, "1ms"),
+        (0.0015, "1.5ms"),
+        (0.012, "12ms"),
+        (0.999, "999ms"),
+        (0.9996, "1s"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (9.94, "9.9s"),
+        (12, "12s"),
+        (59.4, "59s"),
+        (59.7, "1m 00s"),
+        (60, "1m 00s"),
+        (125, "2m 05s"),
+        (3599, "59m 59s"),
+        (3599.6, "1h 00m"),
+        (3600, "1h 00m"),
+        (3 * 3600 + 4 * 60, "3h 04m"),
+        (86340, "23h 59m"),
+        (86399, "1d 0h"),
+        (86400, "1d 0h"),
+        (3 * 86400 + 2 * 3600, "3d 2h"),
+        (400 * 86400, "400d 0h"),
+        (-1.5, "-1.5s"),
+        (math.inf, "inf"),
+        (math.nan, "nan"),
+    ],
+    ids=repr,
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("text", ["500ms", "10s", "5m", "2h", "3d"])
+def test_format_reads_back(text: str) -> None:
+    seconds = parse_duration(text)
+    shown = format_duration(seconds).replace(" 00s", "").replace(" 00m", "").replace(" 0h", "")
+    assert parse_duration(shown) == seconds

@@ -1,0 +1,185 @@
+"""The distribution: what the wheel holds and that it imports once installed.
+
+The dev venv imports worldflow through an editable install; these tests check
+the other path, a real wheel in a fresh venv. They build offline
+(``--no-build-isolation``, with the setuptools and wheel of the dev extras) and
+install with ``--no-deps --no-index``, so they need no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What a build needs from the repo; the rest (tests/, examples/, .git, .venv,
+# build/ ...) is left out of the scratch copy, which also keeps stale files in
+# the repo's own build/ out of the wheel.
+_COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".worldflow",
+)
+
+
+def _pyproject() -> dict[str, Any]:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def _package_dirs() -> dict[str, Path]:
+    """Each package listed in pyproject.toml, mapped to its folder in the repo."""
+    setuptools_cfg = _pyproject()["tool"]["setuptools"]
+    package_dir: dict[str, str] = setuptools_cfg["package-dir"]
+    result: dict[str, Path] = {}
+    for package in setuptools_cfg["packages"]:
+        # The longest mapped prefix wins: worldflow.worlds.local -> worlds/local.
+        for prefix in sorted(package_dir, key=len, reverse=True):
+            if package == prefix or package.startswith(prefix + "."):
+                rest = package[len(prefix) :].lstrip(".").split(".")
+                result[package] = REPO.joinpath(package_dir[prefix], *filter(None, rest))
+                break
+        else:
+            raise AssertionError(f"{package} is under no package-dir mapping")
+    return result
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """A folder with an __init__.py under core/ or worlds/ that pyproject.toml
+    does not list would be importable in dev but missing from the wheel."""
+    listed = _package_dirs()
+    for package, folder in listed.items():
+        assert (folder / "__init__.py").is_file(), f"{package}: no {folder}/__init__.py"
+    on_disk = {
+        init.parent
+        for top in ("core", "worlds")
+        for init in (REPO / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    missing = sorted(str(d.relative_to(REPO)) for d in on_disk - set(listed.values()))
+    assert not missing, f"add these to [tool.setuptools] packages: {missing}"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    for backend in ("setuptools", "wheel"):
+        try:
+            __import__(backend)
+        except ImportError:  # pragma: no cover - the dev extras bring both
+            pytest.fail(f"{backend} is not installed: install the project with [dev]")
+    src = tmp_path_factory.mktemp("src") / "worldflow"
+    shutil.copytree(REPO, src, ignore=_COPY_IGNORE, symlinks=True)
+    out = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        timeout=120,
+    )
+    (built,) = out.glob("worldflow-*.whl")
+    yield built
+
+
+@pytest.mark.slow
+def test_wheel_contents(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+
+    # Only the package and its metadata: no tests/, examples/, bench/, core/ ...
+    assert {n.split("/")[0] for n in names} == {"worldflow", dist_info}
+    assert "worldflow/py.typed" in names
+    assert "worldflow/__init__.py" in names
+    for package in _package_dirs():
+        assert f"{package.replace('.', '/')}/__init__.py" in names, package
+    assert "worldflow = worldflow.cli:main" in entry_points
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    # No pip in the new venv: the dev venv's pip installs into it (--python).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        timeout=120,
+    )
+
+    # Without its dependencies (rich), importing the core and the local world
+    # must still work. -I: no cwd, PYTHONPATH or user site on sys.path.
+    probe = (
+        "import importlib.metadata, json, sysconfig\n"
+        "import worldflow, worldflow.worlds.local\n"
+        "print(json.dumps({\n"
+        "    'file': worldflow.__file__,\n"
+        "    'local': worldflow.worlds.local.__file__,\n"
+        "    'purelib': sysconfig.get_path('purelib'),\n"
+        "    'version': getattr(worldflow, '__version__', None),\n"
+        "    'dist_version': importlib.metadata.version('worldflow'),\n"
+        "}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run(
+        [str(python), "-I", "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+
+    purelib = Path(info["purelib"]).resolve()
+    assert purelib.is_relative_to(venv.resolve())
+    assert Path(info["file"]).resolve() == purelib / "worldflow" / "__init__.py"
+    assert Path(info["local"]).resolve() == purelib / "worldflow/worlds/local/__init__.py"
+    assert (purelib / "worldflow" / "py.typed").is_file()
+    if info["version"] is not None:
+        assert info["version"] == info["dist_version"], (
+            "worldflow.__version__ and the version in pyproject.toml differ"
+        )

@@ -1,0 +1,4 @@
+"""The AWS world (needs the ``worldflow[aws]`` extra).
+
+Not implemented yet: this package is a placeholder so that the name exists.
+"""

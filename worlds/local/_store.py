@@ -1,0 +1,434 @@
+"""SQLite storage for the local world: runs, event logs, hooks, messages, workers.
+
+One connection, used on the event loop's thread: a thread hop per write (as
+aiosqlite does) costs more than the write. WAL with ``synchronous=NORMAL``:
+a commit survives the process being killed (``kill -9``); on power loss the
+last commits before the crash may be lost, never the database's integrity.
+
+Writers take the lock with ``BEGIN IMMEDIATE`` (a deferred read-then-write
+transaction fails at once with "database is locked" whatever the busy
+timeout), under a short busy timeout with an async retry around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from worldflow._errors import CorruptLogError, WorldError
+from worldflow._world import (
+    Append,
+    Event,
+    HookInfo,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    RunPage,
+)
+
+__all__ = ["Store", "StoredMessage"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL,
+    owner TEXT,
+    output TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hooks (
+    token TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    webhook INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    due REAL NOT NULL,
+    dedup TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS messages_by_run ON messages (run_id);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+"""
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class StoredMessage:
+    __slots__ = ("data", "due", "kind", "msg_id", "row", "run_id")
+
+    def __init__(self, row: int, run_id: str, msg_id: str, kind: str, data: str, due: float):
+        self.row = row
+        self.run_id = run_id
+        self.msg_id = msg_id
+        self.kind = kind
+        self.data = data
+        self.due = due
+
+
+def _run_info(row: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
+    id_, workflow, status, created, updated, last_seq, output, error = row
+    return RunInfo(
+        id=id_,
+        workflow=workflow,
+        status=status,
+        created_at=created,
+        updated_at=updated,
+        last_seq=last_seq,
+        output=None if output is None else json.loads(output),
+        error=None if error is None else json.loads(error),
+    )
+
+
+_RUN_COLUMNS = "id, workflow, status, created_at, updated_at, last_seq, output, error"
+
+
+class Store:
+    """The SQLite database of one local world."""
+
+    def __init__(self, path: str, worker_id: str, *, busy_timeout_ms: int = 20) -> None:
+        self.path = path
+        self.worker_id = worker_id
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # Another process may be creating the schema right now: wait for it here,
+            # then keep the lock wait short (the async retry in write() takes over).
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.executescript(_SCHEMA)
+            self._write(self._check_schema)
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        except sqlite3.Error as exc:
+            raise WorldError(f"cannot open the local world's database {path!r}: {exc}") from exc
+        self.on_messages: Callable[[list[StoredMessage]], None] | None = None
+
+    def _check_schema(self) -> None:
+        found = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if found is None:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise WorldError(
+                f"{self.path}: schema version {found[0]}, this worldflow reads {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions ------------------------------------------------------------
+    def _write(self, body: Callable[[], T]) -> T:
+        """Run ``body`` in one IMMEDIATE transaction (raises sqlite3.OperationalError if locked)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def write(self, body: Callable[[], T]) -> T:
+        """``_write`` with an async retry while another process holds the lock."""
+        delay = 0.001
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                return self._write(body)
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() > deadline:
+                    raise WorldError(f"local world database {self.path!r}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise WorldError(f"local world database {self.path!r}: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _insert_messages(self, messages: Sequence[Outgoing], now: float) -> list[StoredMessage]:
+        stored = []
+        for out in messages:
+            m = out.message
+            data = _dumps(m.data)
+            due = now if out.not_before is None else out.not_before
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO messages (run_id, msg_id, kind, data, due, dedup) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (m.run_id, m.id, m.kind, data, due, out.key),
+            )
+            if cur.rowcount == 1:
+                assert cur.lastrowid is not None
+                stored.append(StoredMessage(cur.lastrowid, m.run_id, m.id, m.kind, data, due))
+        return stored
+
+    def _announce(self, stored: list[StoredMessage]) -> None:
+        if stored and self.on_messages is not None:
+            self.on_messages(stored)
+
+    # -- Storage -------------------------------------------------------------------
+    async def create_run(self, create: RunCreate, now: float) -> tuple[RunInfo, bool]:
+        event = create.event
+        data = _dumps(event.data)
+
+        def body() -> tuple[RunInfo | None, list[StoredMessage]]:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO runs (id, workflow, status, created_at, updated_at, "
+                "last_seq, owner) VALUES (?, ?, 'pending', ?, ?, 1, ?)",
+                (create.run_id, create.workflow, event.at, event.at, self.worker_id),
+            )
+            if cur.rowcount == 0:
+                return None, []
+            self.db.execute(
+                "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
+                (create.run_id, event.kind, event.at, data),
+            )
+            return None, self._insert_messages([create.start], now)
+
+        _, stored = await self.write(body)
+        self._announce(stored)
+        info = await self.get_run(create.run_id)
+        assert info is not None
+        return info, bool(stored)
+
+    async def append(self, appends: Sequence[Append], now: float) -> list[bool]:
+        def body() -> tuple[list[bool], list[StoredMessage]]:
+            db = self.db
+            results: list[bool] = []
+            lost: set[str] = set()
+            stored: list[StoredMessage] = []
+            for a in appends:
+                if a.run_id in lost:  # a chain: once one append of a run fails, the rest do
+                    results.append(False)
+                    continue
+                updated = a.events[-1].at if a.events else now
+                if a.status is None:
+                    cur = db.execute(
+                        "UPDATE runs SET last_seq = ?, updated_at = ?, owner = ? "
+                        "WHERE id = ? AND last_seq = ?",
+                        (a.last_seq, updated, self.worker_id, a.run_id, a.expected_seq),
+                    )
+                else:
+                    cur = db.execute(
+                        "UPDATE runs SET last_seq = ?, updated_at = ?, owner = ?, status = ?, "
+                        "output = ?, error = ? WHERE id = ? AND last_seq = ?",
+                        (
+                            a.last_seq,
+                            updated,
+                            self.worker_id,
+                            a.status,
+                            None if a.output is None else _dumps(a.output),
+                            None if a.error is None else _dumps(a.error),
+                            a.run_id,
+                            a.expected_seq,
+                        ),
+                    )
+                if cur.rowcount != 1:
+                    lost.add(a.run_id)
+                    results.append(False)
+                    continue
+                db.executemany(
+                    "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (a.run_id, a.expected_seq + i, e.kind, e.at, _dumps(e.data))
+                        for i, e in enumerate(a.events, 1)
+                    ],
+                )
+                if a.hooks_created:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO hooks (token, run_id, webhook) VALUES (?, ?, ?)",
+                        [(h.token, h.run_id, int(h.webhook)) for h in a.hooks_created],
+                    )
+                if a.hooks_removed:
+                    db.executemany(
+                        "DELETE FROM hooks WHERE token = ? AND run_id = ?",
+                        [(token, a.run_id) for token in a.hooks_removed],
+                    )
+                if a.messages:
+                    stored += self._insert_messages(a.messages, now)
+                results.append(True)
+            return results, stored
+
+        results, stored = await self.write(body)
+        self._announce(stored)
+        return results
+
+    async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        rows = self.db.execute(
+            "SELECT seq, kind, at, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after_seq),
+        ).fetchall()
+        events = []
+        for seq, kind, at, data in rows:
+            try:
+                decoded = json.loads(data)
+            except ValueError as exc:
+                raise CorruptLogError(
+                    f"run {run_id!r}: event {seq} ({kind}) in {self.path} is not valid JSON: {exc}"
+                ) from exc
+            if not isinstance(decoded, dict):
+                raise CorruptLogError(f"run {run_id!r}: event {seq} ({kind}) is not an object")
+            events.append(Event(run_id, seq, kind, decoded, at))
+        return events
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        row = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else _run_info(row)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if cursor:
+            created, _, last_id = cursor.partition("|")
+            try:
+                created_at = float(created)
+            except ValueError:
+                raise ValueError(f"invalid cursor {cursor!r}") from None
+            where.append("(created_at, id) < (?, ?)")
+            params += [created_at, last_id]
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self.db.execute(sql, (*params, limit + 1)).fetchall()
+        runs = [_run_info(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = runs[-1]
+            next_cursor = f"{last.created_at!r}|{last.id}"
+        return RunPage(runs, next_cursor)
+
+    async def get_hook(self, token: str) -> HookInfo | None:
+        row = self.db.execute(
+            "SELECT token, run_id, webhook FROM hooks WHERE token = ?", (token,)
+        ).fetchone()
+        return None if row is None else HookInfo(row[0], row[1], bool(row[2]))
+
+    # -- Queue ---------------------------------------------------------------------
+    async def send(self, messages: Sequence[Outgoing], now: float) -> None:
+        stored = await self.write(lambda: self._insert_messages(messages, now))
+        self._announce(stored)
+
+    async def ack(self, rows: Sequence[int]) -> None:
+        await self.write(
+            lambda: self.db.executemany("DELETE FROM messages WHERE id = ?", [(r,) for r in rows])
+        )
+
+    def data_version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    async def claimable(self, live: list[str], workflows: list[str], known: set[int]) -> list[StoredMessage]:
+        """Messages of runs this process may take: its own, unowned, or a dead worker's."""
+        rows = self.db.execute(
+            "SELECT m.id, m.run_id, m.msg_id, m.kind, m.data, m.due FROM messages m "
+            "JOIN runs r ON r.id = m.run_id "
+            "WHERE r.workflow IN (SELECT value FROM json_each(?)) "
+            "AND (r.owner IS NULL OR r.owner = ? OR r.owner NOT IN (SELECT value FROM json_each(?)))"
+            " ORDER BY m.id",
+            (_dumps(workflows), self.worker_id, _dumps(live)),
+        ).fetchall()
+        return [StoredMessage(*row) for row in rows if row[0] not in known]
+
+    async def messages_of_ended_runs(self) -> list[int]:
+        rows = self.db.execute(
+            "SELECT m.id FROM messages m JOIN runs r ON r.id = m.run_id "
+            "WHERE r.status IN ('completed', 'failed', 'cancelled')"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def claim(self, run_id: str, live: list[str]) -> bool:
+        """Take ownership of a run that is unowned, ours, or a dead worker's."""
+
+        def body() -> bool:
+            cur = self.db.execute(
+                "UPDATE runs SET owner = ? WHERE id = ? AND (owner IS NULL OR owner = ? "
+                "OR owner NOT IN (SELECT value FROM json_each(?)))",
+                (self.worker_id, run_id, self.worker_id, _dumps(live)),
+            )
+            return cur.rowcount == 1
+
+        return await self.write(body)
+
+    async def orphans(self, live: list[str], workflows: list[str]) -> list[str]:
+        """Unfinished runs whose owner is gone (it crashed mid-step, say)."""
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE status IN ('pending', 'running') "
+            "AND workflow IN (SELECT value FROM json_each(?)) "
+            "AND (owner IS NULL OR owner NOT IN (SELECT value FROM json_each(?)))",
+            (_dumps(workflows), _dumps(live)),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- Workers ---------------------------------------------------------------------
+    async def heartbeat(self, now: float) -> None:
+        await self.write(
+            lambda: self.db.execute(
+                "INSERT OR REPLACE INTO workers (id, heartbeat) VALUES (?, ?)",
+                (self.worker_id, now),
+            )
+        )
+
+    def live_workers(self, since: float) -> list[str]:
+        rows = self.db.execute("SELECT id FROM workers WHERE heartbeat >= ?", (since,)).fetchall()
+        return [row[0] for row in rows]
+
+    def leave(self) -> None:
+        """Say this worker is gone, so others take its runs at once (best effort)."""
+        try:
+            self._write(
+                lambda: self.db.execute("DELETE FROM workers WHERE id = ?", (self.worker_id,))
+            )
+        except sqlite3.Error:
+            pass  # another process holds the lock: our heartbeat simply expires
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            lambda: self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )
+        )
