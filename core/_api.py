@@ -220,8 +220,12 @@ async def start(
             f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
             " (decorate the function with @wf.workflow)"
         )
-    if id is not None and (not isinstance(id, str) or not id or len(id) > 256 or not id.isprintable()):
-        raise ValueError(f"a run id must be a non-empty printable str of at most 256 chars, got {id!r}")
+    if id is not None and (
+        not isinstance(id, str) or not id or len(id) > 256 or not id.isprintable()
+    ):
+        raise ValueError(
+            f"a run id must be a non-empty printable str of at most 256 chars, got {id!r}"
+        )
     if current_instance() is not None:
         raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
     runtime = await _runtime()

@@ -9,6 +9,7 @@ sync attempt is abandoned: its late result is fenced out by attempt number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import queue
@@ -137,7 +138,11 @@ def run_attempt(
                 finish(True, t.result())
 
         task.add_done_callback(on_done)
-        return task.cancel
+
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
 
     timer: asyncio.TimerHandle | None = None
     if timeout is not None:
@@ -147,12 +152,11 @@ def run_attempt(
         try:
             result = context.run(step.fn, *args, **kwargs)
             outcome: tuple[bool, Any] = (True, encode(result, where=where))
-        except BaseException as exc:  # noqa: BLE001 - every failure of user code is recorded
+        except BaseException as exc:
             outcome = (False, exc)
-        try:
+        # If the loop has closed, the run resumes elsewhere and this result is lost.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(deliver, *outcome)
-        except RuntimeError:  # the loop has closed: the run resumes elsewhere
-            pass
 
     def deliver(ok: bool, value: Any) -> None:
         if timer is not None:

@@ -56,7 +56,9 @@ def load_settings(name: str, env: Mapping[str, str] | None = None) -> dict[str, 
     """The settings of world ``name``: pyproject values, overridden by the environment."""
     env = os.environ if env is None else env
     section = _pyproject().get(name, {})
-    settings = {str(k).lower(): str(v) for k, v in section.items()} if isinstance(section, dict) else {}
+    settings = (
+        {str(k).lower(): str(v) for k, v in section.items()} if isinstance(section, dict) else {}
+    )
     prefix = f"WORLDFLOW_{name.upper()}_"
     for key, value in env.items():
         if key.startswith(prefix):

@@ -329,7 +329,9 @@ class RunExecutor:
             return
         for step in state.steps.values():
             due = step.status == "scheduled" or (
-                step.status == "retrying" and step.retry_at is not None and step.retry_at <= batch.at
+                step.status == "retrying"
+                and step.retry_at is not None
+                and step.retry_at <= batch.at
             )
             if due:
                 self._start_attempt(batch, step)

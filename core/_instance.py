@@ -53,7 +53,7 @@ class WorkflowInstance:
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
-        self.loop = WorkflowLoop(self)
+        self.loop = WorkflowLoop(self)  # type: ignore[abstract]  # I/O methods set below the class
         self.recorded = recorded  # the command events of the log, in cid order
         self.webhook_url = webhook_url
         self.next_cid = 1
@@ -178,7 +178,9 @@ class WorkflowInstance:
         self.loop.close()
 
     # -- commands made by the code -----------------------------------------
-    def _command(self, kind: str, name: str | None, data: dict[str, Any]) -> tuple[int, Event | None]:
+    def _command(
+        self, kind: str, name: str | None, data: dict[str, Any]
+    ) -> tuple[int, Event | None]:
         if self.done:
             raise RuntimeError("the workflow has ended; it cannot make more commands")
         cid = self.next_cid
@@ -206,7 +208,9 @@ class WorkflowInstance:
         if raise_:
             raise error
 
-    def call_step(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    def call_step(
+        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
         tree = encode([list(args), kwargs], where=f"the arguments of step {step.name!r}")
         cid, _ = self._command("step_scheduled", step.name, {"input": tree})
         self.steps[cid] = step

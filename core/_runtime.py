@@ -132,7 +132,9 @@ class Runtime:
             del self._executors[run_id]
 
     # -- what the public API asks ------------------------------------------------
-    async def start_run(self, workflow: str, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None) -> str:
+    async def start_run(
+        self, workflow: str, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None
+    ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
         run_id = run_id or new_run_id()
         at = self.clock.now()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from worldflow._hooks import WebhookRequest
@@ -23,7 +24,7 @@ __all__ = ["WEBHOOK_PREFIX", "WebhookServer"]
 WEBHOOK_PREFIX = "/webhooks/"
 
 # (token, request) -> (HTTP status, JSON-able body)
-Deliver = Callable[[str, WebhookRequest], Awaitable[tuple[int, dict[str, object]]]]
+Deliver = Callable[[str, WebhookRequest], Coroutine[Any, Any, tuple[int, dict[str, object]]]]
 
 
 class WebhookServer:
@@ -109,9 +110,7 @@ class WebhookServer:
                     path=parts.path,
                     query=parts.query,
                 )
-                future = asyncio.run_coroutine_threadsafe(
-                    outer.deliver(token, request), outer.loop
-                )
+                future = asyncio.run_coroutine_threadsafe(outer.deliver(token, request), outer.loop)
                 try:
                     status, reply = future.result(timeout=30)
                 except Exception as exc:  # the loop ended, or the store failed

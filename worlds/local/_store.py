@@ -13,6 +13,7 @@ timeout), under a short busy timeout with an async retry around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -312,7 +313,8 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -358,7 +360,9 @@ class Store:
     def data_version(self) -> int:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
-    async def claimable(self, live: list[str], workflows: list[str], known: set[int]) -> list[StoredMessage]:
+    async def claimable(
+        self, live: list[str], workflows: list[str], known: set[int]
+    ) -> list[StoredMessage]:
         """Messages of runs this process may take: its own, unowned, or a dead worker's."""
         rows = self.db.execute(
             "SELECT m.id, m.run_id, m.msg_id, m.kind, m.data, m.due FROM messages m "
@@ -415,12 +419,11 @@ class Store:
 
     def leave(self) -> None:
         """Say this worker is gone, so others take its runs at once (best effort)."""
-        try:
+        # If another process holds the lock, our heartbeat simply expires instead.
+        with contextlib.suppress(sqlite3.Error):
             self._write(
                 lambda: self.db.execute("DELETE FROM workers WHERE id = ?", (self.worker_id,))
             )
-        except sqlite3.Error:
-            pass  # another process holds the lock: our heartbeat simply expires
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

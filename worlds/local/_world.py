@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -95,6 +95,7 @@ class LocalWorld:
         self._known: set[int] = set()
         self._acks: list[int] = []
         self._retry_counts: dict[int, int] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
         self._live: list[str] = [self._worker_id]
         self._closed = False
@@ -162,7 +163,9 @@ class LocalWorld:
         self.store.set_meta("webhook_port", str(port))
         return port
 
-    async def _on_webhook(self, token: str, request: WebhookRequest) -> tuple[int, dict[str, object]]:
+    async def _on_webhook(
+        self, token: str, request: WebhookRequest
+    ) -> tuple[int, dict[str, object]]:
         hook = await self.store.get_hook(token)
         if hook is None or not hook.webhook:
             return 404, {"error": "no live webhook has this token"}
@@ -233,13 +236,12 @@ class LocalWorld:
         if self._closed or self._handler is None:
             return
         now = self.clock.now()
-        loop = asyncio.get_running_loop()
         for m in messages:
             if m.row in self._known:
                 continue
             self._known.add(m.row)
             if m.due <= now:
-                loop.create_task(self._deliver(m))
+                self._spawn(self._deliver(m))
             else:
                 heapq.heappush(self._heap, (m.due, m.row, m))
                 if self._wake is not None and self._heap[0][2] is m:
@@ -254,24 +256,30 @@ class LocalWorld:
             if owner is None:
                 self._acknowledge(m.row)  # the run is gone: nothing will ever need this
                 return
-            if owner[0] != self._worker_id:
-                if owner[1] not in workflow_names() or not await self.store.claim(
-                    m.run_id, self._live
-                ):
-                    self._known.discard(m.row)  # its owner delivers it; look again later
-                    return
+            if owner[0] != self._worker_id and (
+                owner[1] not in workflow_names() or not await self.store.claim(m.run_id, self._live)
+            ):
+                self._known.discard(m.row)  # its owner delivers it; look again later
+                return
             message = Message(m.msg_id, m.run_id, m.kind, json.loads(m.data))  # type: ignore[arg-type]
             await self._handler(message)
         except Exception as exc:
             if self._closed:
                 return
-            log.warning("worldflow: message %s for run %r failed (%s); retrying", m.kind, m.run_id, exc)
+            log.warning(
+                "worldflow: message %s for run %r failed (%s); retrying", m.kind, m.run_id, exc
+            )
             m.due = self.clock.now() + min(60.0, 0.5 * 2 ** min(self._retries(m), 7))
             heapq.heappush(self._heap, (m.due, m.row, m))
             if self._wake is not None:
                 self._wake.set()
             return
         self._acknowledge(m.row)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     def _retries(self, m: StoredMessage) -> int:
         self._retry_counts[m.row] = count = self._retry_counts.get(m.row, 0) + 1
@@ -285,7 +293,7 @@ class LocalWorld:
 
     def _flush_acks_soon(self) -> None:
         if not self._closed:
-            asyncio.get_running_loop().create_task(self._flush_acks())
+            self._spawn(self._flush_acks())
 
     async def _flush_acks(self) -> None:
         rows, self._acks = self._acks, []
@@ -304,7 +312,7 @@ class LocalWorld:
                 loop = asyncio.get_running_loop()
                 while self._heap and self._heap[0][0] <= now:
                     _, _, m = heapq.heappop(self._heap)
-                    loop.create_task(self._deliver(m))
+                    self._spawn(self._deliver(m))
                 self._wake.clear()
                 if not self._heap:
                     await self._wake.wait()
@@ -354,7 +362,9 @@ class LocalWorld:
         for run_id in await self.store.orphans(self._live, names):
             if await self.store.claim(run_id, self._live):
                 log.info("worldflow: adopting run %r from a stopped worker", run_id)
-                message = Message(f"{self._worker_id}:adopt:{secrets.token_hex(6)}", run_id, "resume")
+                message = Message(
+                    f"{self._worker_id}:adopt:{secrets.token_hex(6)}", run_id, "resume"
+                )
                 await self.send([Outgoing(message, key=f"{run_id}:adopt")])
 
 
