@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._duration import parse_duration
 from ._errors import WorkflowNotFound
@@ -119,15 +119,24 @@ def _register(table: dict[str, Any], kind: str, obj: Step[Any, Any] | Workflow[A
     table[obj.name] = obj
 
 
+class _WorkflowDecorator(Protocol):
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
+
+
+class _StepDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Step[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Step[P, R]: ...
+
+
 @overload
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
 @overload
-def workflow(
-    *, name: str | None = None
-) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Workflow[P, R]]: ...
+def workflow(*, name: str | None = None) -> _WorkflowDecorator: ...
 def workflow(
     fn: Callable[P, Coroutine[Any, Any, R]] | None = None, /, *, name: str | None = None
-) -> Workflow[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], Workflow[P, R]]:
+) -> Workflow[P, R] | _WorkflowDecorator:
     """Mark an ``async def`` as a durable workflow.
 
     >>> @wf.workflow
@@ -143,7 +152,7 @@ def workflow(
         _register(_WORKFLOWS, "workflow", wf)
         return wf
 
-    return decorate if fn is None else decorate(fn)
+    return decorate if fn is None else decorate(fn)  # type: ignore[return-value]
 
 
 @overload
@@ -158,7 +167,7 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
-) -> Callable[[Callable[P, Any]], Step[P, Any]]: ...
+) -> _StepDecorator: ...
 def step(
     fn: Callable[P, Any] | None = None,
     /,
@@ -168,7 +177,7 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
-) -> Step[P, Any] | Callable[[Callable[P, Any]], Step[P, Any]]:
+) -> Step[P, Any] | _StepDecorator:
     """Mark a function (``async def`` or plain ``def``) as a step: its input and
     output are recorded and it is retried on failure.
 
@@ -197,7 +206,7 @@ def step(
         _register(_STEPS, "step", s)
         return s
 
-    return decorate if fn is None else decorate(fn)
+    return decorate if fn is None else decorate(fn)  # type: ignore[return-value]
 
 
 def get_workflow(name: str) -> Workflow[Any, Any]:

@@ -153,3 +153,23 @@ class SequenceConflict(WorldError):
         super().__init__(f"run {run_id!r}: sequence {expected_seq + 1} is already taken")
         self.run_id = run_id
         self.expected_seq = expected_seq
+
+
+# Report the public classes under the name users import them by, so a recorded
+# error says "worldflow.NonDeterminismError" and is found again when rebuilt.
+for _cls in (
+    CorruptLogError,
+    FatalError,
+    HookNotFound,
+    NonDeterminismError,
+    RetryableError,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+    StepFailed,
+    WorkflowNotFound,
+    WorldError,
+    WorldflowError,
+):
+    _cls.__module__ = "worldflow"

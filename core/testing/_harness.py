@@ -1,0 +1,149 @@
+"""What the conformance suite drives a World with: a harness, a replayer, a duplicator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import worldflow as wf
+from worldflow._clock import VirtualClock
+from worldflow._definitions import get_workflow
+from worldflow._instance import WorkflowInstance
+from worldflow._state import RESULT_KINDS, RunState
+from worldflow._world import Event, Message, MessageHandler, World
+
+__all__ = ["DuplicatingWorld", "Harness", "normalized", "replay_log"]
+
+
+class Harness:
+    """One World (re)opened over the same storage, served on the running loop."""
+
+    def __init__(self, make_world: Callable[[], World], *, always_replay: bool = False) -> None:
+        self.make_world = make_world
+        self.always_replay = always_replay
+        self.world: World = make_world()
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Harness:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _open(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        await self._stack.enter_async_context(
+            wf.worker(self.world, always_replay=self.always_replay)
+        )
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def restart(self) -> None:
+        """Stop serving and start again with a new World over the same storage: a cold process."""
+        await self.close()
+        self.world = self.make_world()
+        await self._open()
+
+    @property
+    def clock(self) -> VirtualClock:
+        clock = self.world.clock
+        if not isinstance(clock, VirtualClock):
+            raise TypeError("this test needs a World built with a wf.VirtualClock")
+        return clock
+
+    def advance(self, duration: object) -> None:
+        self.clock.advance(duration)
+
+    async def events(self, run: wf.Run) -> list[Event]:
+        return await run.events()
+
+    async def wait_event(
+        self, run: wf.Run, kind: str, count: int = 1, timeout: float = 10.0
+    ) -> list[Event]:
+        """Wait until the run's log holds ``count`` events of ``kind``; returns them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = [e for e in await run.events() if e.kind == kind]
+            if len(found) >= count:
+                return found
+            if loop.time() > deadline:
+                kinds = [e.kind for e in await run.events()]
+                raise AssertionError(f"no {count} x {kind!r} in {timeout}s; the log has {kinds}")
+            await asyncio.sleep(0.005)
+
+
+def replay_log(events: Sequence[Event]) -> Any:
+    """Replay a recorded event log against the workflow code in this process.
+
+    Raises :class:`~worldflow.NonDeterminismError` if the code no longer makes
+    the commands the log records, or, for a finished run, no longer returns
+    what it returned. Returns the state the log folds into.
+    """
+    if not events:
+        raise ValueError("an empty log")
+    run_id = events[0].run_id
+    state = RunState.from_events(run_id, events)
+    workflow = get_workflow(state.workflow)
+    instance = WorkflowInstance(run_id, workflow, list(state.commands), lambda token: "")
+    for event in events:
+        if event.kind == "run_started":
+            instance.start(event.at, state.input)
+        elif event.kind in RESULT_KINDS and not instance.done:
+            instance.feed(event)
+    instance.check_replayed()
+    if instance.divergence is not None:
+        raise instance.divergence
+    if state.done and state.status != "cancelled":
+        outcome = instance.outcome()
+        recorded = state.output if state.status == "completed" else state.error
+        replayed = outcome.output if outcome.status == "completed" else outcome.error
+        same = outcome.status == state.status and (
+            recorded == replayed
+            if state.status == "completed"
+            else (recorded or {}).get("type") == (replayed or {}).get("type")
+        )
+        if not same:
+            raise wf.NonDeterminismError(
+                f"run {run_id!r}: replaying its log ends {outcome.status} with {replayed!r}, "
+                f"but the log records {state.status} with {recorded!r}"
+            )
+    return state
+
+
+class DuplicatingWorld:
+    """Wraps a World so its queue delivers every message twice, at once."""
+
+    def __init__(self, inner: World) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def start(self, handler: MessageHandler) -> None:
+        async def twice(message: Message) -> None:
+            await asyncio.gather(handler(message), handler(message))
+
+        await self._inner.start(twice)
+
+
+_VOLATILE = {"at", "worker", "lease_until", "retry_at", "id", "traceback", "until"}
+
+
+def normalized(events: Sequence[Event]) -> list[tuple[str, Any]]:
+    """A log without what legitimately differs between two executions (times, ids)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in _VOLATILE}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [(e.kind, strip(e.data)) for e in events]
