@@ -128,3 +128,24 @@ run_mypy() {
         rc=$?
     return "$rc"
 }
+
+# The folder of the strict editable install's link tree (holds worldflow/).
+link_tree() {
+    local tree
+    tree="$(compgen -G "$REPO_ROOT/build/__editable__.worldflow-*" | head -n 1)"
+    [[ -n "$tree" ]] || die "no editable link tree under build/"
+    printf '%s\n' "$tree"
+}
+
+# find_python 3.12: an interpreter of that version on PATH or under pyenv.
+find_python() {
+    local version="$1" candidate
+    for candidate in "python$version" "$HOME"/.pyenv/versions/"$version".*/bin/python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$version'.split('.'))))" 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
