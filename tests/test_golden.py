@@ -13,8 +13,10 @@ import pytest
 
 import worldflow as wf
 from worldflow._world import Event
-from worldflow.testing import replay_log
-from worldflow.testing import _workflows  # noqa: F401 - registers the recorded workflows
+from worldflow.testing import (
+    _workflows,  # noqa: F401 - registers the recorded workflows
+    replay_log,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 HISTORIES = sorted(p for p in GOLDEN.glob("*.json") if p.stem != "nondeterministic")

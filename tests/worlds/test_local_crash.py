@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
-FLOWS = '''
+FLOWS = """
 import asyncio, os, time
 import worldflow as wf
 
@@ -67,9 +67,9 @@ async def mid_hook():
     payload = await wf.create_hook(token="crash-hook")
     b = await fast("two")
     return [a, payload, b]
-'''
+"""
 
-RUNNER = '''
+RUNNER = """
 import asyncio, sys
 import worldflow as wf
 from worldflow.worlds.local import LocalWorld
@@ -86,7 +86,7 @@ async def main():
         await asyncio.Event().wait()
 
 asyncio.run(main())
-'''
+"""
 
 
 class Scene:
@@ -132,8 +132,12 @@ class Scene:
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
-                errors = b"".join(p.stderr.read() or b"" for p in self.procs if p.poll() is not None and p.stderr)
-                raise AssertionError(f"timed out waiting for {what}; events: {self.events()}; {errors!r}")
+                errors = b"".join(
+                    p.stderr.read() or b"" for p in self.procs if p.poll() is not None and p.stderr
+                )
+                raise AssertionError(
+                    f"timed out waiting for {what}; events: {self.events()}; {errors!r}"
+                )
             time.sleep(0.02)
 
     def has_event(self, kind: str) -> Callable[[], bool]:
@@ -172,13 +176,17 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
 
 
 def _finished(scene: Scene) -> Callable[[], bool]:
-    return lambda: bool(scene.query("SELECT 1 FROM runs WHERE id = 'crash-run' AND status = 'completed'"))
+    return lambda: bool(
+        scene.query("SELECT 1 FROM runs WHERE id = 'crash-run' AND status = 'completed'")
+    )
 
 
 def _check_no_rerun(scene: Scene, recorded: set[str]) -> None:
     runs = [line.split()[1] for line in scene.executions()]
     for name in recorded:
-        assert runs.count(name) == 1, f"step {name!r} ran again after its result was recorded: {runs}"
+        assert runs.count(name) == 1, (
+            f"step {name!r} ran again after its result was recorded: {runs}"
+        )
 
 
 def test_kill_mid_step(scene: Scene) -> None:

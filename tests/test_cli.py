@@ -1,0 +1,479 @@
+"""The ``worldflow`` command: every command in-process through ``main``, and through
+``python -m worldflow`` in a real process (a worker stopped by SIGINT/SIGTERM).
+
+Each test works in its own directory with its own data directory and a small
+workflow module written there, imported the way the CLI imports it (from the
+current directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import worldflow as wf
+from worldflow.cli import main
+from worldflow.worlds.local import LocalWorld
+
+MODULE = "cliflows"
+
+FLOWS = """
+import worldflow as wf
+
+
+@wf.step
+async def charge(order_id: str, amount: float) -> dict:
+    return {"receipt": f"r-{order_id}", "amount": amount}
+
+
+@wf.step(max_retries=0)
+async def explode(reason: str) -> None:
+    raise ValueError(f"cannot ship: {reason}")
+
+
+@wf.workflow
+async def checkout(order_id: str, amount: float = 1.0) -> dict:
+    receipt = await charge(order_id, amount)
+    return {"order": order_id, "receipt": receipt["receipt"]}
+
+
+@wf.workflow
+async def doomed(reason: str) -> None:
+    await explode(reason)
+
+
+@wf.workflow
+async def sleeper() -> str:
+    await wf.sleep("1h")
+    return "woke"
+
+
+@wf.workflow
+async def approval(order_id: str) -> dict:
+    hook = wf.create_hook(token="t1")
+    return {"order": order_id, "decision": await hook}
+
+
+async def helper() -> None:
+    pass
+"""
+
+
+class Cli:
+    """Runs ``main`` in-process against one data directory and captures what it printed."""
+
+    def __init__(self, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.data = data
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()  # drop anything printed before
+        code = main(["--data-dir", str(self.data), *argv])
+        out, err = self.capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    def json(self, *argv: str) -> Any:
+        code, out, err = self(*argv, "--json")
+        assert code == 0, err
+        assert out.count("\n") == 1  # one document, on one line
+        return json.loads(out)
+
+    def wait_for(self, run_id: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Poll ``runs show --json`` until ``ready(doc)``."""
+        deadline = time.monotonic() + 15
+        while True:
+            doc: dict[str, Any] = self.json("runs", "show", run_id)
+            if ready(doc):
+                return doc
+            assert time.monotonic() < deadline, f"gave up waiting; last seen: {doc}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh directory holding the workflow module, as the current directory."""
+    for name in ("WORLDFLOW_DATA_DIR", "WORLDFLOW_WORLD", "WORLDFLOW_MODULES"):
+        monkeypatch.setenv(name, "")  # restored afterwards, whatever main() sets
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / f"{MODULE}.py").write_text(FLOWS)
+    importlib.invalidate_caches()
+    yield tmp_path
+    sys.modules.pop(MODULE, None)
+
+
+@pytest.fixture
+def cli(project: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(project / "data", capsys)
+
+
+@contextlib.contextmanager
+def background_worker(data: Path) -> Iterator[None]:
+    """A worker on its own thread and loop, as another process would be."""
+    sys.path.insert(0, os.getcwd())
+    importlib.import_module(MODULE)
+    started = threading.Event()
+    failure: list[BaseException] = []
+    control: dict[str, Any] = {}
+
+    async def serve() -> None:
+        control["loop"] = asyncio.get_running_loop()
+        control["stop"] = stop = asyncio.Event()
+        async with wf.worker(LocalWorld(data, serve_webhooks=False)):
+            started.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=run, name="test-worker")
+    thread.start()
+    try:
+        assert started.wait(10) and not failure, failure
+        yield
+    finally:
+        if "loop" in control:
+            control["loop"].call_soon_threadsafe(control["stop"].set)
+        thread.join(10)
+        assert not thread.is_alive()
+    assert not failure, failure
+
+
+# -- start, runs list/show/events ------------------------------------------------------
+
+
+def test_start_wait_then_inspect_as_json(cli: Cli) -> None:
+    started = cli.json("start", f"{MODULE}:checkout", '"o-1"', "2.5", "--wait")
+    assert started["workflow"] == f"{MODULE}.checkout"
+    assert started["status"] == "completed"
+    assert started["result"] == {"order": "o-1", "receipt": "r-o-1"}
+    run_id = started["id"]
+
+    listed = cli.json("runs", "list")
+    assert listed["cursor"] is None
+    [run] = listed["runs"]
+    assert run["id"] == run_id
+    assert run["workflow"] == f"{MODULE}.checkout"
+    assert run["status"] == "completed"
+    assert run["result"] == {"order": "o-1", "receipt": "r-o-1"}
+    assert run["created_at"].endswith("Z") and run["created_at"] <= run["updated_at"]
+
+    shown = cli.json("runs", "show", run_id)
+    assert shown["id"] == run_id
+    assert shown["status"] == "completed"
+    assert shown["input"] == {"args": ["o-1", 2.5], "kwargs": {}}
+    assert shown["result"] == {"order": "o-1", "receipt": "r-o-1"}
+    assert "error" not in shown
+    [step] = shown["steps"]
+    assert step["cid"] == 1
+    assert step["name"] == f"{MODULE}.charge"
+    assert step["status"] == "completed"
+    assert step["attempts"] == 1
+    assert step["input"] == {"args": ["o-1", 2.5], "kwargs": {}}
+    assert step["output"] == {"receipt": "r-o-1", "amount": 2.5}
+    assert step["started_at"] <= step["ended_at"]
+
+    events = cli.json("runs", "events", run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run_created" and kinds[-1] == "run_completed"
+    assert kinds.index("step_scheduled") < kinds.index("step_completed")
+    assert events[0]["data"] == {"workflow": f"{MODULE}.checkout", "input": [["o-1", 2.5], {}]}
+    assert events[-1]["data"] == {"output": {"order": "o-1", "receipt": "r-o-1"}}
+
+
+def test_plain_output_for_people(cli: Cli) -> None:
+    code, out, err = cli("start", f"{MODULE}:checkout", '"o-2"', "--wait")
+    assert code == 0
+    assert json.loads(out) == {"order": "o-2", "receipt": "r-o-2"}  # only the result
+    assert "wrun_" in err  # the run id, for the person watching
+    run_id = cli.json("runs", "list")["runs"][0]["id"]
+
+    code, out, _ = cli("runs", "list")
+    assert code == 0
+    [row] = [line for line in out.splitlines() if run_id in line]
+    assert f"{MODULE}.checkout" in row and "completed" in row
+
+    code, out, _ = cli("runs", "show", run_id)
+    assert code == 0
+    assert run_id in out and "completed" in out
+    assert f"{MODULE}.charge" in out
+    assert '"o-2", 1.0' not in out and '"o-2"' in out  # the input, as given
+    assert '"receipt": "r-o-2"' in out  # the result
+
+    code, out, _ = cli("runs", "events", run_id)
+    assert code == 0
+    assert "run_created" in out and "step_completed" in out and "run_completed" in out
+    assert f'{MODULE}.checkout("o-2")' in out
+
+
+def test_start_without_wait_prints_only_the_id(cli: Cli) -> None:
+    code, out, err = cli("start", f"{MODULE}:checkout", '"o-3"', "--id", "order-3")
+    assert (code, out, err) == (0, "order-3\n", "")
+    # Starting is idempotent per id.
+    assert cli.json("start", f"{MODULE}:checkout", '"o-3"', "--id", "order-3")["id"] == "order-3"
+    [run] = cli.json("runs", "list")["runs"]
+    assert run["id"] == "order-3"
+    assert run["status"] in ("pending", "running")  # nobody serves it yet
+
+
+def test_failed_run(cli: Cli) -> None:
+    code, out, err = cli("start", f"{MODULE}:doomed", '"no stock"', "--wait", "--id", "d1")
+    assert code == 1
+    assert out == ""
+    assert "ValueError: cannot ship: no stock" in err
+
+    shown = cli.json("runs", "show", "d1")
+    assert shown["status"] == "failed"
+    assert "result" not in shown
+    assert shown["error"]["type"] == "ValueError"
+    assert shown["error"]["message"] == "cannot ship: no stock"
+    assert "cannot ship: no stock" in shown["error"]["traceback"]
+    [step] = shown["steps"]
+    assert (step["name"], step["status"], step["attempts"]) == (f"{MODULE}.explode", "failed", 1)
+    assert step["error"]["type"] == "ValueError"
+
+    code, out, _ = cli("runs", "show", "d1")
+    assert code == 0
+    assert "error: ValueError: cannot ship: no stock" in out
+    assert "Traceback (most recent call last)" in out  # the run's own traceback
+
+    assert [r["id"] for r in cli.json("runs", "list", "--status", "failed")["runs"]] == ["d1"]
+    assert cli.json("runs", "list", "--status", "completed")["runs"] == []
+    failed = cli.json("runs", "list", "--workflow", f"{MODULE}.doomed")["runs"]
+    assert failed[0]["error"]["message"] == "cannot ship: no stock"
+
+
+def test_list_pages_newest_first(cli: Cli) -> None:
+    for n in range(3):
+        assert cli("start", f"{MODULE}:checkout", json.dumps(f"o-{n}"), "--id", f"r{n}")[0] == 0
+        time.sleep(0.002)  # distinct creation times
+    first = cli.json("runs", "list", "--limit", "2")
+    assert [r["id"] for r in first["runs"]] == ["r2", "r1"]
+    assert first["cursor"]
+    second = cli.json("runs", "list", "--limit", "2", "--cursor", first["cursor"])
+    assert [r["id"] for r in second["runs"]] == ["r0"]
+    assert second["cursor"] is None
+
+    code, out, _ = cli("runs", "list", "--limit", "2")
+    assert code == 0 and "r2" in out and "r0" not in out
+    assert "--cursor" in out  # how to get the next page
+
+
+def test_wait_timeout(cli: Cli) -> None:
+    code, out, err = cli("start", f"{MODULE}:sleeper", "--timeout", "0.3", "--id", "s0", "--json")
+    assert code == 4
+    assert json.loads(out) == {"id": "s0", "workflow": f"{MODULE}.sleeper", "status": "running"}
+    assert "still running" in err
+
+
+# -- acting on runs: cancel, hooks ----------------------------------------------------------
+
+
+def test_cancel_a_sleeping_run(cli: Cli) -> None:
+    with background_worker(cli.data):
+        assert cli("start", f"{MODULE}:sleeper", "--id", "s1")[:2] == (0, "s1\n")
+        sleeping = cli.wait_for("s1", lambda doc: bool(doc["sleeps"]))
+        assert sleeping["status"] == "running"
+        assert [s["cid"] for s in sleeping["sleeps"]] == [1]
+        code, out, _ = cli("runs", "show", "s1")
+        assert code == 0 and "sleep #1 until" in out
+
+        code, out, _ = cli("runs", "cancel", "s1")
+        assert code == 0
+        assert "cancellation requested for run s1" in out
+        cancelled = cli.wait_for("s1", lambda doc: doc["status"] != "running")
+        assert cancelled["status"] == "cancelled"
+        assert "result" not in cancelled and "error" not in cancelled
+
+    code, out, err = cli("runs", "cancel", "s1")
+    assert (code, out) == (0, "")
+    assert "already ended (cancelled)" in err
+
+
+def test_cancel_while_start_waits(cli: Cli) -> None:
+    """``start --wait`` serves the run itself, and exits 3 when it is cancelled."""
+    codes: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: codes.append(
+            main(
+                ["--data-dir", str(cli.data), "start", f"{MODULE}:sleeper", "--id", "s2", "--wait"]
+            )
+        )
+    )
+    waiter.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not cli.json("runs", "list")["runs"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cli.wait_for("s2", lambda doc: bool(doc["sleeps"]))
+        assert cli("runs", "cancel", "s2")[0] == 0
+    finally:
+        waiter.join(15)
+    assert not waiter.is_alive()
+    assert codes == [3]
+    assert cli.json("runs", "show", "s2")["status"] == "cancelled"
+
+
+def test_resume_a_hook(cli: Cli) -> None:
+    with background_worker(cli.data):
+        assert cli("start", f"{MODULE}:approval", '"o-9"', "--id", "a1")[0] == 0
+        waiting = cli.wait_for("a1", lambda doc: bool(doc["hooks"]))
+        assert [(h["token"], h["received"]) for h in waiting["hooks"]] == [("t1", 0)]
+        code, out, _ = cli("runs", "show", "a1")
+        assert code == 0 and "hook #1 token 't1'" in out
+
+        assert cli.json("hooks", "resume", "t1", '{"approved": true}') == {
+            "token": "t1",
+            "run_id": "a1",
+        }
+        done = cli.wait_for("a1", lambda doc: doc["status"] != "running")
+    assert done["status"] == "completed"
+    assert done["result"] == {"order": "o-9", "decision": {"approved": True}}
+    # The run has ended: its hook is gone.
+    code, out, err = cli("hooks", "resume", "t1", "1")
+    assert (code, out) == (1, "")
+    assert "no hook with token 't1'" in err
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["runs", "show", "nope"], 1, "no run with id 'nope'"),
+        (["runs", "events", "nope"], 1, "no run with id 'nope'"),
+        (["runs", "cancel", "nope"], 1, "no run with id 'nope'"),
+        (["hooks", "resume", "nope", "{}"], 1, "no hook with token 'nope'"),
+        (["hooks", "resume", "t1", "{oops"], 2, "the payload '{oops' is not valid JSON"),
+        (
+            ["start", f"{MODULE}:checkout", '"o"', "{oops"],
+            2,
+            "argument 2 '{oops' is not valid JSON",
+        ),
+        (["start", f"{MODULE}:checkout", "o-1"], 2, """e.g. '"o-1"'"""),
+        (["start", "no_such_module:flow"], 1, "no module named 'no_such_module'"),
+        (["start", f"{MODULE}:missing"], 1, f"module '{MODULE}' has no 'missing'"),
+        (["start", f"{MODULE}:helper"], 2, "is not a workflow"),
+        (["start", MODULE], 2, "expected MODULE:FUNCTION"),
+        (["worker", "no_such_module"], 1, "no module named 'no_such_module'"),
+        (["runs", "list", "--cursor", "garbage"], 2, "invalid cursor"),
+        (["runs", "list", "--status", "bogus"], 2, "invalid choice: 'bogus'"),
+        (["runs", "list", "--limit", "0"], 2, "expected a whole number >= 1"),
+        (["start", f"{MODULE}:sleeper", "--timeout", "soon"], 2, "invalid duration 'soon'"),
+        (["--world", "bogus", "runs", "list"], 2, "unknown world 'bogus'"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:
+    got, out, err = cli(*argv)
+    assert (got, out) == (code, "")
+    assert message in err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"worldflow {wf.__version__}\n"
+    assert main(["runs", "show", "--help"]) == 0
+    assert "RUN_ID" in capsys.readouterr().out
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")}
+
+
+@pytest.mark.slow
+def test_python_m_worldflow(cli: Cli) -> None:
+    assert cli("start", f"{MODULE}:checkout", '"o-7"', "--wait", "--id", "p1")[0] == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "worldflow", "runs", "show", "p1", "--json"],
+        env={**_env(), "WORLDFLOW_DATA_DIR": str(cli.data)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"order": "o-7", "receipt": "r-o-7"}
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "worldflow", "--data-dir", str(cli.data), "runs", "show", "x"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == "worldflow: error: no run with id 'x'\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worldflow",
+            "worker",
+            MODULE,
+            "--data-dir",
+            str(cli.data),
+            "--json",
+        ],
+        cwd=cli.data.parent,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stderr is not None
+        ready = json.loads(worker.stdout.readline())
+        assert ready["pid"] == worker.pid
+        assert ready["data_dir"] == str(cli.data.resolve())
+        assert f"{MODULE}.checkout" in ready["workflows"]
+
+        # Started here and left at once: the worker process carries it out.
+        assert cli("start", f"{MODULE}:checkout", '"o-8"', "--id", "w1")[0] == 0
+        done = cli.wait_for("w1", lambda doc: doc["status"] == "completed")
+        assert done["result"] == {"order": "o-8", "receipt": "r-o-8"}
+        assert done["steps"][0]["worker"] == ready["worker_id"]
+
+        worker.send_signal(stop)
+        assert worker.wait(15) == 0
+        assert worker.stdout.read() == ""
+        err = worker.stderr.read()
+        assert "serving" in err and f"{MODULE}.checkout" in err and str(cli.data.resolve()) in err
+        assert "worker stopped" in err
+        assert "Traceback" not in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        for stream in (worker.stdout, worker.stderr):
+            if stream is not None:
+                stream.close()
