@@ -320,14 +320,14 @@ class RunExecutor:
                 if until <= batch.at:
                     self._feed(batch, self._record(batch, "sleep_fired", {"cid": cid}))
                     progress = True
-            for step in list(state.steps.values()):
+            for step in list(state.open_steps.values()):
                 if step.status == "running" and self._lost(step, batch.at):
                     progress |= self._retry_lost(batch, step)
         if instance.done:
             outcome = instance.outcome()
             self._end(batch, outcome.status, outcome.output, outcome.error)
             return
-        for step in state.steps.values():
+        for step in state.open_steps.values():
             due = step.status == "scheduled" or (
                 step.status == "retrying"
                 and step.retry_at is not None

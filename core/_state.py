@@ -85,6 +85,7 @@ class RunState:
     cancel_requested: bool = False
     commands: list[Event] = dataclasses.field(default_factory=list)
     steps: dict[int, StepState] = dataclasses.field(default_factory=dict)
+    open_steps: dict[int, StepState] = dataclasses.field(default_factory=dict)  # not yet ended
     timers: dict[int, float] = dataclasses.field(default_factory=dict)  # pending: cid -> until
     hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
     seen: set[str] = dataclasses.field(default_factory=set)  # applied message ids
@@ -155,7 +156,7 @@ def _run_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
 
 def _step_scheduled(s: RunState, e: Event, d: dict[str, Any]) -> None:
     cid = s._command(e, d)
-    s.steps[cid] = StepState(cid, d["name"], d["input"], e.at)
+    s.steps[cid] = s.open_steps[cid] = StepState(cid, d["name"], d["input"], e.at)
 
 
 def _step_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
@@ -178,6 +179,7 @@ def _step_retrying(s: RunState, e: Event, d: dict[str, Any]) -> None:
 
 def _step_completed(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st = s._step(e, d)
+    s.open_steps.pop(st.cid, None)
     st.status = "completed"
     st.output = d["output"]
     st.ended_at = e.at
@@ -185,6 +187,7 @@ def _step_completed(s: RunState, e: Event, d: dict[str, Any]) -> None:
 
 def _step_failed(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st = s._step(e, d)
+    s.open_steps.pop(st.cid, None)
     st.status = "failed"
     st.error = d["error"]
     st.ended_at = e.at
