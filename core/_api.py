@@ -272,6 +272,8 @@ def sleep(duration: object = None, *, until: dt.datetime | None = None) -> Await
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkflowMetadata:
+    """What a running workflow knows about its run (``wf.get_workflow_metadata()``)."""
+
     run_id: str
     workflow_name: str
     started_at: dt.datetime

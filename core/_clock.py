@@ -19,6 +19,8 @@ __all__ = ["Clock", "SystemClock", "VirtualClock"]
 
 @runtime_checkable
 class Clock(Protocol):
+    """What a World reads time from: the wall clock, or a virtual one in tests."""
+
     def now(self) -> float:
         """Seconds since the epoch."""
 

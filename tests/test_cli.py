@@ -31,7 +31,18 @@ from worldflow.worlds.local import LocalWorld
 MODULE = "cliflows"
 
 FLOWS = """
+import dataclasses
+import datetime
+import decimal
+
 import worldflow as wf
+
+
+@dataclasses.dataclass
+class Receipt:
+    order_id: str
+    total: decimal.Decimal
+    at: datetime.datetime
 
 
 @wf.step
@@ -65,6 +76,12 @@ async def sleeper() -> str:
 async def approval(order_id: str) -> dict:
     hook = wf.create_hook(token="t1")
     return {"order": order_id, "decision": await hook}
+
+
+@wf.workflow
+async def invoice(order_id: str) -> Receipt:
+    at = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc)
+    return Receipt(order_id, decimal.Decimal("9.90"), at)
 
 
 async def helper() -> None:
@@ -224,6 +241,26 @@ def test_plain_output_for_people(cli: Cli) -> None:
     assert code == 0
     assert "run_created" in out and "step_completed" in out and "run_completed" in out
     assert f'{MODULE}.checkout("o-2")' in out
+
+
+def test_reading_never_imports_the_workflows(cli: Cli) -> None:
+    code, _, err = cli("start", f"{MODULE}:invoice", '"o-4"', "--wait", "--id", "i1")
+    assert code == 0, err
+    del sys.modules[MODULE]
+    receipt = {
+        "__class__": f"{MODULE}.Receipt",
+        "order_id": "o-4",
+        "total": "9.90",
+        "at": "2024-05-01T12:00:00+00:00",
+    }
+    assert cli.json("runs", "show", "i1")["result"] == receipt
+    assert cli.json("runs", "list")["runs"][0]["result"] == receipt
+    assert cli.json("runs", "events", "i1")[-1]["data"] == {"output": receipt}
+    raw = cli.json("runs", "events", "i1", "--raw")[-1]["data"]["output"]
+    assert raw["$t"] == "dataclass" and raw["c"] == f"{MODULE}:Receipt"
+    code, out, _ = cli("runs", "show", "i1")
+    assert code == 0 and f'"__class__": "{MODULE}.Receipt"' in out
+    assert MODULE not in sys.modules
 
 
 def test_start_without_wait_prints_only_the_id(cli: Cli) -> None:

@@ -394,13 +394,15 @@ class Store:
 
         return await self.write(body)
 
-    async def orphans(self, live: list[str], workflows: list[str]) -> list[str]:
-        """Unfinished runs whose owner is gone (it crashed mid-step, say)."""
+    async def orphans(self, live: list[str], workflows: list[str], limit: int) -> list[str]:
+        """Unfinished runs whose owner is gone (it crashed mid-step, say), a few at random
+        so that several workers share them out."""
         rows = self.db.execute(
             "SELECT id FROM runs WHERE status IN ('pending', 'running') "
             "AND workflow IN (SELECT value FROM json_each(?)) "
-            "AND (owner IS NULL OR owner NOT IN (SELECT value FROM json_each(?)))",
-            (_dumps(workflows), _dumps(live)),
+            "AND (owner IS NULL OR owner NOT IN (SELECT value FROM json_each(?))) "
+            "ORDER BY random() LIMIT ?",
+            (_dumps(workflows), _dumps(live), limit),
         ).fetchall()
         return [row[0] for row in rows]
 

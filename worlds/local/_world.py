@@ -83,6 +83,7 @@ class LocalWorld:
         self.poll_interval = poll_interval
         self.max_webhook_bytes = max_webhook_bytes
         self.serve_webhooks = serve_webhooks
+        self.adopt_batch = 16  # runs taken over per heartbeat, so live workers share them
         self._public_url = public_url.rstrip("/") if public_url else None
         self._port = webhook_port
         if self._port is None:
@@ -359,7 +360,7 @@ class LocalWorld:
         names = workflow_names()
         if not names:
             return
-        for run_id in await self.store.orphans(self._live, names):
+        for run_id in await self.store.orphans(self._live, names, self.adopt_batch):
             if await self.store.claim(run_id, self._live):
                 log.info("worldflow: adopting run %r from a stopped worker", run_id)
                 message = Message(

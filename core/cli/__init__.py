@@ -1,0 +1,80 @@
+"""The ``worldflow`` command (also ``python -m worldflow``).
+
+::
+
+    worldflow start MODULE:FUNCTION [JSON_ARGS...] [--id ID] [--wait] [--timeout S]
+    worldflow runs list [--status S] [--workflow NAME] [--limit N] [--cursor C]
+    worldflow runs show RUN_ID
+    worldflow runs events RUN_ID [--raw]
+    worldflow runs cancel RUN_ID
+    worldflow hooks resume TOKEN JSON
+    worldflow worker MODULE [MODULE...]
+
+Every command takes ``--json`` (one JSON document on stdout), ``--data-dir
+DIR`` and ``--world NAME``. Stdout carries only what the command is for;
+reasons and progress go to stderr. Exit codes: 0 ok; 1 a run failed, or the
+run, hook, module or workflow named does not exist; 2 a usage error (bad
+arguments, bad JSON); 3 the run was cancelled; 4 ``--timeout`` passed first.
+
+``runs list|show|events`` only read the World's storage: they start no
+runtime and import none of the user's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from worldflow._errors import WorldflowError
+
+from ._common import EXIT_FAILED, EXIT_USAGE, CliError, say
+from ._parser import build_parser
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    ``--data-dir`` and ``--world`` set ``WORLDFLOW_DATA_DIR`` and
+    ``WORLDFLOW_WORLD`` in ``os.environ``, so that the API's runtime finds them.
+    """
+    from worldflow import __version__
+
+    parser = build_parser(__version__)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.json = getattr(args, "json", False)
+    if getattr(args, "data_dir", None) is not None:
+        os.environ["WORLDFLOW_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
+    if getattr(args, "world", None) is not None:
+        os.environ["WORLDFLOW_WORLD"] = args.world
+    try:
+        code: int = args.handler(args)
+    except CliError as exc:
+        say(f"error: {exc.message}")
+        return exc.code
+    except WorldflowError as exc:  # RunNotFound, HookNotFound, a storage failure ...
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`worldflow runs list | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        if os.environ.get("WORLDFLOW_DEBUG"):
+            raise
+        say(f"error: {type(exc).__name__}: {exc} (set WORLDFLOW_DEBUG=1 for the traceback)")
+        return EXIT_FAILED
+    return code

@@ -1,0 +1,188 @@
+"""What every command shares: exit codes, errors, output streams, time and value formatting."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TextIO, cast
+
+from rich.console import Console
+from rich.text import Text
+
+from worldflow._codec import to_display
+from worldflow._config import create_world
+from worldflow._duration import format_duration
+from worldflow._errors import CorruptLogError
+from worldflow._world import World
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "CliError",
+    "console",
+    "display",
+    "elapsed",
+    "iso",
+    "local_time",
+    "open_world",
+    "say",
+    "short",
+    "status_text",
+    "write_json",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run failed, or what the command names does not exist
+EXIT_USAGE = 2  # the command line is wrong (argparse uses 2 as well)
+EXIT_CANCELLED = 3
+EXIT_TIMEOUT = 4
+
+
+class CliError(Exception):
+    """A reason to stop: printed as one line on stderr, then ``main`` returns ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# -- output ----------------------------------------------------------------------
+
+
+def write_json(document: Any) -> None:
+    """The one JSON document of a ``--json`` command, on one line (never through rich)."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    text = json.dumps(document, ensure_ascii=encoding != "utf8")
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout is for what was asked)."""
+    sys.stderr.write(f"worldflow: {message}\n")
+    sys.stderr.flush()
+
+
+def console(file: TextIO | None = None) -> Console:
+    """A rich console on stdout: colours on a terminal, plain text otherwise.
+
+    Markup and emoji codes are off: run ids, outputs and error messages are
+    user data and may contain ``[brackets]`` or ``:colons:``. Off a terminal
+    the width is unbounded, so a table piped to ``grep`` never truncates an id,
+    and lines lose the padding rich gives table cells.
+    """
+    stream = sys.stdout if file is None else file
+    if stream.isatty():
+        return Console(file=stream, markup=False, emoji=False, highlight=False)
+    return Console(
+        file=cast(TextIO, _TrimmedLines(stream)),
+        markup=False,
+        emoji=False,
+        highlight=False,
+        width=100_000,
+        soft_wrap=True,
+    )
+
+
+class _TrimmedLines:
+    """The file rich writes to off a terminal: whole lines, without trailing spaces."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._partial = ""
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str, /) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        if lines:
+            self._stream.write("".join(line.rstrip() + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+# -- worlds ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_world() -> AsyncIterator[World]:
+    """The configured World, not started (no background work), closed afterwards."""
+    try:
+        world = create_world()
+    except (ValueError, ImportError) as exc:
+        raise CliError(f"cannot set up the world: {exc}", EXIT_USAGE) from None
+    try:
+        yield world
+    finally:
+        await world.close()
+
+
+# -- values and times ------------------------------------------------------------
+
+
+def display(tree: Any) -> Any:
+    """An encoded value as plain JSON for people; no class is ever imported."""
+    try:
+        return to_display(tree)
+    except CorruptLogError as exc:
+        return f"<unreadable value: {exc}>"
+
+
+def short(value: Any, width: int = 60) -> str:
+    """A displayed value on one line, cut to ``width`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split()) if "\n" in text else text
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds: ``2024-05-01T12:00:00.123Z``."""
+    if ts is None:
+        return None
+    when = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def local_time(ts: float | None, *, date: bool = True, ms: bool = False) -> str:
+    if ts is None:
+        return ""
+    when = dt.datetime.fromtimestamp(ts).astimezone()
+    text = when.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    return f"{text}.{when.microsecond // 1000:03d}" if ms else text
+
+
+def elapsed(start: float | None, end: float | None) -> str:
+    """How long from ``start`` to ``end``; to now, marked as ongoing, when ``end`` is None."""
+    if start is None:
+        return ""
+    if end is None:
+        return format_duration(max(0.0, time.time() - start)) + "…"
+    return format_duration(max(0.0, end - start))
+
+
+_STATUS_STYLES = {
+    "pending": "dim",
+    "scheduled": "dim",
+    "running": "cyan",
+    "retrying": "yellow",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLES.get(status, ""))

@@ -1,0 +1,164 @@
+"""The command line: argparse parsers for every command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from worldflow._duration import parse_duration
+
+from ._act import cancel_run, resume_hook, start_run
+from ._runs import list_runs, show_events, show_run
+from ._worker import serve
+
+__all__ = ["build_parser"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+_EPILOG = """\
+examples:
+  worldflow start shop.flows:checkout '"order-1"' --wait
+  worldflow worker shop.flows
+  worldflow runs list --status failed
+  worldflow runs show wrun_01j...
+  worldflow hooks resume approve:123 '{"ok": true}'
+
+exit codes: 0 ok; 1 a run failed, or what was named does not exist;
+2 a usage error; 3 the run was cancelled; 4 --timeout passed first.
+"""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, what="--timeout")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # Accepted both before and after the command (`worldflow --json runs list` and
+    # `worldflow runs list --json`): SUPPRESS keeps a subcommand from resetting
+    # what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON document on stdout instead of tables",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the local world's data directory (sets WORLDFLOW_DATA_DIR; default ./.worldflow)",
+    )
+    common.add_argument(
+        "--world",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="local, aws, gcp or module:factory (sets WORLDFLOW_WORLD; default local)",
+    )
+    return common
+
+
+def build_parser(version: str) -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="worldflow",
+        description="Start, inspect and serve durable workflow runs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"worldflow {version}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        handler: Handler,
+        summary: str,
+        description: str | None = None,
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(
+            name, parents=[common], help=summary, description=description or summary
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    start = command(
+        commands,
+        "start",
+        start_run,
+        "start a run of a workflow",
+        "Import MODULE (from the current directory, as `python -m` would) and start a "
+        "run of its @wf.workflow FUNCTION with the JSON_ARGS. Prints the run id; with "
+        "--wait, waits for the run to end and prints its result.",
+    )
+    start.add_argument("target", metavar="MODULE:FUNCTION", help="e.g. shop.flows:checkout")
+    start.add_argument(
+        "args",
+        metavar="JSON_ARGS",
+        nargs="*",
+        help="the workflow's arguments, each a JSON value (quote strings: '\"order-1\"')",
+    )
+    start.add_argument("--id", help="the run's id (starting is idempotent per id)")
+    start.add_argument("--wait", action="store_true", help="wait for the run to end")
+    start.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_duration,
+        help="with --wait: give up after S (seconds, or e.g. 30s, 5m); exit 4",
+    )
+
+    runs = commands.add_parser("runs", parents=[common], help="list and inspect runs, cancel one")
+    runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    listing = command(runs_commands, "list", list_runs, "list runs, newest first")
+    listing.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    listing.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    listing.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="at most N runs (default 50)"
+    )
+    listing.add_argument("--cursor", metavar="C", help="continue after a previous page")
+    show = command(
+        runs_commands, "show", show_run, "a run's status, input, steps, and result or error"
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+    events = command(runs_commands, "events", show_events, "a run's event log")
+    events.add_argument("run_id", metavar="RUN_ID")
+    events.add_argument(
+        "--raw", action="store_true", help="event data as stored (encoded values, not for display)"
+    )
+    cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
+    cancel.add_argument("run_id", metavar="RUN_ID")
+
+    hooks = commands.add_parser("hooks", parents=[common], help="deliver payloads to hooks")
+    hooks_commands = hooks.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    resume = command(
+        hooks_commands, "resume", resume_hook, "deliver a JSON payload to the hook with TOKEN"
+    )
+    resume.add_argument("token", metavar="TOKEN")
+    resume.add_argument("payload", metavar="JSON")
+
+    worker = command(
+        commands,
+        "worker",
+        serve,
+        "serve the workflows of some modules until Ctrl-C",
+        "Import each MODULE (from the current directory, as `python -m` would) and "
+        "execute runs of their workflows until SIGINT or SIGTERM.",
+    )
+    worker.add_argument("modules", metavar="MODULE", nargs="+")
+    return parser

@@ -1,0 +1,48 @@
+"""Choosing a World from configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worldflow._config import create_world, load_settings, world_name
+from worldflow.worlds.local import LocalWorld
+
+
+def test_default_world_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert world_name({}) == "local"
+    world = create_world(env={"WORLDFLOW_DATA_DIR": str(tmp_path / "d")})
+    assert isinstance(world, LocalWorld)
+    assert world.data_dir == tmp_path / "d"
+    world.store.close()
+
+
+def test_pyproject_settings_under_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.worldflow]\nworld = "local"\n[tool.worldflow.local]\ndata_dir = "from-toml"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert load_settings("local", {})["data_dir"] == "from-toml"
+    assert load_settings("local", {"WORLDFLOW_DATA_DIR": "env"})["data_dir"] == "env"
+    assert load_settings("aws", {"WORLDFLOW_AWS_TABLE": "t"})["table"] == "t"
+
+
+def test_module_factory_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    world = create_world(
+        "worldflow.worlds.local:create_world", env={"WORLDFLOW_DATA_DIR": str(tmp_path)}
+    )
+    assert isinstance(world, LocalWorld)
+    world.store.close()
+
+
+def test_unknown_world_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"unknown world 'mars'.*local"):
+        create_world("mars", env={})
+
+
+def test_bad_factory_path() -> None:
+    with pytest.raises(ValueError, match="has no 'nope'"):
+        create_world("worldflow.worlds.local:nope", env={})

@@ -1,0 +1,64 @@
+"""The public surface is curated: this list changes only on purpose."""
+
+import worldflow as wf
+
+PUBLIC = [
+    "Clock",
+    "CorruptLogError",
+    "FatalError",
+    "Hook",
+    "HookNotFound",
+    "NonDeterminismError",
+    "RetryableError",
+    "Run",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "SerializationError",
+    "Step",
+    "StepFailed",
+    "StepMetadata",
+    "SystemClock",
+    "VirtualClock",
+    "Webhook",
+    "WebhookRequest",
+    "Workflow",
+    "WorkflowMetadata",
+    "WorkflowNotFound",
+    "WorldError",
+    "WorldflowError",
+    "configure",
+    "create_hook",
+    "create_webhook",
+    "get_run",
+    "get_step_metadata",
+    "get_workflow_metadata",
+    "now",
+    "random",
+    "resume_hook",
+    "sleep",
+    "start",
+    "step",
+    "uuid4",
+    "worker",
+    "workflow",
+]
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    assert wf.__all__ == sorted(wf.__all__)
+    assert wf.__all__ == PUBLIC
+
+
+def test_every_public_name_exists_and_is_documented() -> None:
+    for name in wf.__all__:
+        obj = getattr(wf, name)
+        assert obj.__doc__, f"worldflow.{name} has no docstring"
+
+
+def test_errors_share_one_root() -> None:
+    for name in wf.__all__:
+        obj = getattr(wf, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, wf.WorldflowError), name
+            assert obj.__module__ == "worldflow", name

@@ -1,0 +1,210 @@
+"""What is particular to the local world: processes sharing a database, its webhook server."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http.client
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import worldflow as wf
+from worldflow._world import Message, NewEvent, Outgoing, RunCreate
+from worldflow.testing import Harness
+from worldflow.testing import _workflows as w
+from worldflow.worlds.local import LocalWorld
+
+FLOWS = """
+import os
+import worldflow as wf
+
+@wf.step
+def work(run, i):
+    with open(os.environ["STEP_LOG"], "a") as fh:
+        fh.write(f"{os.getpid()} {run} {i}\\n")
+    return i
+
+@wf.workflow
+async def five_steps(run):
+    return sum([await work(run, i) for i in range(5)])
+"""
+
+SERVE = """
+import asyncio, sys
+import worldflow as wf
+from worldflow.worlds.local import LocalWorld
+import sharedflows
+
+async def main():
+    async with wf.worker(LocalWorld(sys.argv[1], heartbeat=0.1, lease=0.6)):
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_database_and_each_step_runs_once(tmp_path: Path) -> None:
+    (tmp_path / "sharedflows.py").write_text(textwrap.dedent(FLOWS))
+    (tmp_path / "serve.py").write_text(textwrap.dedent(SERVE))
+    data, log = tmp_path / "data", tmp_path / "steps.log"
+    runs = 30
+
+    async def create() -> None:
+        # Runs made by a worker that never serves: the two processes adopt them.
+        world = LocalWorld(data, serve_webhooks=False)
+        for i in range(runs):
+            run_id = f"shared-{i}"
+            event = NewEvent(
+                "run_created",
+                {"workflow": "sharedflows.five_steps", "input": [[run_id], {}]},
+                time.time(),
+            )
+            start = Outgoing(Message(f"m-{i}", run_id, "resume"))
+            await world.create_run(RunCreate(run_id, "sharedflows.five_steps", event, start))
+        world.store.close()
+
+    env = {**os.environ, "STEP_LOG": str(log), "PYTHONPATH": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "serve.py"), str(data)],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while _count(data, "SELECT count(*) FROM workers") != 2:  # both serving
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        asyncio.run(create())
+        db = sqlite3.connect(data / "worldflow.sqlite3", timeout=10)
+        while (
+            db.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0] < runs
+        ):
+            assert time.monotonic() < deadline, db.execute(
+                "SELECT status, count(*) FROM runs GROUP BY 1"
+            ).fetchall()
+            time.sleep(0.05)
+        outputs = {row[0] for row in db.execute("SELECT output FROM runs")}
+        db.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+            assert proc.stderr is not None
+            proc.stderr.close()
+    assert outputs == {"10"}
+    lines = log.read_text().split("\n")[:-1]
+    executions = collections.Counter(tuple(line.split()[1:]) for line in lines)
+    assert len(executions) == runs * 5
+    assert set(executions.values()) == {1}, "a step ran twice without any crash"
+
+
+def _count(data: Path, sql: str) -> int:
+    try:
+        db = sqlite3.connect(data / "worldflow.sqlite3", timeout=10)
+        try:
+            return int(db.execute(sql).fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest("POST", parts.path, skip_accept_encoding=True)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        if body:
+            conn.send(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_webhook_server_rejects_malformed_requests(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = LocalWorld(tmp_path, max_webhook_bytes=100)
+        async with wf.worker(world):
+            run = await wf.start(w.webhook_echo)
+            (created,) = await Harness.wait_event(None, run, "hook_created")  # type: ignore[arg-type]
+            url = created.data["url"]
+            cases = [
+                ({"Content-Length": "abc"}, b"", 400, b"bad Content-Length"),
+                ({"Content-Length": "-5"}, b"", 400, b"bad Content-Length"),
+                ({"Content-Length": "1000"}, b"", 413, b"over the 100 limit"),
+                ({"Transfer-Encoding": "chunked"}, b"0\r\n\r\n", 411, b"Content-Length"),
+            ]
+            for headers, body, status, text in cases:
+                got = await asyncio.to_thread(_post, url, body, headers)
+                assert got[0] == status and text in got[1], (headers, got)
+            base = url.rsplit("/webhooks/", 1)[0]
+            got = await asyncio.to_thread(_post, base + "/elsewhere", b"", {"Content-Length": "0"})
+            assert got[0] == 404
+            assert await run.status() == "running"  # nothing reached the run
+            body = json.dumps({"ok": 1}).encode()
+            got = await asyncio.to_thread(_post, url, body, {"Content-Length": str(len(body))})
+            assert got[0] == 202 and json.loads(got[1])["run_id"] == run.id
+            assert (await run.result(timeout=10))["json"] == {"ok": 1}
+
+    asyncio.run(main())
+
+
+def test_webhook_port_is_stable_per_data_directory(tmp_path: Path) -> None:
+    first = LocalWorld(tmp_path)
+    url = first.webhook_url("t")
+    first.store.close()
+    second = LocalWorld(tmp_path)
+    assert second.webhook_url("t") == url
+    second.store.close()
+    assert (
+        LocalWorld(tmp_path, public_url="https://example.com/hooks/").webhook_url("a b")
+        == "https://example.com/hooks/webhooks/a%20b"
+    )
+
+
+def test_a_corrupt_event_is_reported_with_its_place(tmp_path: Path) -> None:
+    async def main() -> str:
+        async with wf.worker(LocalWorld(tmp_path)):
+            run = await wf.start(w.sequential, "corrupt", 2)
+            await run.result(timeout=10)
+        db = sqlite3.connect(tmp_path / "worldflow.sqlite3")
+        db.execute("UPDATE events SET data = '{broken' WHERE run_id = ? AND seq = 3", (run.id,))
+        db.commit()
+        db.close()
+        async with wf.worker(LocalWorld(tmp_path)):
+            with pytest.raises(
+                wf.CorruptLogError, match=r"event 3 \(step_scheduled\).*not valid JSON"
+            ):
+                await run.events()
+        return run.id
+
+    asyncio.run(main())
+
+
+def test_memory_world_works_and_is_private() -> None:
+    async def main() -> None:
+        world = LocalWorld(":memory:")
+        assert world.capabilities.shared_process
+        async with wf.worker(world):
+            run = await wf.start(w.sequential, "memory", 3)
+            assert await run.result(timeout=10) == 3
+
+    asyncio.run(main())
