@@ -16,6 +16,8 @@ its workflow function against that log. A World (``local`` by default, or
 ``aws``, ``gcp``) decides where the log lives and how work is queued.
 """
 
+import logging
+
 from ._api import (
     Run,
     WorkflowMetadata,
@@ -51,6 +53,9 @@ from ._errors import (
 from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
 
 __version__ = "0.1.0"
+
+# A library logs, it does not print: the user's logging configuration decides.
+logging.getLogger("worldflow").addHandler(logging.NullHandler())
 
 __all__ = [
     "Clock",

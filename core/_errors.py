@@ -15,8 +15,8 @@
     └── WorldError               a World failed to do what was asked (storage, queue)
         └── SequenceConflict     an append lost the race for its sequence number
 
-Control-flow signals derive from ``BaseException`` so that a user's
-``except Exception`` can never swallow them; they live in ``_signals``.
+A ``NonDeterminismError`` raised into workflow code fails the run even if
+the code catches it: the engine records the divergence before raising.
 """
 
 from __future__ import annotations

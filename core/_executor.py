@@ -117,7 +117,8 @@ class RunExecutor:
         except WorkflowNotFound as exc:
             self._reject(exc, retry=True)
         except Exception as exc:
-            log.exception("worldflow: cannot load run %r", self.run_id)
+            if not self.rt.closed:
+                log.exception("worldflow: cannot load run %r", self.run_id)
             self._reject(exc, retry=True)
         finally:
             self.loading = False
@@ -201,6 +202,7 @@ class RunExecutor:
             self._launch(cid, attempt)
         self._finish_inputs(inputs)
         if batch.append.status in ("completed", "failed", "cancelled"):
+            self.abandon()  # steps still running for an ended run have no one to report to
             self.rt.run_ended(self.run_id)
         elif self.rt.always_replay:
             self.state = None  # the next input replays the run from its log

@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Generator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._loop import current_instance
 
@@ -24,8 +24,26 @@ __all__ = ["Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook"]
 T = TypeVar("T")
 
 
-class Hook(asyncio.Future[T], Generic[T]):
-    """A pause point resumed by token: ``await wf.resume_hook(hook.token, payload)``."""
+if TYPE_CHECKING:
+    _Future = asyncio.Future
+else:
+    # The pure-Python Future, so that asyncio.isfuture() can say no (below).
+    _Future = asyncio.futures._PyFuture
+
+
+class Hook(_Future[T], Generic[T]):
+    """A pause point resumed by token: ``await wf.resume_hook(hook.token, payload)``.
+
+    A future of the workflow's loop that is done once the first payload has
+    arrived (what ``asyncio.wait`` looks at). ``await hook`` and ``async for``
+    take the payloads in order, one each time.
+    """
+
+    # asyncio.isfuture(hook) is False, so wait_for(), gather() and shield() *await*
+    # the hook (taking the next payload) on every Python, instead of reading its
+    # first result as 3.11's wait_for() would; asyncio.wait() only needs done()
+    # and done-callbacks, which it still has.
+    _asyncio_future_blocking = None  # type: ignore[assignment]
 
     token: str
 

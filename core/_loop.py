@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
 from asyncio import events
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -115,6 +116,10 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[_T]:
+        if not asyncio.iscoroutine(coro) and inspect.isawaitable(coro):
+            # Inside a workflow a step call, a sleep or a hook is a future;
+            # create_task() takes those too, like any awaitable.
+            coro = _awaiting(coro)
         if self._task_factory is not None:
             if context is None:
                 task = self._task_factory(self, coro)
@@ -185,6 +190,10 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:  # type: ignore[override]
         self._io("run_in_executor")
+
+
+async def _awaiting(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _refuse(name: str) -> Callable[..., NoReturn]:

@@ -74,6 +74,10 @@ class Runtime:
             executor.abandon()
         await self.world.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def new_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"
 
@@ -112,6 +116,8 @@ class Runtime:
                 try:
                     results = await self.world.append([append for _, append in items])
                 except Exception:
+                    if self._closed:
+                        return
                     log.exception("worldflow: append failed; retrying in %.2fs", delay)
                     self._pending[:0] = items
                     await asyncio.sleep(delay)

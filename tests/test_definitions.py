@@ -25,7 +25,7 @@ async def bare_workflow() -> None:
     return None
 
 
-@wf.workflow(name="hail-ride")
+@wf.workflow(name="test-hail-ride")
 async def named_workflow() -> None:
     return None
 
@@ -33,8 +33,8 @@ async def named_workflow() -> None:
 def test_names_default_to_module_and_qualname() -> None:
     assert plain_sync.name == f"{__name__}.plain_sync"
     assert bare_workflow.name == f"{__name__}.bare_workflow"
-    assert named_workflow.name == "hail-ride"
-    assert get_workflow("hail-ride") is named_workflow
+    assert named_workflow.name == "test-hail-ride"
+    assert get_workflow("test-hail-ride") is named_workflow
     assert get_step("custom.async") is named_async
 
 
@@ -82,9 +82,9 @@ def test_workflow_must_be_async() -> None:
 
 
 def test_two_functions_cannot_share_a_name() -> None:
-    with pytest.raises(ValueError, match="two workflows are named 'hail-ride'"):
+    with pytest.raises(ValueError, match="two workflows are named 'test-hail-ride'"):
 
-        @wf.workflow(name="hail-ride")
+        @wf.workflow(name="test-hail-ride")
         async def other() -> None:
             return None
 

@@ -340,6 +340,15 @@ class WorldConformance:
         assert await run.result(timeout=10) == "hook"
 
     @conformance
+    async def test_hook_as_a_task_and_with_wait_for(self, h: Harness) -> None:
+        token = _tag()
+        run = await wf.start(w.hook_as_task, token)
+        await h.wait_event(run, "sleep_started")
+        await wf.resume_hook(token, "one")
+        await wf.resume_hook(token, "two")
+        assert await run.result(timeout=10) == ["one", "two", False]
+
+    @conformance
     async def test_webhook(self, h: Harness) -> None:
         run = await wf.start(w.webhook_echo)
         (created,) = await h.wait_event(run, "hook_created")

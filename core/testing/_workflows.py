@@ -439,3 +439,15 @@ async def changing(token: str) -> str:
     await wf.create_hook(token=token)
     second = await step_a()
     return first + second
+
+
+@wf.workflow
+async def hook_as_task(token: str) -> list[Any]:
+    hook = wf.create_hook(token=token)
+    # create_task() takes any awaitable in a workflow, as api.md promises; type
+    # checkers know only coroutines there (asyncio.ensure_future is the typed spelling).
+    first: asyncio.Task[Any] = asyncio.create_task(hook)  # type: ignore[arg-type]
+    timer: asyncio.Task[None] = asyncio.create_task(wf.sleep("1h"))  # type: ignore[arg-type]
+    done, _ = await asyncio.wait({first, timer}, return_when=asyncio.FIRST_COMPLETED)
+    second = await asyncio.wait_for(hook, timeout=60)
+    return [await first, second, timer in done]

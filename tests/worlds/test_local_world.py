@@ -86,7 +86,11 @@ def test_two_processes_share_a_database_and_each_step_runs_once(tmp_path: Path) 
     try:
         deadline = time.monotonic() + 30
         while _count(data, "SELECT count(*) FROM workers") != 2:  # both serving
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                for proc in procs:
+                    proc.kill()
+                errors = [p.communicate()[1].decode() for p in procs]
+                raise AssertionError(f"the workers did not both start: {errors}")
             time.sleep(0.02)
         asyncio.run(create())
         db = sqlite3.connect(data / "worldflow.sqlite3", timeout=10)

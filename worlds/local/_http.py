@@ -43,8 +43,12 @@ class WebhookServer:
         self.server = ThreadingHTTPServer((host, port), self._handler_class())
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
+        # A short poll: shutdown() waits for it, on the loop's thread, at close.
         self.thread = threading.Thread(
-            target=self.server.serve_forever, name="worldflow-webhooks", daemon=True
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="worldflow-webhooks",
+            daemon=True,
         )
 
     def start(self) -> None:

@@ -119,18 +119,30 @@ class Store:
         self.worker_id = worker_id
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            # Another process may be creating the schema right now: wait for it here,
-            # then keep the lock wait short (the async retry in write() takes over).
-            self.db.execute("PRAGMA busy_timeout = 10000")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(_SCHEMA)
-            self._write(self._check_schema)
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        except sqlite3.Error as exc:
-            raise WorldError(f"cannot open the local world's database {path!r}: {exc}") from exc
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Another process may be creating the database right now. Switching to WAL
+        # can fail at once with "locked" whatever the busy timeout, so retry the
+        # whole opening for a while; then keep lock waits short (write() retries).
+        deadline = time.monotonic() + 15.0
+        while True:
+            try:
+                self.db.execute("PRAGMA busy_timeout = 2000")
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.executescript(_SCHEMA)
+                self._write(self._check_schema)
+                self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    self.db.close()
+                    raise WorldError(
+                        f"cannot open the local world's database {path!r}: {exc}"
+                    ) from exc
+                time.sleep(0.01)
+            except sqlite3.Error as exc:
+                self.db.close()
+                raise WorldError(f"cannot open the local world's database {path!r}: {exc}") from exc
         self.on_messages: Callable[[list[StoredMessage]], None] | None = None
 
     def _check_schema(self) -> None:

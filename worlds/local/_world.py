@@ -186,7 +186,7 @@ class LocalWorld:
         self.store.on_messages = self._schedule
         await self.store.heartbeat(time.time())
         if self.serve_webhooks:
-            port = 0 if self._public_url and self._port is None else (self._port or 0)
+            port = self._port or 0
             try:
                 self._server = WebhookServer(
                     asyncio.get_running_loop(),
@@ -197,7 +197,7 @@ class LocalWorld:
             except OSError:
                 self._server = None  # another process on this data directory serves it
             else:
-                if self._port != self._server.port and not self._public_url:
+                if self._port != self._server.port:  # keep it: a tunnel forwards to it
                     self._port = self._server.port
                     self.store.set_meta("webhook_port", str(self._port))
                 self._server.start()
@@ -206,6 +206,7 @@ class LocalWorld:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
+        tasks += self._inflight  # deliveries under way: the store closes under them
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -376,4 +377,5 @@ def create_world(settings: dict[str, Any]) -> LocalWorld:
         public_url=settings.get("public_url"),
         lease=float(settings.get("lease", 5.0)),
         heartbeat=float(settings.get("heartbeat", 1.0)),
+        webhook_port=int(settings["webhook_port"]) if settings.get("webhook_port") else None,
     )
