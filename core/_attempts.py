@@ -117,25 +117,29 @@ def run_attempt(
 
     if step.is_async:
 
-        async def body() -> Any:
-            if timeout is None:
-                result = await step.fn(*args, **kwargs)
-            else:
-                try:
-                    result = await asyncio.wait_for(step.fn(*args, **kwargs), timeout)
-                except TimeoutError:
-                    raise _timeout_error(step, timeout) from None
-            return encode(result, where=where)
+        async def body() -> None:
+            try:
+                if timeout is None:
+                    result = await step.fn(*args, **kwargs)
+                else:
+                    try:
+                        result = await asyncio.wait_for(step.fn(*args, **kwargs), timeout)
+                    except TimeoutError:
+                        raise _timeout_error(step, timeout) from None
+                outcome: tuple[bool, Any] = (True, encode(result, where=where))
+            except Exception as exc:
+                outcome = (False, exc)
+            # Report from inside the task (not from a done-callback, one loop turn
+            # later), in a context of the engine's own rather than the step's.
+            contextvars.Context().run(finish, *outcome)
 
         task = loop.create_task(body(), context=context)
 
         def on_done(t: asyncio.Task[Any]) -> None:
             if t.cancelled():
                 finish(False, asyncio.CancelledError(f"step {step.name!r} was cancelled"))
-            elif (exc := t.exception()) is not None:
+            elif (exc := t.exception()) is not None:  # a BaseException from the step
                 finish(False, exc)
-            else:
-                finish(True, t.result())
 
         task.add_done_callback(on_done)
 

@@ -54,7 +54,8 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self._executors: OrderedDict[str, RunExecutor] = OrderedDict()
         self._pending: list[tuple[RunExecutor, Append]] = []
-        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._ended: dict[str, list[asyncio.Future[None]]] = {}
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
@@ -70,6 +71,8 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
         for executor in self._executors.values():
             executor.abandon()
         await self.world.close()
@@ -103,15 +106,22 @@ class Runtime:
 
     # -- group commit ------------------------------------------------------------
     def submit(self, executor: RunExecutor, append: Append) -> None:
+        """Queue a batch for the next group commit (at the next turn of the loop)."""
         self._pending.append((executor, append))
-        if not self._flushing:
-            self._flushing = True
-            self.loop.create_task(self._flush())
+        if self._flusher is None:
+            self._flusher = self.loop.create_task(self._flush())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def _flush(self) -> None:
+        """One long-lived task commits whatever piled up while the last commit ran."""
         delay = 0.01
         try:
-            while self._pending:
+            while not self._closed:
+                if not self._pending:
+                    self._wake = self.loop.create_future()
+                    await self._wake
+                    continue
                 items, self._pending = self._pending, []
                 try:
                     results = await self.world.append([append for _, append in items])
@@ -127,7 +137,7 @@ class Runtime:
                 for (executor, _), ok in zip(items, results, strict=True):
                     executor.committed(ok)
         finally:
-            self._flushing = False
+            self._flusher = self._wake = None
 
     def run_ended(self, run_id: str) -> None:
         for fut in self._ended.pop(run_id, ()):

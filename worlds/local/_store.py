@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL,
     owner TEXT,
     output TEXT,
     error TEXT
@@ -108,7 +107,10 @@ def _run_info(row: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
     )
 
 
-_RUN_COLUMNS = "id, workflow, status, created_at, updated_at, last_seq, output, error"
+_RUN_COLUMNS = (
+    "id, workflow, status, created_at, updated_at, "
+    "(SELECT max(seq) FROM events WHERE run_id = runs.id), output, error"
+)
 
 
 class Store:
@@ -144,6 +146,9 @@ class Store:
                 self.db.close()
                 raise WorldError(f"cannot open the local world's database {path!r}: {exc}") from exc
         self.on_messages: Callable[[list[StoredMessage]], None] | None = None
+        # Runs whose row already names this worker as owner (a hint, not a lock:
+        # the events' sequence numbers are what keep writers apart).
+        self.owned: set[str] = set()
 
     def _check_schema(self) -> None:
         found = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -216,11 +221,12 @@ class Store:
         def body() -> tuple[RunInfo | None, list[StoredMessage]]:
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO runs (id, workflow, status, created_at, updated_at, "
-                "last_seq, owner) VALUES (?, ?, 'pending', ?, ?, 1, ?)",
+                "owner) VALUES (?, ?, 'pending', ?, ?, ?)",
                 (create.run_id, create.workflow, event.at, event.at, self.worker_id),
             )
             if cur.rowcount == 0:
                 return None, []
+            self.owned.add(create.run_id)
             self.db.execute(
                 "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
                 (create.run_id, event.kind, event.at, data),
@@ -243,39 +249,44 @@ class Store:
                 if a.run_id in lost:  # a chain: once one append of a run fails, the rest do
                     results.append(False)
                     continue
-                updated = a.events[-1].at if a.events else now
-                if a.status is None:
-                    cur = db.execute(
-                        "UPDATE runs SET last_seq = ?, updated_at = ?, owner = ? "
-                        "WHERE id = ? AND last_seq = ?",
-                        (a.last_seq, updated, self.worker_id, a.run_id, a.expected_seq),
+                rows = [
+                    (a.run_id, a.expected_seq + i, e.kind, e.at, _dumps(e.data))
+                    for i, e in enumerate(a.events, 1)
+                ]
+                try:
+                    # The events' primary key (run_id, seq) is the fence: if another
+                    # writer took expected_seq + 1, the first insert fails and nothing
+                    # of this append is written.
+                    db.executemany(
+                        "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                        rows,
                     )
-                else:
-                    cur = db.execute(
-                        "UPDATE runs SET last_seq = ?, updated_at = ?, owner = ?, status = ?, "
-                        "output = ?, error = ? WHERE id = ? AND last_seq = ?",
+                except sqlite3.IntegrityError:
+                    lost.add(a.run_id)
+                    results.append(False)
+                    continue
+                # The run's row changes only with its status or its owner: no
+                # second write per step.
+                if a.status is not None:
+                    db.execute(
+                        "UPDATE runs SET updated_at = ?, owner = ?, status = ?, output = ?, "
+                        "error = ? WHERE id = ?",
                         (
-                            a.last_seq,
-                            updated,
+                            a.events[-1].at if a.events else now,
                             self.worker_id,
                             a.status,
                             None if a.output is None else _dumps(a.output),
                             None if a.error is None else _dumps(a.error),
                             a.run_id,
-                            a.expected_seq,
                         ),
                     )
-                if cur.rowcount != 1:
-                    lost.add(a.run_id)
-                    results.append(False)
-                    continue
-                db.executemany(
-                    "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (a.run_id, a.expected_seq + i, e.kind, e.at, _dumps(e.data))
-                        for i, e in enumerate(a.events, 1)
-                    ],
-                )
+                    if a.status in ("completed", "failed", "cancelled"):
+                        self.owned.discard(a.run_id)  # keeps the set to runs in flight
+                    else:
+                        self.owned.add(a.run_id)
+                elif a.run_id not in self.owned:
+                    db.execute("UPDATE runs SET owner = ? WHERE id = ?", (self.worker_id, a.run_id))
+                    self.owned.add(a.run_id)
                 if a.hooks_created:
                     db.executemany(
                         "INSERT OR REPLACE INTO hooks (token, run_id, webhook) VALUES (?, ?, ?)",
@@ -402,6 +413,8 @@ class Store:
                 "OR owner NOT IN (SELECT value FROM json_each(?)))",
                 (self.worker_id, run_id, self.worker_id, _dumps(live)),
             )
+            if cur.rowcount == 1:
+                self.owned.add(run_id)
             return cur.rowcount == 1
 
         return await self.write(body)
