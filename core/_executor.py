@@ -67,10 +67,15 @@ class RunExecutor:
         self.dead_workers: set[str] = set()
         self.running: dict[int, tuple[int, Any]] = {}  # cid -> (attempt, canceller)
         self.last_at = 0.0
+        self.stale = False
 
     # -- inputs ------------------------------------------------------------
     async def handle(self, message: Message) -> None:
         """Apply a queue message; returns once its effect is durable."""
+        if self.state is not None and self._waits_on_others(self.state):
+            # Whether those workers are still alive is known only as of the last
+            # load: look again (the World may have adopted the run from a dead one).
+            self.stale = True
         done = self.rt.loop.create_future()
         self.inputs.append(_Input(message=message, done=done))
         self.kick()
@@ -85,9 +90,16 @@ class RunExecutor:
     def idle(self) -> bool:
         return not (self.inputs or self.inflight or self.loading or self.running)
 
+    def _waits_on_others(self, state: RunState) -> bool:
+        me = self.rt.worker_id
+        return any(s.status == "running" and s.worker != me for s in state.open_steps.values())
+
     def kick(self) -> None:
         if self.inflight is not None or self.loading or not self.inputs:
             return
+        if self.stale:
+            self.stale = False
+            self.state = self.instance = None
         if self.state is None:
             self.loading = True
             self.rt.loop.create_task(self._load())
@@ -102,6 +114,7 @@ class RunExecutor:
                 get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
             else:
                 self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
+                self.rt.forget(self.run_id)
                 return
             dead: set[str] = set()
             me = self.rt.worker_id
@@ -136,7 +149,7 @@ class RunExecutor:
         self.state = None
 
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
-        instance = self._new_instance(list(state.commands))
+        instance = self._new_instance(state.workflow, list(state.commands))
         for event in events:
             if event.kind == "run_started":
                 instance.start(event.at, state.input)
@@ -148,10 +161,10 @@ class RunExecutor:
         instance.take_commands()  # commands made during replay are already in the log
         return instance
 
-    def _new_instance(self, recorded: list[Event]) -> WorkflowInstance:
-        assert self.state is not None or recorded is not None
-        workflow = get_workflow(self.state.workflow if self.state else "")
-        return WorkflowInstance(self.run_id, workflow, recorded, self.rt.world.webhook_url)
+    def _new_instance(self, workflow: str, recorded: list[Event]) -> WorkflowInstance:
+        return WorkflowInstance(
+            self.run_id, get_workflow(workflow), recorded, self.rt.world.webhook_url
+        )
 
     # -- one pass: inputs -> events -> append --------------------------------
     def _pass(self) -> None:
@@ -310,7 +323,7 @@ class RunExecutor:
                 return
             event = self._record(batch, "run_started", {})
             batch.append.status = "running"
-            self.instance = self._new_instance([])
+            self.instance = self._new_instance(state.workflow, [])
             self.instance.start(event.at, state.input)
             self._collect(batch)
         instance = self.instance

@@ -139,6 +139,12 @@ class Runtime:
         finally:
             self._flusher = self._wake = None
 
+    def forget(self, run_id: str) -> None:
+        """Drop an executor with nothing to do (a message for a run that does not exist)."""
+        executor = self._executors.get(run_id)
+        if executor is not None and executor.idle:
+            del self._executors[run_id]
+
     def run_ended(self, run_id: str) -> None:
         for fut in self._ended.pop(run_id, ()):
             if not fut.done():

@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import worldflow as wf
+from worldflow import _api
 from worldflow._clock import VirtualClock
+from worldflow._runtime import Runtime
 from worldflow._definitions import get_workflow
 from worldflow._instance import WorkflowInstance
 from worldflow._state import RESULT_KINDS, RunState
@@ -38,6 +40,11 @@ class Harness:
         await self._stack.enter_async_context(
             wf.worker(self.world, always_replay=self.always_replay)
         )
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime serving this harness's World (to deliver messages by hand)."""
+        return _api._runtimes[asyncio.get_running_loop()].result()
 
     async def close(self) -> None:
         if self._stack is not None:

@@ -520,3 +520,24 @@ class WorldConformance:
         assert sorted(completed) == list(range(1, 9))  # one result per step
         assert [e.kind for e in events].count("run_completed") == 1
         assert state.output == sum(range(8))
+
+    @conformance
+    async def test_attempt_of_a_stopped_worker_is_run_again(self, h: Harness) -> None:
+        tag = _tag()
+        other = Runtime(h.make_world())
+        await other.start()
+        try:
+            run_id = await other.start_run(w.gated_workflow.name, (tag,), {}, None)
+            run = wf.get_run(run_id)
+            (started,) = await h.wait_event(run, "step_started")
+            assert started.data["worker"] == other.worker_id
+            # This worker looks while the other is alive: the attempt is not lost.
+            await h.runtime.handle(Message(h.runtime.new_id(), run_id, "resume"))
+            assert len([e for e in await run.events() if e.kind == "step_started"]) == 1
+        finally:
+            await other.close()  # the other worker stops, its attempt cut short
+        w.GATES[tag] = True
+        await h.runtime.handle(Message(h.runtime.new_id(), run_id, "resume"))
+        assert await run.result(timeout=10) == 2  # the lost attempt counted
+        started_events = [e for e in await run.events() if e.kind == "step_started"]
+        assert [e.data["attempt"] for e in started_events] == [1, 2]

@@ -451,3 +451,19 @@ async def hook_as_task(token: str) -> list[Any]:
     done, _ = await asyncio.wait({first, timer}, return_when=asyncio.FIRST_COMPLETED)
     second = await asyncio.wait_for(hook, timeout=60)
     return [await first, second, timer in done]
+
+
+GATES: dict[str, bool] = {}
+
+
+@wf.step(max_retries=2, retry_delay=0)
+async def gated(tag: str) -> int:
+    attempt = wf.get_step_metadata().attempt
+    while not GATES.get(tag):
+        await asyncio.sleep(0.005)
+    return attempt
+
+
+@wf.workflow
+async def gated_workflow(tag: str) -> int:
+    return await gated(tag)
