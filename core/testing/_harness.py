@@ -10,9 +10,9 @@ from typing import Any
 import worldflow as wf
 from worldflow import _api
 from worldflow._clock import VirtualClock
-from worldflow._runtime import Runtime
 from worldflow._definitions import get_workflow
 from worldflow._instance import WorkflowInstance
+from worldflow._runtime import Runtime
 from worldflow._state import RESULT_KINDS, RunState
 from worldflow._world import Event, Message, MessageHandler, World
 
