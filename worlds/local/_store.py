@@ -384,25 +384,19 @@ class Store:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     async def claimable(
-        self, live: list[str], workflows: list[str], known: set[int]
+        self, live: list[str], workflows: list[str], known: set[int], after: int = 0
     ) -> list[StoredMessage]:
-        """Messages of runs this process may take: its own, unowned, or a dead worker's."""
+        """Messages (with ``id > after``) of runs this process may take: its own,
+        unowned, or a dead worker's."""
         rows = self.db.execute(
             "SELECT m.id, m.run_id, m.msg_id, m.kind, m.data, m.due FROM messages m "
             "JOIN runs r ON r.id = m.run_id "
-            "WHERE r.workflow IN (SELECT value FROM json_each(?)) "
+            "WHERE m.id > ? AND r.workflow IN (SELECT value FROM json_each(?)) "
             "AND (r.owner IS NULL OR r.owner = ? OR r.owner NOT IN (SELECT value FROM json_each(?)))"
             " ORDER BY m.id",
-            (_dumps(workflows), self.worker_id, _dumps(live)),
+            (after, _dumps(workflows), self.worker_id, _dumps(live)),
         ).fetchall()
         return [StoredMessage(*row) for row in rows if row[0] not in known]
-
-    async def messages_of_ended_runs(self) -> list[int]:
-        rows = self.db.execute(
-            "SELECT m.id FROM messages m JOIN runs r ON r.id = m.run_id "
-            "WHERE r.status IN ('completed', 'failed', 'cancelled')"
-        ).fetchall()
-        return [row[0] for row in rows]
 
     async def claim(self, run_id: str, live: list[str]) -> bool:
         """Take ownership of a run that is unowned, ours, or a dead worker's."""

@@ -289,6 +289,7 @@ class LocalWorld:
 
     def _acknowledge(self, row: int) -> None:
         self._known.discard(row)
+        self._retry_counts.pop(row, None)
         self._acks.append(row)
         if len(self._acks) == 1:
             asyncio.get_running_loop().call_soon(self._flush_acks_soon)
@@ -333,6 +334,8 @@ class LocalWorld:
         """Heartbeat, notice other processes' writes, adopt runs of dead workers."""
         last_version = -1
         next_beat = 0.0
+        seen_upto = 0  # messages up to this id were looked at already
+        live_before: set[str] = set()
         try:
             while True:
                 now = time.monotonic()
@@ -340,12 +343,21 @@ class LocalWorld:
                     next_beat = now + self.heartbeat_interval
                     await self.store.heartbeat(time.time())
                     self._live = self.store.live_workers(time.time() - self.lease)
-                    await self._adopt()
-                    last_version = -1  # look for messages of adopted runs too
+                    if set(self._live) != live_before:  # a worker came or went:
+                        live_before = set(self._live)  # its messages may be ours now
+                        seen_upto = 0
+                    if await self._adopt():
+                        seen_upto = 0  # the adopted runs' older messages are ours now
+                    if not seen_upto:
+                        last_version = -1  # our own writes do not change data_version
                 version = self.store.data_version()
                 if version != last_version:
                     last_version = version
-                    found = await self.store.claimable(self._live, workflow_names(), self._known)
+                    found = await self.store.claimable(
+                        self._live, workflow_names(), self._known, seen_upto
+                    )
+                    if found:  # ids grow in commit order (one writer at a time)
+                        seen_upto = max(seen_upto, max(m.row for m in found))
                     self._schedule(found)
                 await asyncio.sleep(self.poll_interval)
         except asyncio.CancelledError:
@@ -356,18 +368,21 @@ class LocalWorld:
         finally:
             self._shutdown()
 
-    async def _adopt(self) -> None:
+    async def _adopt(self) -> bool:
         """Take unfinished runs whose worker is gone; a resume message picks them up."""
         names = workflow_names()
         if not names:
-            return
+            return False
+        adopted = False
         for run_id in await self.store.orphans(self._live, names, self.adopt_batch):
             if await self.store.claim(run_id, self._live):
                 log.info("worldflow: adopting run %r from a stopped worker", run_id)
+                adopted = True
                 message = Message(
                     f"{self._worker_id}:adopt:{secrets.token_hex(6)}", run_id, "resume"
                 )
                 await self.send([Outgoing(message, key=f"{run_id}:adopt")])
+        return adopted
 
 
 def create_world(settings: dict[str, Any]) -> LocalWorld:
