@@ -13,7 +13,6 @@
     ├── CorruptLogError          a stored event log cannot be read back
     ├── SerializationError       (also a TypeError) a value cannot be stored
     └── WorldError               a World failed to do what was asked (storage, queue)
-        └── SequenceConflict     an append lost the race for its sequence number
 
 A ``NonDeterminismError`` raised into workflow code fails the run even if
 the code catches it: the engine records the divergence before raising.
@@ -32,7 +31,6 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
-    "SequenceConflict",
     "SerializationError",
     "StepFailed",
     "WorkflowNotFound",
@@ -146,30 +144,7 @@ class WorldError(WorldflowError):
     """A World could not do what the engine asked (a storage or queue failure)."""
 
 
-class SequenceConflict(WorldError):
-    """An append lost the race: another writer already used that sequence number."""
-
-    def __init__(self, run_id: str, expected_seq: int) -> None:
-        super().__init__(f"run {run_id!r}: sequence {expected_seq + 1} is already taken")
-        self.run_id = run_id
-        self.expected_seq = expected_seq
-
-
 # Report the public classes under the name users import them by, so a recorded
 # error says "worldflow.NonDeterminismError" and is found again when rebuilt.
-for _cls in (
-    CorruptLogError,
-    FatalError,
-    HookNotFound,
-    NonDeterminismError,
-    RetryableError,
-    RunCancelled,
-    RunFailed,
-    RunNotFound,
-    SerializationError,
-    StepFailed,
-    WorkflowNotFound,
-    WorldError,
-    WorldflowError,
-):
-    _cls.__module__ = "worldflow"
+for _name in __all__:
+    globals()[_name].__module__ = "worldflow"
