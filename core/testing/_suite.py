@@ -416,6 +416,20 @@ class WorldConformance:
         with pytest.raises(TypeError):
             await wf.resume_hook("any", object())
 
+    @conformance
+    async def test_unserializable_values_fail_clearly(self, h: Harness) -> None:
+        run = await wf.start(w.unserializable_step_result)
+        message = await run.result(timeout=10)
+        assert message.startswith("SerializationError: ")
+        assert "lock" in message and w.returns_a_lock.name in message
+        (failed,) = [e for e in await run.events() if e.kind == "step_failed"]
+        assert failed.data["attempt"] == 1  # not retried: it would fail the same way
+        run = await wf.start(w.unserializable_return)
+        with pytest.raises(wf.RunFailed) as info:
+            await run.result(timeout=10)
+        assert info.value.error_type == "worldflow.SerializationError"
+        assert "threading.Event" in info.value.message
+
     # -- serialization ---------------------------------------------------------------------------
     @conformance
     async def test_serialization_round_trips(self, h: Harness) -> None:

@@ -467,3 +467,22 @@ async def gated(tag: str) -> int:
 @wf.workflow
 async def gated_workflow(tag: str) -> int:
     return await gated(tag)
+
+
+@wf.step
+async def returns_a_lock() -> Any:
+    return threading.Lock()
+
+
+@wf.workflow
+async def unserializable_step_result() -> str:
+    try:
+        await returns_a_lock()
+    except TypeError as exc:  # SerializationError is a TypeError
+        return f"{type(exc).__name__}: {exc}"
+    return "unreachable"
+
+
+@wf.workflow
+async def unserializable_return() -> Any:
+    return threading.Event()
