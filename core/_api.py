@@ -122,6 +122,25 @@ async def worker(
     >>> async with wf.worker():
     ...     await asyncio.Event().wait()   # serve until cancelled
     """
+    async with _serving(world, always_replay, serve=True):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def client(world: str | World | Callable[[], World] | None = None) -> AsyncIterator[None]:
+    """A runtime that starts, resumes and cancels runs but executes none.
+
+    For short-lived tools (the CLI): a process that runs for a moment should
+    not take runs from the workers only to drop them mid-step when it exits.
+    """
+    async with _serving(world, None, serve=False):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    world: str | World | Callable[[], World] | None, always_replay: bool | None, *, serve: bool
+) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     if loop in _runtimes:
         if world is not None:
@@ -132,10 +151,12 @@ async def worker(
     ready: asyncio.Future[Runtime] = loop.create_future()
     _runtimes[loop] = ready
     try:
-        _import_modules()
+        if serve:
+            _import_modules()
         runtime = Runtime(
             _make_world(world if world is not None else _config.world),
             always_replay=_config.always_replay if always_replay is None else always_replay,
+            serve=serve,
         )
         await runtime.start()
     except BaseException:

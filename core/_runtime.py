@@ -45,12 +45,20 @@ def new_run_id() -> str:
 class Runtime:
     """Runs workflows against one World on the running event loop."""
 
-    def __init__(self, world: World, *, always_replay: bool = False, max_cached: int = 10_000):
+    def __init__(
+        self,
+        world: World,
+        *,
+        always_replay: bool = False,
+        max_cached: int = 10_000,
+        serve: bool = True,
+    ):
         self.world = world
         self.clock = world.clock
         self.worker_id = world.worker_id
         self.always_replay = always_replay
         self.max_cached = max_cached
+        self.serve = serve  # False: a client that never has the World deliver to it
         self.loop = asyncio.get_running_loop()
         self._executors: OrderedDict[str, RunExecutor] = OrderedDict()
         self._pending: list[tuple[RunExecutor, Append]] = []
@@ -65,7 +73,8 @@ class Runtime:
     async def start(self) -> None:
         if not self._started:
             self._started = True
-            await self.world.start(self.handle)
+            if self.serve:
+                await self.world.start(self.handle)
 
     async def close(self) -> None:
         if self._closed:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import worldflow as wf
+from worldflow._api import client
 from worldflow._duration import format_duration
 
 from ._common import (
@@ -35,7 +36,14 @@ def start_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.target)
     values = [parse_json(text, f"argument {i}") for i, text in enumerate(args.args, 1)]
     wait = args.wait or args.timeout is not None
-    return asyncio.run(_start(args, workflow, values, wait))
+
+    async def main() -> int:
+        if wait:  # this process executes the run while it waits
+            return await _start(args, workflow, values, wait)
+        async with client():  # a worker executes it; this process only records it
+            return await _start(args, workflow, values, wait)
+
+    return asyncio.run(main())
 
 
 async def _start(
@@ -114,7 +122,11 @@ def cancel_run(args: argparse.Namespace) -> int:
             print(f"cancellation requested for run {run.id} ({info.workflow})")
         return EXIT_OK
 
-    return asyncio.run(cancel())
+    async def main() -> int:
+        async with client():
+            return await cancel()
+
+    return asyncio.run(main())
 
 
 def resume_hook(args: argparse.Namespace) -> int:
@@ -128,4 +140,8 @@ def resume_hook(args: argparse.Namespace) -> int:
             print(f"resumed hook {args.token!r} of run {run.id}")
         return EXIT_OK
 
-    return asyncio.run(resume())
+    async def main() -> int:
+        async with client():
+            return await resume()
+
+    return asyncio.run(main())
