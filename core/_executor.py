@@ -47,7 +47,6 @@ class _Batch:
     """The events one pass appends, with the projection and side effects they imply."""
 
     def __init__(self, executor: RunExecutor, at: float) -> None:
-        self.executor = executor
         self.at = at
         self.expected_seq = executor.state.seq if executor.state else 0
         self.events: list[NewEvent] = []

@@ -100,9 +100,9 @@ class Append:
     With the events go the projection changes the engine derived from them
     (``status``, ``output``/``error`` when the run ends, hooks created and
     removed) and the messages to send once the append is durable (a World
-    with a transactional store writes them in the same transaction). ``acks``
-    names delivered messages this append completes, which the World may now
-    forget.
+    with a transactional store writes them in the same transaction).
+    Several appends of one run in one call form a chain: once one fails, the
+    ones after it fail too.
     """
 
     run_id: str
@@ -114,7 +114,6 @@ class Append:
     hooks_created: list[HookInfo] = dataclasses.field(default_factory=list)
     hooks_removed: list[str] = dataclasses.field(default_factory=list)
     messages: list[Outgoing] = dataclasses.field(default_factory=list)
-    acks: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def last_seq(self) -> int:
@@ -169,13 +168,13 @@ class Capabilities:
     ``max_delay``: the longest delay one queue message can carry (seconds);
     the engine re-sends a resumption for longer sleeps. ``max_event_bytes``:
     the largest event the store takes before it must go to blob storage.
-    ``shared_process``: the World's storage is private to this process
+    ``process_private``: the World's storage is private to this process
     (an in-memory database), so nothing outside the process can see it.
     """
 
     max_delay: float | None = None
     max_event_bytes: int | None = None
-    shared_process: bool = False
+    process_private: bool = False
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]

@@ -206,7 +206,7 @@ def test_a_corrupt_event_is_reported_with_its_place(tmp_path: Path) -> None:
 def test_memory_world_works_and_is_private() -> None:
     async def main() -> None:
         world = LocalWorld(":memory:")
-        assert world.capabilities.shared_process
+        assert world.capabilities.process_private
         async with wf.worker(world):
             run = await wf.start(w.sequential, "memory", 3)
             assert await run.result(timeout=10) == 3

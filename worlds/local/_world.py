@@ -73,7 +73,7 @@ class LocalWorld:
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         memory = str(data_dir) == ":memory:"
-        self.capabilities = Capabilities(shared_process=memory)
+        self.capabilities = Capabilities(process_private=memory)
         self.data_dir = None if memory else Path(data_dir)
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         path = ":memory:" if self.data_dir is None else str(self.data_dir / "worldflow.sqlite3")
