@@ -9,8 +9,10 @@ this process, else as :class:`StepFailed`; nothing is ever imported.
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 import traceback
+from types import TracebackType
 from typing import Any
 
 from ._errors import StepFailed
@@ -24,12 +26,23 @@ def type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Skip the engine's own frames at the top: a traceback starts in user code."""
+    while tb is not None and tb.tb_next is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            break
+        tb = tb.tb_next
+    return tb
+
+
 def describe_error(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
-    return {
-        "type": type_name(type(exc)),
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
-    }
+    text = ""
+    if with_traceback:
+        text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    return {"type": type_name(type(exc)), "message": str(exc), "traceback": text}
 
 
 def _resolve(name: str) -> type | None:
