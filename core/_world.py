@@ -166,8 +166,9 @@ class Capabilities:
     """What a World can do, so the engine never asks ``if world == "aws"``.
 
     ``max_delay``: the longest delay one queue message can carry (seconds);
-    the engine re-sends a resumption for longer sleeps. ``max_event_bytes``:
-    the largest event the store takes before it must go to blob storage.
+    the World bridges longer sleeps itself (SQS stops at 15 minutes, Cloud
+    Tasks at 30 days). ``max_event_bytes``: the largest event the store takes
+    before the World must put the payload in blob storage.
     ``process_private``: the World's storage is private to this process
     (an in-memory database), so nothing outside the process can see it.
     """
