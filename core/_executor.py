@@ -89,6 +89,13 @@ class RunExecutor:
     def idle(self) -> bool:
         return not (self.inputs or self.inflight or self.loading or self.running)
 
+    def forget(self) -> None:
+        """Drop the state and the warm code (torn down, so it cannot act): the next
+        input reloads the run from its log."""
+        if self.instance is not None:
+            self.instance.close()
+        self.state = self.instance = None
+
     def _waits_on_others(self, state: RunState) -> bool:
         me = self.rt.worker_id
         return any(s.status == "running" and s.worker != me for s in state.open_steps.values())
@@ -98,7 +105,7 @@ class RunExecutor:
             return
         if self.stale:
             self.stale = False
-            self.state = self.instance = None
+            self.forget()
         if self.state is None:
             self.loading = True
             self.rt.loop.create_task(self._load())
@@ -121,9 +128,9 @@ class RunExecutor:
                 if worker and worker != me and not await self.rt.world.worker_alive(worker):
                     dead.add(worker)
             self.dead_workers = dead
-            self.state = state
             self.last_at = events[-1].at
-            self.instance = None
+            self.forget()
+            self.state = state
             if state.status == "running" and not state.done:
                 self.instance = self._replay(state, events)
         except WorkflowNotFound as exc:
@@ -181,7 +188,7 @@ class RunExecutor:
             self._advance(batch)
         except Exception:
             log.exception("worldflow: internal error in run %r", self.run_id)
-            self.state = self.instance = None
+            self.forget()
             self._reject(RuntimeError(f"internal error in run {self.run_id!r}"), retry=True)
             return
         if not batch.events:
@@ -203,10 +210,7 @@ class RunExecutor:
         self.inflight = None
         if not ok:
             log.debug("worldflow: run %r: append lost a race; reloading", self.run_id)
-            self.state = None
-            if self.instance is not None:
-                self.instance.close()
-            self.instance = None
+            self.forget()
             self.inputs[:0] = inputs
             self.kick()
             return
@@ -217,8 +221,7 @@ class RunExecutor:
             self.abandon()  # steps still running for an ended run have no one to report to
             self.rt.run_ended(self.run_id)
         elif self.rt.always_replay:
-            self.state = None  # the next input replays the run from its log
-            self.instance = None
+            self.forget()  # the next input replays the run from its log
         self.kick()
 
     # -- folding inputs into events ------------------------------------------
@@ -429,7 +432,8 @@ class RunExecutor:
         self.running[cid] = (attempt, cancel)
 
     def abandon(self) -> None:
-        """The runtime is closing: stop async attempts (sync ones cannot be stopped)."""
+        """Stop async attempts (sync ones cannot be stopped): the run ended, or the
+        runtime is closing."""
         for _, cancel in list(self.running.values()):
             if cancel is not None:
                 cancel()

@@ -26,7 +26,7 @@ from ._world import Event
 if TYPE_CHECKING:
     from ._definitions import Step, Workflow
 
-__all__ = ["Outcome", "WorkflowInstance"]
+__all__ = ["Discarded", "Outcome", "WorkflowInstance"]
 
 _COMMAND_LABEL = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
 
@@ -41,6 +41,11 @@ class Outcome:
 def _describe(kind: str, name: str | None) -> str:
     label = _COMMAND_LABEL.get(kind, kind)
     return f"{label} {name!r}" if name and label == "step" else label
+
+
+class Discarded(BaseException):
+    """Raised into workflow code that tries to act while its copy is being dropped
+    (a ``finally`` block, say); a BaseException so ``except Exception`` lets it pass."""
 
 
 class WorkflowInstance:
@@ -66,6 +71,7 @@ class WorkflowInstance:
         self.task: asyncio.Task[Any] | None = None
         self.started_at = 0.0
         self.divergence: NonDeterminismError | None = None
+        self.discarded = False
 
     # -- driving ---------------------------------------------------------
     def start(self, at: float, input_tree: Any) -> None:
@@ -175,12 +181,16 @@ class WorkflowInstance:
         return Outcome("completed", output=output)
 
     def close(self) -> None:
+        """Stop the code for good (the run ended, or this copy is being dropped)."""
+        self.discarded = True
         self.loop.close()
 
     # -- commands made by the code -----------------------------------------
     def _command(
         self, kind: str, name: str | None, data: dict[str, Any]
     ) -> tuple[int, Event | None]:
+        if self.discarded:
+            raise Discarded(f"run {self.run_id!r}: this copy of the workflow is being dropped")
         if self.done:
             raise RuntimeError("the workflow has ended; it cannot make more commands")
         cid = self.next_cid

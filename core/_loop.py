@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import inspect
+import weakref
 from asyncio import events
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -37,6 +39,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._exception_handler: Any = None
         self._task_factory: Any = None
         self.unhandled: list[dict[str, Any]] = []
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # -- driving ---------------------------------------------------------
     def set_time(self, when: float) -> None:
@@ -125,8 +128,10 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
                 task = self._task_factory(self, coro)
             else:
                 task = self._task_factory(self, coro, context=context)
-            return task  # type: ignore[no-any-return]
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        else:
+            task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self._tasks.add(task)
+        return task  # type: ignore[no-any-return]
 
     def set_task_factory(self, factory: Any) -> None:
         self._task_factory = factory
@@ -142,8 +147,27 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         return self._closed
 
     def close(self) -> None:
+        """Tear the run's code down without letting it act.
+
+        A dropped coroutine would otherwise be closed by the garbage collector,
+        running its ``finally`` blocks outside the workflow, where a step call
+        is a plain function call. Here every unfinished task's coroutine is
+        closed with this loop current and the instance discarded, so such a
+        block cannot make a command (the attempt raises ``Discarded``).
+        """
+        if self._closed:
+            return
         self._closed = True
         self._ready.clear()
+        outer = events._get_running_loop()
+        events._set_running_loop(self)
+        try:
+            for task in list(self._tasks):
+                if not task.done():
+                    with contextlib.suppress(BaseException):
+                        task.get_coro().close()
+        finally:
+            events._set_running_loop(outer)
 
     def get_debug(self) -> bool:
         return False

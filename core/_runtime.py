@@ -84,6 +84,7 @@ class Runtime:
             self._flusher.cancel()
         for executor in self._executors.values():
             executor.abandon()
+            executor.forget()
         await self.world.close()
 
     @property
@@ -110,7 +111,9 @@ class Runtime:
 
     def _evict(self) -> None:
         for run_id in list(self._executors)[: len(self._executors) // 10]:
-            if self._executors[run_id].idle:
+            executor = self._executors[run_id]
+            if executor.idle:
+                executor.forget()
                 del self._executors[run_id]
 
     # -- group commit ------------------------------------------------------------

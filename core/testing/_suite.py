@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import threading
 import urllib.error
 import urllib.request
@@ -472,6 +473,19 @@ class WorldConformance:
         await h.wait_event(run, "hook_received", 2)
         h.advance("1h")
         assert await run.result(timeout=10) == [1, 2]
+
+    @conformance
+    async def test_finally_blocks_act_only_when_reached(self, h: Harness) -> None:
+        tag = _tag()
+        run = await wf.start(w.guarded, tag)
+        for count in (1, 2):
+            await h.wait_event(run, "sleep_started", count)
+            gc.collect()  # a dropped copy of the code must not run its finally block
+            h.advance("1s")
+        assert await run.result(timeout=10) == "ok"
+        gc.collect()
+        assert w.CALLS[f"{tag}:cleanup"] == 1
+        assert w.CALLS[f"{tag}:add"] == 1
 
     # -- at-least-once delivery -------------------------------------------------------------------
     @conformance

@@ -486,3 +486,14 @@ async def unserializable_step_result() -> str:
 @wf.workflow
 async def unserializable_return() -> Any:
     return threading.Event()
+
+
+@wf.workflow
+async def guarded(tag: str) -> str:
+    try:
+        await wf.sleep("1s")
+        await add(tag, 1, 1)
+        await wf.sleep("1s")
+    finally:
+        await cleanup(tag)  # must run once, when the code really gets here
+    return "ok"
