@@ -115,7 +115,7 @@ class RunExecutor:
     async def _load(self) -> None:
         try:
             events = await self.rt.world.read_events(self.run_id)
-            state = RunState.from_events(self.run_id, events)
+            state = RunState.from_events(self.run_id, events, lean=True)
             if events:
                 get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
             else:

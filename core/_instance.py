@@ -133,11 +133,13 @@ class WorkflowInstance:
         return decode(tree)
 
     def _resolve(self, cid: int, value: Any) -> None:
+        self.steps.pop(cid, None)  # ended: nothing needs its Step any more
         fut = self._pending.pop(cid, None)
         if fut is not None and not fut.done():
             fut.set_result(value)
 
     def _fail(self, cid: int, exc: BaseException) -> None:
+        self.steps.pop(cid, None)
         fut = self._pending.pop(cid, None)
         if fut is not None and not fut.done():
             fut.set_exception(exc)

@@ -89,10 +89,13 @@ class RunState:
     timers: dict[int, float] = dataclasses.field(default_factory=dict)  # pending: cid -> until
     hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
     seen: set[str] = dataclasses.field(default_factory=set)  # applied message ids
+    # lean: keep only what running the run needs (the engine's copy), not every
+    # step's input and output (a tool's copy): ended steps are forgotten.
+    lean: bool = False
 
     @classmethod
-    def from_events(cls, run_id: str, events: Iterable[Event]) -> RunState:
-        state = cls(run_id)
+    def from_events(cls, run_id: str, events: Iterable[Event], *, lean: bool = False) -> RunState:
+        state = cls(run_id, lean=lean)
         for event in events:
             state.apply(event)
         return state
@@ -130,8 +133,16 @@ class RunState:
                 f"run {self.run_id!r}: event {event.seq} records command #{cid}, "
                 f"expected #{len(self.commands) + 1}"
             )
+        if self.lean and "input" in data:  # replay checks kind and name, never the input
+            data = {k: v for k, v in data.items() if k != "input"}
+            event = Event(event.run_id, event.seq, event.kind, data, event.at)
         self.commands.append(event)
         return cid
+
+    def _ended_step(self, step: StepState) -> None:
+        self.open_steps.pop(step.cid, None)
+        if self.lean:
+            del self.steps[step.cid]
 
     def _step(self, event: Event, data: dict[str, Any]) -> StepState:
         try:
@@ -179,15 +190,15 @@ def _step_retrying(s: RunState, e: Event, d: dict[str, Any]) -> None:
 
 def _step_completed(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st = s._step(e, d)
-    s.open_steps.pop(st.cid, None)
+    s._ended_step(st)
     st.status = "completed"
-    st.output = d["output"]
+    st.output = None if s.lean else d["output"]
     st.ended_at = e.at
 
 
 def _step_failed(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st = s._step(e, d)
-    s.open_steps.pop(st.cid, None)
+    s._ended_step(st)
     st.status = "failed"
     st.error = d["error"]
     st.ended_at = e.at
