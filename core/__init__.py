@@ -38,6 +38,7 @@ from ._definitions import Step, Workflow, step, workflow
 from ._errors import (
     CorruptLogError,
     FatalError,
+    HookConflict,
     HookNotFound,
     NonDeterminismError,
     RetryableError,
@@ -62,6 +63,7 @@ __all__ = [
     "CorruptLogError",
     "FatalError",
     "Hook",
+    "HookConflict",
     "HookNotFound",
     "NonDeterminismError",
     "RetryableError",

@@ -9,6 +9,7 @@
     ├── RunCancelled             ``Run.result()`` of a run that was cancelled
     ├── RunNotFound              no run has that id
     ├── HookNotFound             no live hook has that token
+    ├── HookConflict             (also a ValueError) another live run holds that hook token
     ├── WorkflowNotFound         no workflow of that name is registered in this process
     ├── CorruptLogError          a stored event log cannot be read back
     ├── SerializationError       (also a TypeError) a value cannot be stored
@@ -25,6 +26,7 @@ from typing import Any
 __all__ = [
     "CorruptLogError",
     "FatalError",
+    "HookConflict",
     "HookNotFound",
     "NonDeterminismError",
     "RetryableError",
@@ -118,6 +120,22 @@ class HookNotFound(WorldflowError, LookupError):
     def __init__(self, token: str) -> None:
         super().__init__(f"no hook with token {token!r} (never created, or its run has ended)")
         self.token = token
+
+
+class HookConflict(WorldflowError, ValueError):
+    """Another live run already holds this hook token: tokens are unique among live runs.
+
+    Raised at the ``await`` of the second hook; the first keeps the token.
+    """
+
+    def __init__(self, token: str, holder: str | None = None) -> None:
+        held = f" by run {holder!r}" if holder else ""
+        super().__init__(
+            f"hook token {token!r} is already in use{held}; a token must be unique among "
+            "live runs (put the order or run id in it, or leave it out for a random one)"
+        )
+        self.token = token
+        self.holder = holder
 
 
 class WorkflowNotFound(WorldflowError, LookupError):

@@ -22,7 +22,13 @@ from ._attempts import StepMetadata, run_attempt
 from ._codec import decode
 from ._definitions import Step, StepOptions, get_step, get_workflow
 from ._duration import parse_duration
-from ._errors import FatalError, RetryableError, SerializationError, WorkflowNotFound
+from ._errors import (
+    FatalError,
+    HookConflict,
+    RetryableError,
+    SerializationError,
+    WorkflowNotFound,
+)
 from ._failures import describe_error
 from ._instance import WorkflowInstance
 from ._state import RESULT_KINDS, RunState, StepState
@@ -41,6 +47,7 @@ class _Input:
     message: Message | None = None
     done: asyncio.Future[None] | None = None
     attempt: tuple[int, int, bool, Any] | None = None  # cid, attempt, ok, output or exception
+    hook_taken: tuple[int, str, str] | None = None  # cid, token, the run holding it
 
 
 class _Batch:
@@ -52,6 +59,7 @@ class _Batch:
         self.events: list[NewEvent] = []
         self.append = Append(executor.run_id, self.expected_seq, self.events)
         self.launch: list[tuple[int, int]] = []
+        self.hooks: list[tuple[int, str]] = []  # (cid, token) created in this batch
 
 
 class RunExecutor:
@@ -95,6 +103,18 @@ class RunExecutor:
         if self.instance is not None:
             self.instance.close()
         self.state = self.instance = None
+
+    async def _check_hooks(self, hooks: list[tuple[int, str]]) -> None:
+        """A token another live run already held stayed with it: fail our hook."""
+        for cid, token in hooks:
+            try:
+                holder = await self.rt.world.get_hook(token)
+            except Exception:
+                log.exception("worldflow: cannot check hook %r of run %r", token, self.run_id)
+                continue
+            if holder is not None and holder.run_id != self.run_id:
+                self.inputs.append(_Input(hook_taken=(cid, token, holder.run_id)))
+                self.kick()
 
     def _waits_on_others(self, state: RunState) -> bool:
         me = self.rt.worker_id
@@ -216,6 +236,8 @@ class RunExecutor:
             return
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
+        if batch.hooks:
+            self.rt.loop.create_task(self._check_hooks(batch.hooks))
         self._finish_inputs(inputs)
         if batch.append.status in ("completed", "failed", "cancelled"):
             self.abandon()  # steps still running for an ended run have no one to report to
@@ -246,6 +268,7 @@ class RunExecutor:
                 batch.append.hooks_created.append(
                     HookInfo(data["token"], self.run_id, bool(data["webhook"]))
                 )
+                batch.hooks.append((data["cid"], data["token"]))
             elif kind == "sleep_started":
                 self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
 
@@ -269,6 +292,14 @@ class RunExecutor:
                 self._feed(batch, self._record(batch, "hook_received", data))
             elif message.kind == "cancel" and not state.cancel_requested:
                 self._feed(batch, self._record(batch, "cancel_requested", {"id": message.id}))
+            return
+        if inp.hook_taken is not None:
+            cid, token, holder = inp.hook_taken
+            hook = state.hooks.get(token)
+            if hook is not None and hook.cid == cid:
+                error = describe_error(HookConflict(token, holder), with_traceback=False)
+                data = {"cid": cid, "token": token, "error": error}
+                self._feed(batch, self._record(batch, "hook_failed", data))
             return
         assert inp.attempt is not None
         cid, attempt, ok, value = inp.attempt

@@ -1,7 +1,8 @@
 """Errors as recorded in the log, and rebuilt from it.
 
-A recorded error is ``{"type", "message", "traceback"}``; ``type`` is the
-class's qualified name (no ``builtins.`` prefix). It is rebuilt as the
+A recorded error is ``{"type", "message", "traceback"}`` (and ``"attrs"``: the
+exception's public attributes that are plain scalars); ``type`` is the class's
+qualified name (no ``builtins.`` prefix). It is rebuilt as the
 original class when that is a builtin or its module is already imported in
 this process, else as :class:`StepFailed`; nothing is ever imported.
 """
@@ -42,7 +43,15 @@ def describe_error(exc: BaseException, *, with_traceback: bool = True) -> dict[s
     text = ""
     if with_traceback:
         text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
-    return {"type": type_name(type(exc)), "message": str(exc), "traceback": text}
+    record: dict[str, Any] = {"type": type_name(type(exc)), "message": str(exc), "traceback": text}
+    attrs = {
+        k: v
+        for k, v in getattr(exc, "__dict__", {}).items()
+        if not k.startswith("_") and (v is None or type(v) in (str, int, float, bool))
+    }
+    if attrs:  # e.g. a status code: given back to the rebuilt exception
+        record["attrs"] = attrs
+    return record
 
 
 def _resolve(name: str) -> type | None:
@@ -71,8 +80,17 @@ def rebuild_error(error: dict[str, Any], *, context: str = "") -> BaseException:
     exc: BaseException | None = None
     if cls is not None and issubclass(cls, Exception):
         try:
-            exc = cls(message)
-        except Exception:  # a constructor with other arguments: fall back below
+            if cls.__module__ == "builtins":
+                exc = cls(message)
+            else:
+                # Not through __init__, which may take other arguments or reword the
+                # message: the recorded message and attributes, as they were.
+                exc = cls.__new__(cls)
+                BaseException.__init__(exc, message)
+                attrs = error.get("attrs")
+                if isinstance(attrs, dict):
+                    exc.__dict__.update(attrs)
+        except Exception:  # a class that cannot be made this way: fall back below
             exc = None
     if exc is None:
         exc = StepFailed(name, message)

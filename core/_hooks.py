@@ -52,6 +52,7 @@ class Hook(_Future[T], Generic[T]):
         self.token = token
         self._payloads: collections.deque[T] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[T]] = collections.deque()
+        self._error: BaseException | None = None
 
     def _deliver(self, payload: T) -> None:
         if not self.done():
@@ -63,10 +64,22 @@ class Hook(_Future[T], Generic[T]):
                 return
         self._payloads.append(payload)
 
+    def _fail(self, exc: BaseException) -> None:
+        """The hook cannot receive anything (its token is taken): every await raises."""
+        self._error = exc
+        if not self.done():
+            self.set_exception(exc)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
+
     def next(self) -> asyncio.Future[T]:
         """A future for the next payload not yet taken (what ``await hook`` waits on)."""
         waiter: asyncio.Future[T] = self.get_loop().create_future()
-        if self._payloads:
+        if self._error is not None and not self._payloads:
+            waiter.set_exception(self._error)
+        elif self._payloads:
             waiter.set_result(self._payloads.popleft())
         else:
             self._waiters.append(waiter)

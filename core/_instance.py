@@ -67,6 +67,7 @@ class WorkflowInstance:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._hooks: dict[str, Hook[Any]] = {}
+        self._hooks_by_cid: dict[int, Hook[Any]] = {}
         self.rng = random.Random(run_id)
         self.task: asyncio.Task[Any] | None = None
         self.started_at = 0.0
@@ -89,7 +90,11 @@ class WorkflowInstance:
         self.loop.set_time(event.at)
         data = event.data
         kind = event.kind
-        if kind == "hook_received":
+        if kind == "hook_failed":
+            failed = self._hooks_by_cid.get(int(data["cid"]))
+            if failed is not None:
+                failed._fail(rebuild_error(data["error"]))
+        elif kind == "hook_received":
             hook = self._hooks.get(data["token"])
             if hook is None:
                 self._diverged(
@@ -262,5 +267,5 @@ class WorkflowInstance:
             hook = Webhook(chosen, str(url), loop=self.loop)
         else:
             hook = Hook(chosen, loop=self.loop)
-        self._hooks[chosen] = hook
+        self._hooks[chosen] = self._hooks_by_cid[cid] = hook
         return hook

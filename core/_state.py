@@ -18,6 +18,7 @@ sleep_started      cid, until                            (a command)
 sleep_fired        cid
 hook_created       cid, token, webhook, url              (a command)
 hook_received      token, payload, id
+hook_failed        cid, token, error                     (the token was taken)
 cancel_requested   id
 run_completed      output
 run_failed         error
@@ -40,7 +41,14 @@ __all__ = ["COMMAND_KINDS", "RESULT_KINDS", "RunState", "StepState"]
 COMMAND_KINDS = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
 #: Events fed into the workflow's code, in log order, on replay.
 RESULT_KINDS = frozenset(
-    {"step_completed", "step_failed", "sleep_fired", "hook_received", "cancel_requested"}
+    {
+        "step_completed",
+        "step_failed",
+        "sleep_fired",
+        "hook_received",
+        "hook_failed",
+        "cancel_requested",
+    }
 )
 
 
@@ -231,6 +239,12 @@ def _hook_received(s: RunState, e: Event, d: dict[str, Any]) -> None:
     s.seen.add(d["id"])
 
 
+def _hook_failed(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    hook = s.hooks.get(d["token"])
+    if hook is not None and hook.cid == d["cid"]:
+        del s.hooks[d["token"]]  # never this run's: nothing to remove from the index
+
+
 def _cancel_requested(s: RunState, e: Event, d: dict[str, Any]) -> None:
     s.cancel_requested = True
     s.seen.add(d["id"])
@@ -258,6 +272,7 @@ _APPLY = {
     "sleep_fired": _sleep_fired,
     "hook_created": _hook_created,
     "hook_received": _hook_received,
+    "hook_failed": _hook_failed,
     "cancel_requested": _cancel_requested,
     "run_completed": _ended("completed"),
     "run_failed": _ended("failed"),

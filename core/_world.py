@@ -102,7 +102,8 @@ class Append:
     removed) and the messages to send once the append is durable (a World
     with a transactional store writes them in the same transaction).
     Several appends of one run in one call form a chain: once one fails, the
-    ones after it fail too.
+    ones after it fail too. A hook token already held by another run stays
+    with that run (the engine then fails the newer hook with HookConflict).
     """
 
     run_id: str

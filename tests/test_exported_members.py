@@ -7,6 +7,7 @@ PUBLIC = [
     "CorruptLogError",
     "FatalError",
     "Hook",
+    "HookConflict",
     "HookNotFound",
     "NonDeterminismError",
     "RetryableError",

@@ -349,7 +349,7 @@ def _event_summary(event: Event) -> str:
             return f"{cid}attempt {d.get('attempt')} failed, retry at {when}: {_error_line(d.get('error'))}"
         if kind in ("step_completed", "run_completed"):
             return f"{cid}→ {short(display(d.get('output')), 80)}"
-        if kind in ("step_failed", "run_failed"):
+        if kind in ("step_failed", "run_failed", "hook_failed"):
             return f"{cid}{_error_line(d.get('error'))}"
         if kind == "sleep_started":
             name = f" ({d['name']})" if d.get("name") else ""

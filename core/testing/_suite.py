@@ -188,6 +188,15 @@ class WorldConformance:
         assert "InventoryError" in str(info.value) and "out of stock" in str(info.value)
 
     @conformance
+    async def test_a_step_error_comes_back_with_its_attributes(self, h: Harness) -> None:
+        run = await wf.start(w.declined, 51)
+        assert await run.result(timeout=10) == {
+            "message": "declined with code 51: insufficient funds",
+            "code": 51,
+            "reason": "insufficient funds",
+        }
+
+    @conformance
     async def test_fatal_error_is_not_retried(self, h: Harness) -> None:
         tag = _tag()
         run = await wf.start(w.fatal_workflow, tag)
@@ -292,6 +301,22 @@ class WorldConformance:
         assert await run.result(timeout=10) == {"ok": True}
         with pytest.raises(wf.HookNotFound):  # the run ended: its hooks are gone
             await wf.resume_hook(token, {"ok": False})
+
+    @conformance
+    async def test_a_hook_token_belongs_to_one_live_run(self, h: Harness) -> None:
+        token = f"approve:{_tag()}"
+        first = await wf.start(w.hook_conflict, token)
+        await h.wait_event(first, "hook_created")
+        second = await wf.start(w.hook_conflict, token)
+        assert await second.result(timeout=10) == f"conflict: {first.id}"
+        (failed,) = [e for e in await second.events() if e.kind == "hook_failed"]
+        assert failed.data["error"]["type"] == "worldflow.HookConflict"
+        await wf.resume_hook(token, "yes")  # still the first run's
+        assert await first.result(timeout=10) == "yes"
+        third = await wf.start(w.hook_conflict, token)  # the first has ended: free again
+        await h.wait_event(third, "hook_created")
+        await wf.resume_hook(token, "again")
+        assert await third.result(timeout=10) == "again"
 
     @conformance
     async def test_hook_several_payloads_in_order(self, h: Harness) -> None:

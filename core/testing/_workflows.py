@@ -497,3 +497,34 @@ async def guarded(tag: str) -> str:
     finally:
         await cleanup(tag)  # must run once, when the code really gets here
     return "ok"
+
+
+@wf.workflow
+async def hook_conflict(token: str) -> str:
+    try:
+        return str(await wf.create_hook(token=token))
+    except wf.HookConflict as exc:
+        return f"conflict: {exc.holder}"
+
+
+class PaymentDeclined(Exception):
+    """An exception whose __init__ takes other arguments than a message."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"declined with code {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@wf.step(max_retries=0)
+async def decline(code: int) -> None:
+    raise PaymentDeclined(code, "insufficient funds")
+
+
+@wf.workflow
+async def declined(code: int) -> dict[str, Any]:
+    try:
+        await decline(code)
+    except PaymentDeclined as exc:
+        return {"message": str(exc), "code": exc.code, "reason": exc.reason}
+    return {}

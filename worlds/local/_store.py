@@ -289,7 +289,8 @@ class Store:
                     self.owned.add(a.run_id)
                 if a.hooks_created:
                     db.executemany(
-                        "INSERT OR REPLACE INTO hooks (token, run_id, webhook) VALUES (?, ?, ?)",
+                        "INSERT INTO hooks (token, run_id, webhook) VALUES (?, ?, ?) "
+                        "ON CONFLICT (token) DO NOTHING",
                         [(h.token, h.run_id, int(h.webhook)) for h in a.hooks_created],
                     )
                 if a.hooks_removed:
