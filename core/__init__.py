@@ -52,6 +52,7 @@ from ._errors import (
     WorldflowError,
 )
 from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
+from ._types import register_type
 
 __version__ = "0.1.0"
 
@@ -92,6 +93,7 @@ __all__ = [
     "get_workflow_metadata",
     "now",
     "random",
+    "register_type",
     "resume_hook",
     "sleep",
     "start",

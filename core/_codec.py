@@ -11,7 +11,8 @@ as themselves; every other value becomes a tagged dict::
 Tags: ``int`` (beyond 64 bits, hex), ``float`` (nan/inf/-inf), ``dict``
 (pairs: non-str keys, or a ``"$t"`` key), ``tuple``, ``set``, ``frozenset``,
 ``datetime``, ``date``, ``time``, ``timedelta``, ``decimal``, ``uuid``,
-``bytes``, ``bytearray``, ``enum``, ``dataclass``, ``model`` (pydantic v2).
+``bytes``, ``bytearray``, ``enum``, ``dataclass``, ``model`` (pydantic v2),
+``custom`` (a type given to ``wf.register_type``, by its registered name).
 Classes are named ``"module:qualname"`` and, when decoding, are looked up only
 among modules already in ``sys.modules``: reading a log never imports code.
 """
@@ -33,6 +34,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import _types
 from ._errors import CorruptLogError, SerializationError
 
 __all__ = [
@@ -309,6 +311,19 @@ def _class_path(cls: type, value: object) -> str:
 
 def _enc_other(v: Any) -> Any:
     cls = type(v)
+    if _types.by_type:
+        adapter = next((_types.by_type[c] for c in cls.__mro__ if c in _types.by_type), None)
+        if adapter is not None:
+            try:
+                plain = adapter.encode(v)
+            except Exception as exc:
+                reason = f"the encode= registered for {adapter.name!r} failed: {exc!r}"
+                raise _Unsupported(v, reason) from exc
+            try:
+                return {"$t": "custom", "n": adapter.name, "v": _enc(plain)}
+            except _Unsupported as exc:
+                exc.path.append(f" (as encoded for {adapter.name})")
+                raise
     if isinstance(v, Enum):
         path = _class_path(cls, v)
         try:
@@ -746,6 +761,23 @@ def _by_alias(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _dec_custom(t: dict[str, Any], lenient: bool) -> Any:
+    name = _expect(t, str, "n")
+    value = _dec(t["v"], lenient)
+    adapter = _types.by_name.get(name)
+    if adapter is None:
+        if lenient:
+            return {"__type__": name, "value": value}
+        raise SerializationError(
+            f"cannot rebuild a {name!r}: no type is registered under that name in this "
+            "process; import the module that calls wf.register_type() for it"
+        )
+    try:
+        return adapter.decode(value)
+    except Exception as exc:
+        raise SerializationError(f"the decode= of type {name!r} failed: {exc!r}") from exc
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], bool], Any]] = {
     "int": _dec_int,
     "float": _dec_float,
@@ -764,6 +796,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], bool], Any]] = {
     "enum": _dec_enum,
     "dataclass": _dec_dataclass,
     "model": _dec_model,
+    "custom": _dec_custom,
 }
 
 
@@ -818,6 +851,8 @@ def _disp(t: Any) -> Any:
         if tag == "enum":
             return {"__class__": display, "value": _disp(v)}
         return {"__class__": display, **{k: _disp(x) for k, x in _expect(t, dict).items()}}
+    if tag == "custom":
+        return {"__type__": _expect(t, str, "n"), "value": _disp(v)}
     if tag == "timedelta":
         return str(_dec_timedelta(t, False))
     if tag == "int":

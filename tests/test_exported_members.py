@@ -36,6 +36,7 @@ PUBLIC = [
     "get_workflow_metadata",
     "now",
     "random",
+    "register_type",
     "resume_hook",
     "sleep",
     "start",

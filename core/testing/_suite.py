@@ -466,6 +466,12 @@ class WorldConformance:
         for key, value in values.items():
             assert type(result[key]) is type(value), key
 
+    @conformance
+    async def test_registered_types_round_trip(self, h: Harness) -> None:
+        run = await wf.start(w.walk, w.Point(0, 5), 3)
+        assert await run.result(timeout=10) == [w.Point(i, 5) for i in range(4)]
+        replay_log(await run.events())
+
     # -- determinism -----------------------------------------------------------------------------
     @conformance
     async def test_changed_code_raises_non_determinism_error(self, h: Harness) -> None:

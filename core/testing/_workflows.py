@@ -528,3 +528,33 @@ async def declined(code: int) -> dict[str, Any]:
     except PaymentDeclined as exc:
         return {"message": str(exc), "code": exc.code, "reason": exc.reason}
     return {}
+
+
+class Point:
+    """A class of the user's own, neither dataclass nor model: stored via wf.register_type."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (other.x, other.y) == (self.x, self.y)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+wf.register_type(
+    Point, name="worldflow.testing.Point", encode=lambda p: [p.x, p.y], decode=lambda v: Point(*v)
+)
+
+
+@wf.step
+async def move(point: Point, dx: int) -> Point:
+    return Point(point.x + dx, point.y)
+
+
+@wf.workflow
+async def walk(start: Point, steps: int) -> list[Point]:
+    path = [start]
+    for _ in range(steps):
+        path.append(await move(path[-1], 1))
+    return path
