@@ -26,8 +26,6 @@ import pytest
 
 from worldflow import _codec
 from worldflow._codec import (
-    Codec,
-    JsonCodec,
     decode,
     dumps,
     encode,
@@ -832,20 +830,6 @@ def test_to_display_of_plain_json_is_itself() -> None:
 def test_to_display_of_malformed_tree_is_corrupt(tree: Any) -> None:
     with pytest.raises(CorruptLogError):
         to_display(tree)
-
-
-# ---------------------------------------------------------------------- codec
-
-
-def test_json_codec_is_a_codec() -> None:
-    codec = JsonCodec()
-    assert isinstance(codec, Codec)
-    value = {"a": (1, Priority.HIGH), "b": {Decimal("1.5")}}
-    text = codec.dumps(value, "workflow input")
-    assert isinstance(text, str)
-    assert_same(codec.loads(text), value)
-    with pytest.raises(SerializationError, match="workflow input"):
-        codec.dumps(_Opaque(), "workflow input")
 
 
 # ------------------------------------------------------------------- pydantic
