@@ -97,6 +97,11 @@ def _factory(name: str) -> Callable[[dict[str, str]], World]:
     try:
         return getattr(module, attr)  # type: ignore[no-any-return]
     except AttributeError:
+        if name in KNOWN_WORLDS:
+            raise ValueError(
+                f"the {name!r} world is not available in this version of worldflow yet; "
+                "use WORLDFLOW_WORLD=local"
+            ) from None
         raise ValueError(f"world factory {path!r}: {module_name} has no {attr!r}") from None
 
 

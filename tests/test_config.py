@@ -46,3 +46,9 @@ def test_unknown_world_names_the_choices() -> None:
 def test_bad_factory_path() -> None:
     with pytest.raises(ValueError, match="has no 'nope'"):
         create_world("worldflow.worlds.local:nope", env={})
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_a_world_not_built_yet_says_so(name: str) -> None:
+    with pytest.raises(ValueError, match=f"the '{name}' world is not available"):
+        create_world(name, env={})
