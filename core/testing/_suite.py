@@ -346,6 +346,19 @@ class WorldConformance:
         assert await run.result(timeout=10) == "timed out"
 
     @conformance
+    async def test_asyncio_timeout_is_durable(self, h: Harness) -> None:
+        run = await wf.start(w.hook_with_asyncio_timeout, _tag(), 30)
+        (started,) = await h.wait_event(run, "sleep_started")
+        assert started.data["until"] - started.at == pytest.approx(30)
+        h.advance("30s")
+        assert await run.result(timeout=10) == "timed out"
+        token = _tag()
+        run = await wf.start(w.hook_with_asyncio_timeout, token, 30)
+        await h.wait_event(run, "sleep_started")
+        await wf.resume_hook(token, "in time")
+        assert await run.result(timeout=10) == "in time"
+
+    @conformance
     async def test_wait_for_hook_arrives_in_time(self, h: Harness) -> None:
         token = _tag()
         run = await wf.start(w.hook_with_timeout, token, 60)

@@ -558,3 +558,13 @@ async def walk(start: Point, steps: int) -> list[Point]:
     for _ in range(steps):
         path.append(await move(path[-1], 1))
     return path
+
+
+@wf.workflow
+async def hook_with_asyncio_timeout(token: str, seconds: float) -> Any:
+    hook = wf.create_hook(token=token)
+    try:
+        async with asyncio.timeout(seconds):
+            return await hook
+    except TimeoutError:
+        return "timed out"
