@@ -75,6 +75,7 @@ class RunExecutor:
         self.running: dict[int, tuple[int, Any]] = {}  # cid -> (attempt, canceller)
         self.last_at = 0.0
         self.stale = False
+        self.retry_delay = 0.1  # before loading again after a failure
 
     # -- inputs ------------------------------------------------------------
     async def handle(self, message: Message) -> None:
@@ -128,7 +129,7 @@ class RunExecutor:
             self.forget()
         if self.state is None:
             self.loading = True
-            self.rt.loop.create_task(self._load())
+            self.rt.spawn(self._load())
             return
         self._pass()
 
@@ -139,6 +140,7 @@ class RunExecutor:
             if events:
                 get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
             else:
+                self.loading = False
                 self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
                 self.rt.forget(self.run_id)
                 return
@@ -148,31 +150,38 @@ class RunExecutor:
                 if worker and worker != me and not await self.rt.world.worker_alive(worker):
                     dead.add(worker)
             self.dead_workers = dead
+            self.retry_delay = 0.1
             self.last_at = events[-1].at
             self.forget()
             self.state = state
             if state.status == "running" and not state.done:
                 self.instance = self._replay(state, events)
-        except WorkflowNotFound as exc:
-            self._reject(exc, retry=True)
         except Exception as exc:
-            if not self.rt.closed:
+            if not self.rt.closed and not isinstance(exc, WorkflowNotFound):
                 log.exception("worldflow: cannot load run %r", self.run_id)
-            self._reject(exc, retry=True)
-        finally:
             self.loading = False
+            self._reject(exc, retry=True)  # tries again later, not at once
+            return
+        self.loading = False
         self.kick()
 
     def _reject(self, exc: BaseException, *, retry: bool) -> None:
-        """Loading failed: messages go back to the World (redelivered later)."""
+        """Loading failed: messages go back to the World (redelivered later); results
+        of this process's step attempts stay, and loading is tried again later."""
         inputs, self.inputs = self.inputs, []
         for inp in inputs:
-            if inp.done is not None and not inp.done.done():
+            if inp.done is None:
+                if retry:
+                    self.inputs.append(inp)
+            elif not inp.done.done():
                 if retry:
                     inp.done.set_exception(exc)
                 else:
                     inp.done.set_result(None)
         self.state = None
+        if self.inputs and not self.rt.closed:
+            self.rt.loop.call_later(self.retry_delay, self.kick)
+            self.retry_delay = min(self.retry_delay * 2, 30.0)
 
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
         instance = self._new_instance(state.workflow, list(state.commands))
@@ -237,7 +246,7 @@ class RunExecutor:
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
         if batch.hooks:
-            self.rt.loop.create_task(self._check_hooks(batch.hooks))
+            self.rt.spawn(self._check_hooks(batch.hooks))
         self._finish_inputs(inputs)
         if batch.append.status in ("completed", "failed", "cancelled"):
             self.abandon()  # steps still running for an ended run have no one to report to

@@ -15,6 +15,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from typing import Any
 
 from ._codec import decode, encode
@@ -69,6 +70,7 @@ class Runtime:
         self._id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
         self._started = False
         self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if not self._started:
@@ -86,6 +88,12 @@ class Runtime:
             executor.abandon()
             executor.forget()
         await self.world.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background task of the engine's, keeping a reference until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def closed(self) -> bool:
