@@ -338,33 +338,35 @@ class LocalWorld:
         live_before: set[str] = set()
         try:
             while True:
-                now = time.monotonic()
-                if now >= next_beat:
-                    next_beat = now + self.heartbeat_interval
-                    await self.store.heartbeat(time.time())
-                    self._live = self.store.live_workers(time.time() - self.lease)
-                    if set(self._live) != live_before:  # a worker came or went:
-                        live_before = set(self._live)  # its messages may be ours now
-                        seen_upto = 0
-                    if await self._adopt():
-                        seen_upto = 0  # the adopted runs' older messages are ours now
-                    if not seen_upto:
-                        last_version = -1  # our own writes do not change data_version
-                version = self.store.data_version()
-                if version != last_version:
-                    last_version = version
-                    found = await self.store.claimable(
-                        self._live, workflow_names(), self._known, seen_upto
-                    )
-                    if found:  # ids grow in commit order (one writer at a time)
-                        seen_upto = max(seen_upto, max(m.row for m in found))
-                    self._schedule(found)
+                try:
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        next_beat = now + self.heartbeat_interval
+                        await self.store.heartbeat(time.time())
+                        self._live = self.store.live_workers(time.time() - self.lease)
+                        if set(self._live) != live_before:  # a worker came or went:
+                            live_before = set(self._live)  # its messages may be ours now
+                            seen_upto = 0
+                        if await self._adopt():
+                            seen_upto = 0  # the adopted runs' older messages are ours now
+                        if not seen_upto:
+                            last_version = -1  # our own writes do not change data_version
+                    version = self.store.data_version()
+                    if version != last_version:
+                        last_version = version
+                        found = await self.store.claimable(
+                            self._live, workflow_names(), self._known, seen_upto
+                        )
+                        if found:  # ids grow in commit order (one writer at a time)
+                            seen_upto = max(seen_upto, max(m.row for m in found))
+                        self._schedule(found)
+                except Exception:
+                    # A locked or failing database must not stop the heartbeat for good:
+                    # other workers would adopt this one's runs while it still runs them.
+                    log.exception("worldflow: the local world's watcher failed; going on")
+                    last_version = -1
+                    await asyncio.sleep(min(1.0, self.heartbeat_interval))
                 await asyncio.sleep(self.poll_interval)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("worldflow: the local world's watcher stopped")
-            raise
         finally:
             self._shutdown()
 
