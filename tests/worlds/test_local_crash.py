@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,6 +61,12 @@ async def mid_sleep():
     await wf.sleep("1.5s")
     b = await fast("two")
     return [a, b]
+
+@wf.workflow
+async def mid_webhook():
+    a = await fast("one")
+    request = await wf.create_webhook()
+    return [a, request.json()]
 
 @wf.workflow
 async def mid_hook():
@@ -230,3 +237,19 @@ def test_kill_mid_hook_wait(scene: Scene) -> None:
     scene.wait("the run to finish", _finished(scene))
     assert scene.result() == ["one", "payload", "two"]
     _check_no_rerun(scene, recorded)
+
+
+def test_kill_mid_webhook_wait_and_the_url_still_works(scene: Scene) -> None:
+    first = scene.worker("start:mid_webhook")
+    scene.wait("the webhook to be created", scene.has_event("hook_created"))
+    (url,) = [d["url"] for k, d in scene.events() if k == "hook_created"]
+    scene.kill(first)  # it served the data directory's webhook port
+    second = scene.worker("serve")
+    assert second.stdout is not None
+    assert second.stdout.readline().strip() == b"ready"  # it holds the port now
+    body = b'{"paid": true}'
+    request = urllib.request.Request(str(url), data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+    scene.wait("the run to finish", _finished(scene))
+    assert scene.result() == ["one", {"paid": True}]
