@@ -159,6 +159,20 @@ class Runtime:
         finally:
             self._flusher = self._wake = None
 
+    @property
+    def idle(self) -> bool:
+        """No step attempt of this process is running and every batch is committed."""
+        return not self._pending and all(e.idle for e in self._executors.values())
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until :attr:`idle`, at most ``timeout`` seconds; True if it got there."""
+        deadline = self.loop.time() + timeout
+        while not self.idle:
+            if self.loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     def forget(self, run_id: str) -> None:
         """Drop an executor with nothing to do (a message for a run that does not exist)."""
         executor = self._executors.get(run_id)

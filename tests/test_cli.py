@@ -72,6 +72,19 @@ async def sleeper() -> str:
     return "woke"
 
 
+@wf.step
+def slow_step(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@wf.workflow
+async def slow(seconds: float) -> str:
+    return await slow_step(seconds)
+
+
 @wf.workflow
 async def approval(order_id: str) -> dict:
     hook = wf.create_hook(token="t1")
@@ -507,6 +520,53 @@ def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
         assert "serving" in err and f"{MODULE}.checkout" in err and str(cli.data.resolve()) in err
         assert "worker stopped" in err
         assert "Traceback" not in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        for stream in (worker.stdout, worker.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.slow
+def test_worker_lets_running_steps_finish_when_stopped(cli: Cli) -> None:
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worldflow",
+            "worker",
+            MODULE,
+            "--data-dir",
+            str(cli.data),
+            "--json",
+        ],
+        cwd=cli.data.parent,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stderr is not None
+        ready = json.loads(worker.stdout.readline())
+        assert cli("start", f"{MODULE}:slow", "1.0", "--id", "g1")[0] == 0
+        cli.wait_for(
+            "g1", lambda doc: bool(doc["steps"]) and doc["steps"][0]["status"] == "running"
+        )
+        worker.send_signal(signal.SIGTERM)  # mid-step: the step may finish first
+        assert worker.wait(15) == 0
+        assert "letting running steps finish" in worker.stderr.read()
+        code, out, _ = cli("runs", "show", "g1", "--json")
+        assert code == 0
+        doc = json.loads(out)
+        (step,) = doc["steps"]
+        assert (step["status"], step["attempts"], step["worker"]) == (
+            "completed",
+            1,
+            ready["worker_id"],
+        )
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -30,6 +30,13 @@ exit codes: 0 ok; 1 a run failed, or what was named does not exist;
 """
 
 
+def _grace(text: str) -> float:
+    try:
+        return parse_duration(text, what="--grace")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text, what="--timeout")
@@ -158,7 +165,16 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         serve,
         "serve the workflows of some modules until Ctrl-C",
         "Import each MODULE (from the current directory, as `python -m` would) and "
-        "execute runs of their workflows until SIGINT or SIGTERM.",
+        "execute runs of their workflows until SIGINT or SIGTERM; then let the steps "
+        "already running finish, for up to --grace (a second signal stops at once).",
     )
     worker.add_argument("modules", metavar="MODULE", nargs="+")
+    worker.add_argument(
+        "--grace",
+        type=_grace,
+        default=10.0,
+        metavar="DURATION",
+        help="how long running steps may take to finish after a stop signal (default 10s; "
+        "a step cut short runs again elsewhere)",
+    )
     return parser

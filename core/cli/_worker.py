@@ -57,9 +57,25 @@ async def _serve(args: argparse.Namespace) -> None:
                 "(Ctrl-C to stop)"
             )
             await stop.wait()
+            await _drain(stop, args.grace)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _drain(stop: asyncio.Event, grace: float) -> None:
+    """Let the steps this worker is running finish (their results recorded), up to
+    ``grace`` seconds or a second stop signal; what is cut short runs again elsewhere."""
+    runtime = await _runtime()
+    if grace <= 0 or runtime.idle:
+        return
+    say(f"stopping: letting running steps finish (up to {grace:g}s; Ctrl-C again to stop now)")
+    stop.clear()
+    drained = asyncio.ensure_future(runtime.drain(grace))
+    signalled = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({drained, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    drained.cancel()
+    signalled.cancel()
 
 
 def _where(world: World) -> str:
