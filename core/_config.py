@@ -105,8 +105,18 @@ def _factory(name: str) -> Callable[[dict[str, str]], World]:
         raise ValueError(f"world factory {path!r}: {module_name} has no {attr!r}") from None
 
 
-def create_world(name: str | None = None, env: Mapping[str, str] | None = None) -> World:
-    """Build the configured World (not started)."""
+def create_world(
+    name: str | None = None, env: Mapping[str, str] | None = None, *, read_only: bool = False
+) -> World:
+    """Build the configured World (not started).
+
+    ``read_only``: for tools that only look (the CLI's ``runs`` commands): a
+    World that can should then create nothing (the local world leaves an
+    absent data directory absent and reads it as empty).
+    """
     name = name or world_name(env)
     key = name if name in KNOWN_WORLDS else name.rpartition(":")[0].rpartition(".")[2] or name
-    return _factory(name)(load_settings(key, env))
+    settings = load_settings(key, env)
+    if read_only:
+        settings["read_only"] = "1"
+    return _factory(name)(settings)

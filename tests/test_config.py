@@ -52,3 +52,10 @@ def test_bad_factory_path() -> None:
 def test_a_world_not_built_yet_says_so(name: str) -> None:
     with pytest.raises(ValueError, match=f"the '{name}' world is not available"):
         create_world(name, env={})
+
+
+def test_read_only_creates_nothing(tmp_path: Path) -> None:
+    world = create_world(env={"WORLDFLOW_DATA_DIR": str(tmp_path / "absent")}, read_only=True)
+    assert isinstance(world, LocalWorld)
+    assert not (tmp_path / "absent").exists()
+    world.store.close()

@@ -121,7 +121,7 @@ class _TrimmedLines:
 async def open_world() -> AsyncIterator[World]:
     """The configured World, not started (no background work), closed afterwards."""
     try:
-        world = create_world()
+        world = create_world(read_only=True)
     except (ValueError, ImportError) as exc:
         raise CliError(f"cannot set up the world: {exc}", EXIT_USAGE) from None
     try:

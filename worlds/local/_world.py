@@ -56,6 +56,9 @@ class LocalWorld:
 
     >>> world = LocalWorld(".worldflow")
     >>> world = LocalWorld(":memory:", clock=wf.VirtualClock())   # tests
+
+    ``read_only=True`` (for tools that only look): an absent database is read
+    as empty and not created.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class LocalWorld:
         webhook_port: int | None = None,
         max_webhook_bytes: int = 1 << 20,
         serve_webhooks: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         memory = str(data_dir) == ":memory:"
@@ -77,6 +81,8 @@ class LocalWorld:
         self.data_dir = None if memory else Path(data_dir)
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         path = ":memory:" if self.data_dir is None else str(self.data_dir / "worldflow.sqlite3")
+        if read_only and not Path(path).exists():
+            path = ":memory:"  # nothing has run here: read as empty, create nothing
         self.store = Store(path, self._worker_id)
         self.heartbeat_interval = heartbeat
         self.lease = lease
@@ -395,4 +401,5 @@ def create_world(settings: dict[str, Any]) -> LocalWorld:
         lease=float(settings.get("lease", 5.0)),
         heartbeat=float(settings.get("heartbeat", 1.0)),
         webhook_port=int(settings["webhook_port"]) if settings.get("webhook_port") else None,
+        read_only=settings.get("read_only") == "1",
     )
