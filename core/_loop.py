@@ -15,6 +15,7 @@ import collections
 import contextlib
 import contextvars
 import inspect
+import logging
 import weakref
 from asyncio import events
 from collections.abc import Callable, Coroutine, Generator
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ._instance import WorkflowInstance
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("worldflow")
 
 __all__ = ["WorkflowLoop", "current_instance"]
 
@@ -38,7 +41,6 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._exception_handler: Any = None
         self._task_factory: Any = None
-        self.unhandled: list[dict[str, Any]] = []
         self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # -- driving ---------------------------------------------------------
@@ -182,7 +184,14 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._exception_handler = handler
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
-        self.unhandled.append(context)
+        # What asyncio would print ("Task exception was never retrieved", ...) goes
+        # to the worldflow logger; replays repeat it, so not above DEBUG.
+        log.debug(
+            "worldflow: run %r: %s",
+            self.instance.run_id,
+            context.get("message", "unhandled exception in workflow code"),
+            exc_info=context.get("exception"),
+        )
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         if self._exception_handler is not None:
