@@ -183,3 +183,101 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path)
         assert info["version"] == info["dist_version"], (
             "worldflow.__version__ and the version in pyproject.toml differ"
         )
+
+
+def _fresh_venv(path: Path) -> Path:
+    """A venv without pip that can import the dev venv's third-party packages (rich)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    deps = Path(__import__("rich").__file__).resolve().parents[1]
+    # Appended after the venv's own site-packages, so worldflow itself comes from the install.
+    Path(purelib, "zz_dev_dependencies.pth").write_text(f"{deps}\n")
+    return python
+
+
+def _pip_install(python: Path, *args: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            *args,
+        ],
+        check=True,
+        timeout=180,
+    )
+
+
+def _command_works(venv: Path, cwd: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "WORLDFLOW_"))}
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run(
+        [str(venv / "bin" / "worldflow"), "--version"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "worldflow 0.1.0"), done.stderr
+    listed = subprocess.run(
+        [
+            str(venv / "bin" / "worldflow"),
+            "runs",
+            "list",
+            "--json",
+            "--data-dir",
+            str(cwd / "data"),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"runs": [], "cursor": None}
+
+
+@pytest.mark.slow
+def test_the_worldflow_command_of_an_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    python = _fresh_venv(tmp_path / "venv")
+    _pip_install(python, str(wheel))
+    _command_works(tmp_path / "venv", tmp_path)
+
+
+@pytest.mark.slow
+def test_a_plain_editable_install(tmp_path: Path) -> None:
+    """`pip install -e .` in its default mode (an import hook maps worlds/ under worldflow)."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=_COPY_IGNORE, symlinks=True)
+    python = _fresh_venv(tmp_path / "venv")
+    _pip_install(python, "--no-build-isolation", "-e", str(src))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.pop("VIRTUAL_ENV", None)
+    probe = "import worldflow, worldflow.worlds.local, worldflow.testing; print(worldflow.worlds.local.__file__)"
+    done = subprocess.run(
+        [str(python), "-I", "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        Path(done.stdout.strip()).resolve() == (src / "worlds" / "local" / "__init__.py").resolve()
+    )
+    _command_works(tmp_path / "venv", tmp_path)
