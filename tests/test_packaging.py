@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 _COPY_IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
+    ".venv-*",
     "build",
     "dist",
     "*.egg-info",
