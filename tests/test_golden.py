@@ -6,7 +6,6 @@ which differs between Python 3.11 and 3.12+) on every supported Python.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ import worldflow as wf
 from worldflow._world import Event
 from worldflow.testing import (
     _workflows,  # noqa: F401 - registers the recorded workflows
+    dump_log,
+    load_log,
     replay_log,
 )
 
@@ -23,11 +24,7 @@ HISTORIES = sorted(p for p in GOLDEN.glob("*.json") if p.stem != "nondeterminist
 
 
 def load(path: Path) -> list[Event]:
-    document = json.loads(path.read_text())
-    return [
-        Event(document["run_id"], item["seq"], item["kind"], item["data"], item["at"])
-        for item in document["events"]
-    ]
+    return load_log(path)
 
 
 def test_there_are_histories() -> None:
@@ -63,3 +60,9 @@ def test_corrupt_log_is_reported_with_its_position() -> None:
     del events[4]
     with pytest.raises(wf.CorruptLogError, match="densely numbered"):
         replay_log(events)
+
+
+def test_dump_and_load_round_trip(tmp_path: Path) -> None:
+    events = load(GOLDEN / "hail_ride.json")
+    dump_log(events, tmp_path / "log.json")
+    assert load_log(tmp_path / "log.json") == events

@@ -8,7 +8,7 @@
 Needs pytest (``pip install 'worldflow[dev]'``).
 """
 
-from ._harness import DuplicatingWorld, Harness, normalized, replay_log
+from ._harness import DuplicatingWorld, Harness, dump_log, load_log, normalized, replay_log
 from ._suite import WorldConformance, conformance
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "Harness",
     "WorldConformance",
     "conformance",
+    "dump_log",
+    "load_log",
     "normalized",
     "replay_log",
 ]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import worldflow as wf
@@ -16,7 +19,7 @@ from worldflow._runtime import Runtime
 from worldflow._state import RESULT_KINDS, RunState
 from worldflow._world import Event, Message, MessageHandler, World
 
-__all__ = ["DuplicatingWorld", "Harness", "normalized", "replay_log"]
+__all__ = ["DuplicatingWorld", "Harness", "dump_log", "load_log", "normalized", "replay_log"]
 
 
 class Harness:
@@ -84,6 +87,26 @@ class Harness:
                 kinds = [e.kind for e in await run.events()]
                 raise AssertionError(f"no {count} x {kind!r} in {timeout}s; the log has {kinds}")
             await asyncio.sleep(0.005)
+
+
+def dump_log(events: Sequence[Event], path: str | os.PathLike[str]) -> None:
+    """Save a run's log as JSON, to replay later with ``replay_log(load_log(path))``."""
+    if not events:
+        raise ValueError("an empty log")
+    document = {
+        "run_id": events[0].run_id,
+        "events": [{"seq": e.seq, "kind": e.kind, "at": e.at, "data": e.data} for e in events],
+    }
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+
+def load_log(path: str | os.PathLike[str]) -> list[Event]:
+    """Read a log written by :func:`dump_log`."""
+    document = json.loads(Path(path).read_text())
+    return [
+        Event(document["run_id"], item["seq"], item["kind"], item["data"], item["at"])
+        for item in document["events"]
+    ]
 
 
 def replay_log(events: Sequence[Event]) -> Any:
