@@ -17,7 +17,7 @@ import random as _random
 import uuid as _uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from ._config import create_world
 from ._definitions import Workflow, get_workflow
@@ -170,11 +170,12 @@ async def _serving(
         await runtime.close()
 
 
-class Run:
+class Run(Generic[R]):
     """A handle on a run: ``await run.result()``.
 
     Made by :func:`start` and :func:`get_run`; it holds only the id, so it is
-    cheap and works from any process sharing the World.
+    cheap and works from any process sharing the World. ``wf.start`` gives a
+    ``Run[R]`` for a workflow returning ``R``, so ``result()`` is typed.
     """
 
     __slots__ = ("id",)
@@ -199,14 +200,15 @@ class Run:
         """``"pending"``, ``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``."""
         return (await self.info()).status
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | str | None = None) -> R:
         """Wait for the run to end and return its value.
 
         Raises ``wf.RunFailed`` / ``wf.RunCancelled``, or ``TimeoutError`` when
         ``timeout`` seconds pass first.
         """
         seconds = None if timeout is None else parse_duration(timeout, what="timeout")
-        return await (await _runtime()).result(self.id, seconds)
+        value: R = await (await _runtime()).result(self.id, seconds)
+        return value
 
     async def cancel(self) -> None:
         """Ask the run to stop: the workflow sees ``asyncio.CancelledError`` at its await."""
@@ -224,7 +226,7 @@ async def start(
     *args: Any,
     id: str | None = None,
     **kwargs: Any,
-) -> Run:
+) -> Run[R]:
     """Start a durable run of ``workflow`` with these arguments.
 
     With ``id=``, starting is idempotent: the same id gives the same run.
@@ -253,12 +255,12 @@ async def start(
     return Run(await runtime.start_run(name, args, kwargs, id))
 
 
-def get_run(run_id: str) -> Run:
+def get_run(run_id: str) -> Run[Any]:
     """A handle on an existing run; its calls raise ``wf.RunNotFound`` if there is none."""
     return Run(run_id)
 
 
-async def resume_hook(token: str, payload: Any = None) -> Run:
+async def resume_hook(token: str, payload: Any = None) -> Run[Any]:
     """Deliver ``payload`` to the hook with this token, from anywhere.
 
     Raises ``wf.HookNotFound`` if no live hook has the token. Returns the run.

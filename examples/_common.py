@@ -39,12 +39,12 @@ _STATUS_STYLE = {
 }
 
 
-async def fold(run: wf.Run) -> RunState:
+async def fold(run: wf.Run[Any]) -> RunState:
     """The run's state, folded from its event log."""
     return RunState.from_events(run.id, await run.events())
 
 
-async def wait_for_event(run: wf.Run, kind: str, timeout: float = 10.0) -> None:
+async def wait_for_event(run: wf.Run[Any], kind: str, timeout: float = 10.0) -> None:
     """Poll the run's log until it holds an event of this kind (e.g. ``"hook_created"``)."""
     deadline = time.monotonic() + timeout
     while not any(event.kind == kind for event in await run.events()):

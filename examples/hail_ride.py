@@ -81,6 +81,7 @@ async def create_receipt(trip: dict[str, Any]) -> dict[str, Any]:
 async def hail_ride(request_id: str) -> dict[str, Any]:
     request = await validate_ride_request(request_id)
     trip = await assign_driver(request)
+    receipt: dict[str, Any]
     _notified, receipt = await asyncio.gather(notify_rider(trip), create_receipt(trip))
     return receipt
 

@@ -95,7 +95,7 @@ async def research(topic: str, approval_timeout: float = 86400.0) -> dict[str, A
     return {"topic": topic, "status": "published", "by": decision["by"], "report": report}
 
 
-async def review(run: wf.Run) -> None:
+async def review(run: wf.Run[Any]) -> None:
     """A person reading the findings and approving them, a moment later."""
     await wait_for_event(run, "hook_created")
     await asyncio.sleep(0.1)

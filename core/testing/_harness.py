@@ -70,11 +70,11 @@ class Harness:
     def advance(self, duration: object) -> None:
         self.clock.advance(duration)
 
-    async def events(self, run: wf.Run) -> list[Event]:
+    async def events(self, run: wf.Run[Any]) -> list[Event]:
         return await run.events()
 
     async def wait_event(
-        self, run: wf.Run, kind: str, count: int = 1, timeout: float = 10.0
+        self, run: wf.Run[Any], kind: str, count: int = 1, timeout: float = 10.0
     ) -> list[Event]:
         """Wait until the run's log holds ``count`` events of ``kind``; returns them."""
         loop = asyncio.get_running_loop()

@@ -269,10 +269,10 @@ class WorldConformance:
             h.advance(seconds)
             assert await run.result(timeout=10) == "awake"
         when = dt.datetime.fromtimestamp(h.clock.now() + 3600, dt.UTC)
-        run = await wf.start(w.sleep_until, when)
-        await h.wait_event(run, "sleep_started")
+        until = await wf.start(w.sleep_until, when)
+        await h.wait_event(until, "sleep_started")
         h.advance(3600.001)  # a datetime has microseconds; the clock's float has more digits
-        assert await run.result(timeout=10) >= when
+        assert await until.result(timeout=10) >= when
 
     @conformance
     async def test_bad_duration_fails_the_run_quoting_it(self, h: Harness) -> None:
@@ -537,7 +537,7 @@ class WorldConformance:
         async def scenario() -> list[Any]:
             logs = []
             tag, token = "dup", "dup-token"
-            run = await wf.start(w.hail_ride, tag, "r1")
+            run: wf.Run[Any] = await wf.start(w.hail_ride, tag, "r1")
             await run.result(timeout=10)
             logs.append(normalized(await run.events()))
             run = await wf.start(w.hook_before_await, tag, token)
