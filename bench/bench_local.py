@@ -120,12 +120,32 @@ async def main(quick: bool) -> None:
         )
     print(f"time(1000) / time(100)             {seq[1000] / seq[100]:8.2f}        (linear = 10)")
 
+    # What one step costs the store: write transactions and queue messages.
+    counted = world()
+    async with wf.worker(counted):
+        commits, queued = counted.store.commits, counted.store.messages_queued
+        await one_run(sequential, 1000)
+        commits = counted.store.commits - commits
+        queued = counted.store.messages_queued - queued
+    print(
+        f"store cost, N=1000                 {commits / 1000:8.2f} transactions/step "
+        f"{queued / 1000:5.2f} queue messages/step ({commits} and {queued} for the run)"
+    )
+
     runs, steps = 200, 10
-    async with wf.worker(world()):
+    shared = world()
+    async with wf.worker(shared):
         elapsed = await best_of(repeat, lambda: many_runs(runs, steps))
+        commits = shared.store.commits
+        await many_runs(runs, steps)
+        commits = shared.store.commits - commits
     print(
         f"{runs} runs x {steps} steps at once        {runs * steps / elapsed:8,.0f} steps/s  "
         f"({elapsed * 1000:.0f} ms in all)"
+    )
+    print(
+        f"store cost, {runs} x {steps}                 {commits / (runs * steps):8.2f} transactions/step "
+        "(commits of many runs grouped, run starts included)"
     )
 
     n, size = 100, 10_000

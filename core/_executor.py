@@ -98,6 +98,12 @@ class RunExecutor:
     def idle(self) -> bool:
         return not (self.inputs or self.inflight or self.loading or self.running)
 
+    def prime(self, first: Event) -> None:
+        """A run this process has just created: its log is that one event, no need to read it."""
+        if self.state is None and not self.loading and not self.inputs and self.instance is None:
+            self.state = RunState.from_events(self.run_id, [first], lean=True)
+            self.last_at = first.at
+
     def forget(self) -> None:
         """Drop the state and the warm code (torn down, so it cannot act): the next
         input reloads the run from its log."""

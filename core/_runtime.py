@@ -21,7 +21,7 @@ from typing import Any
 from ._codec import decode, encode
 from ._errors import HookNotFound, RunCancelled, RunFailed, RunNotFound
 from ._executor import RunExecutor
-from ._world import Append, Message, NewEvent, Outgoing, RunCreate, RunInfo, World
+from ._world import Append, Event, Message, NewEvent, Outgoing, RunCreate, RunInfo, World
 
 __all__ = ["Runtime", "new_run_id"]
 
@@ -200,7 +200,11 @@ class Runtime:
             NewEvent("run_created", {"workflow": workflow, "input": tree}, at),
             Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start"),
         )
-        info, _ = await self.world.create_run(create)
+        info, created = await self.world.create_run(create)
+        if created and self.serve:
+            # Its whole log is known here: the start message finds the run warm.
+            first = Event(run_id, 1, "run_created", create.event.data, at)
+            self._executor(run_id).prime(first)
         if info.workflow != workflow:
             raise ValueError(
                 f"run id {run_id!r} already belongs to a run of workflow {info.workflow!r}, "
