@@ -122,6 +122,8 @@ class Store:
         self.worker_id = worker_id
         self.commits = 0  # write transactions committed (the benchmark counts them)
         self.messages_queued = 0
+        self._creates: list[tuple[RunCreate, float, asyncio.Future[tuple[RunInfo, bool]]]] = []
+        self._creating: asyncio.Task[None] | None = None
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -220,31 +222,53 @@ class Store:
 
     # -- Storage -------------------------------------------------------------------
     async def create_run(self, create: RunCreate, now: float) -> tuple[RunInfo, bool]:
+        """Create a run; runs created during one turn of the loop share one transaction."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[RunInfo, bool]] = loop.create_future()
+        self._creates.append((create, now, done))
+        if len(self._creates) == 1:
+            self._creating = loop.create_task(self._create_pending())
+        return await done
+
+    async def _create_pending(self) -> None:
+        items, self._creates = self._creates, []
+
+        def body() -> list[tuple[bool, list[StoredMessage]]]:
+            return [self._create_one(create, now) for create, now, _ in items]
+
+        try:
+            results = await self.write(body)
+        except Exception as exc:
+            for _, _, done in items:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for (create, _, done), (created, stored) in zip(items, results, strict=True):
+            self._announce(stored)
+            if created:
+                at = create.event.at
+                info: RunInfo | None = RunInfo(create.run_id, create.workflow, "pending", at, at, 1)
+            else:
+                info = await self.get_run(create.run_id)
+            if not done.done():
+                assert info is not None
+                done.set_result((info, created))
+
+    def _create_one(self, create: RunCreate, now: float) -> tuple[bool, list[StoredMessage]]:
         event = create.event
-        data = _dumps(event.data)
-
-        def body() -> tuple[bool, list[StoredMessage]]:
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO runs (id, workflow, status, created_at, updated_at, "
-                "owner) VALUES (?, ?, 'pending', ?, ?, ?)",
-                (create.run_id, create.workflow, event.at, event.at, self.worker_id),
-            )
-            if cur.rowcount == 0:
-                return False, []
-            self.owned.add(create.run_id)
-            self.db.execute(
-                "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
-                (create.run_id, event.kind, event.at, data),
-            )
-            return True, self._insert_messages([create.start], now)
-
-        created, stored = await self.write(body)
-        self._announce(stored)
-        if created:
-            return RunInfo(create.run_id, create.workflow, "pending", event.at, event.at, 1), True
-        info = await self.get_run(create.run_id)
-        assert info is not None
-        return info, False
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO runs (id, workflow, status, created_at, updated_at, "
+            "owner) VALUES (?, ?, 'pending', ?, ?, ?)",
+            (create.run_id, create.workflow, event.at, event.at, self.worker_id),
+        )
+        if cur.rowcount == 0:
+            return False, []
+        self.owned.add(create.run_id)
+        self.db.execute(
+            "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
+            (create.run_id, event.kind, event.at, _dumps(event.data)),
+        )
+        return True, self._insert_messages([create.start], now)
 
     async def append(self, appends: Sequence[Append], now: float) -> list[bool]:
         def body() -> tuple[list[bool], list[StoredMessage]]:

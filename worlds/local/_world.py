@@ -266,17 +266,19 @@ class LocalWorld:
     async def _deliver(self, m: StoredMessage) -> None:
         assert self._handler is not None
         try:
-            owner = self.store.db.execute(
-                "SELECT owner, workflow FROM runs WHERE id = ?", (m.run_id,)
-            ).fetchone()
-            if owner is None:
-                self._acknowledge(m.row)  # the run is gone: nothing will ever need this
-                return
-            if owner[0] != self._worker_id and (
-                owner[1] not in workflow_names() or not await self.store.claim(m.run_id, self._live)
-            ):
-                self._known.discard(m.row)  # its owner delivers it; look again later
-                return
+            if m.run_id not in self.store.owned:  # runs this worker writes need no look
+                owner = self.store.db.execute(
+                    "SELECT owner, workflow FROM runs WHERE id = ?", (m.run_id,)
+                ).fetchone()
+                if owner is None:
+                    self._acknowledge(m.row)  # the run is gone: nothing will ever need this
+                    return
+                if owner[0] != self._worker_id and (
+                    owner[1] not in workflow_names()
+                    or not await self.store.claim(m.run_id, self._live)
+                ):
+                    self._known.discard(m.row)  # its owner delivers it; look again later
+                    return
             message = Message(m.msg_id, m.run_id, m.kind, json.loads(m.data))  # type: ignore[arg-type]
             await self._handler(message)
         except Exception as exc:
