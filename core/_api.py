@@ -115,14 +115,21 @@ async def _runtime() -> Runtime:
 
 @contextlib.asynccontextmanager
 async def worker(
-    world: str | World | Callable[[], World] | None = None, *, always_replay: bool | None = None
+    world: str | World | Callable[[], World] | None = None,
+    *,
+    always_replay: bool | None = None,
+    grace: float = 0.0,
 ) -> AsyncIterator[None]:
     """Serve runs on this loop for the duration of the block (and start them).
 
-    >>> async with wf.worker():
+    On leaving the block, steps this process is running get up to ``grace``
+    seconds to finish and record their results; what is cut short runs again
+    on another worker.
+
+    >>> async with wf.worker(grace=10):
     ...     await asyncio.Event().wait()   # serve until cancelled
     """
-    async with _serving(world, always_replay, serve=True):
+    async with _serving(world, always_replay, serve=True, grace=grace):
         yield
 
 
@@ -139,7 +146,11 @@ async def client(world: str | World | Callable[[], World] | None = None) -> Asyn
 
 @contextlib.asynccontextmanager
 async def _serving(
-    world: str | World | Callable[[], World] | None, always_replay: bool | None, *, serve: bool
+    world: str | World | Callable[[], World] | None,
+    always_replay: bool | None,
+    *,
+    serve: bool,
+    grace: float = 0.0,
 ) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     if loop in _runtimes:
@@ -165,6 +176,8 @@ async def _serving(
     ready.set_result(runtime)
     try:
         yield
+        if grace > 0:
+            await runtime.drain(grace)
     finally:
         _runtimes.pop(loop, None)
         await runtime.close()

@@ -39,3 +39,19 @@ def test_a_failing_load_keeps_step_results_and_retries(tmp_path: Path) -> None:
             return result
 
     assert asyncio.run(main()) == 1  # the first attempt's result was kept
+
+
+def test_worker_grace_lets_a_running_step_finish(tmp_path: Path) -> None:
+    async def main() -> Any:
+        world = LocalWorld(tmp_path, serve_webhooks=False)
+        async with wf.worker(world, grace=5):
+            run = await wf.start(w.gated_workflow, "grace")
+            await asyncio.sleep(0.05)  # the step is running, waiting for its gate
+            asyncio.get_running_loop().call_later(0.2, w.GATES.__setitem__, "grace", True)
+        # the block has ended: the step finished and its result was recorded first
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            return await run.result(timeout=5), [e.kind for e in await run.events()]
+
+    result, kinds = asyncio.run(main())
+    assert result == 1
+    assert kinds.count("step_started") == 1 and "step_completed" in kinds
