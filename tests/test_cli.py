@@ -480,9 +480,9 @@ def test_python_m_worldflow(cli: Cli) -> None:
     assert missing.stderr == "worldflow: error: no run with id 'x'\n"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
+@contextlib.contextmanager
+def _worker_process(cli: Cli) -> Iterator[subprocess.Popen[str]]:
+    """``python -m worldflow worker MODULE --json`` on the test's data directory."""
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -501,6 +501,20 @@ def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
         text=True,
     )
     try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        for stream in (worker.stdout, worker.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
+    with _worker_process(cli) as worker:
         assert worker.stdout is not None and worker.stderr is not None
         ready = json.loads(worker.stdout.readline())
         assert ready["pid"] == worker.pid
@@ -520,35 +534,11 @@ def test_worker_process(cli: Cli, stop: signal.Signals) -> None:
         assert "serving" in err and f"{MODULE}.checkout" in err and str(cli.data.resolve()) in err
         assert "worker stopped" in err
         assert "Traceback" not in err
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-        for stream in (worker.stdout, worker.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.mark.slow
 def test_worker_lets_running_steps_finish_when_stopped(cli: Cli) -> None:
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worldflow",
-            "worker",
-            MODULE,
-            "--data-dir",
-            str(cli.data),
-            "--json",
-        ],
-        cwd=cli.data.parent,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _worker_process(cli) as worker:
         assert worker.stdout is not None and worker.stderr is not None
         ready = json.loads(worker.stdout.readline())
         assert cli("start", f"{MODULE}:slow", "1.0", "--id", "g1")[0] == 0
@@ -567,10 +557,3 @@ def test_worker_lets_running_steps_finish_when_stopped(cli: Cli) -> None:
             1,
             ready["worker_id"],
         )
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-        for stream in (worker.stdout, worker.stderr):
-            if stream is not None:
-                stream.close()

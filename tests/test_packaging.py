@@ -132,22 +132,7 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path)
     # No pip in the new venv: the dev venv's pip installs into it (--python).
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-index",
-            str(wheel),
-        ],
-        check=True,
-        timeout=120,
-    )
+    _pip_install(python, str(wheel))
 
     # Without its dependencies (rich), importing the core and the local world
     # must still work. -I: no cwd, PYTHONPATH or user site on sys.path.
