@@ -118,7 +118,12 @@ class Runtime:
         return executor
 
     def _evict(self) -> None:
-        for run_id in list(self._executors)[: len(self._executors) // 10]:
+        """Drop the least recently used idle runs (they replay when next needed),
+        down to 90% of the cache so that this does not run on every new run."""
+        target = self.max_cached * 9 // 10
+        for run_id in list(self._executors):
+            if len(self._executors) <= target:
+                return
             executor = self._executors[run_id]
             if executor.idle:
                 executor.forget()

@@ -55,3 +55,26 @@ def test_worker_grace_lets_a_running_step_finish(tmp_path: Path) -> None:
     result, kinds = asyncio.run(main())
     assert result == 1
     assert kinds.count("step_started") == 1 and "step_completed" in kinds
+
+
+def test_runs_evicted_from_the_warm_cache_replay_and_finish(tmp_path: Path) -> None:
+    from worldflow._runtime import Runtime
+
+    async def main() -> list[Any]:
+        clock = wf.VirtualClock()
+        runtime = Runtime(LocalWorld(tmp_path, clock=clock, serve_webhooks=False), max_cached=5)
+        await runtime.start()
+        try:
+            ids = [await runtime.start_run(w.sleeper.name, ("1h",), {}, None) for _ in range(20)]
+            while True:  # every run asleep (each wrote its sleep_started)
+                infos = [await runtime.world.read_events(i) for i in ids]
+                if all(any(e.kind == "sleep_started" for e in log) for log in infos):
+                    break
+                await asyncio.sleep(0.01)
+            assert len(runtime._executors) <= 5  # idle runs were evicted
+            clock.advance("1h")
+            return [await runtime.result(i, 10) for i in ids]
+        finally:
+            await runtime.close()
+
+    assert asyncio.run(main()) == ["awake"] * 20
