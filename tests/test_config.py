@@ -59,3 +59,28 @@ def test_read_only_creates_nothing(tmp_path: Path) -> None:
     assert isinstance(world, LocalWorld)
     assert not (tmp_path / "absent").exists()
     world.store.close()
+
+
+def test_worldflow_modules_are_imported_when_a_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import sys
+
+    import worldflow as wf
+
+    (tmp_path / "flows_from_env.py").write_text(
+        "import worldflow as wf\n\n@wf.workflow\nasync def from_env() -> str:\n    return 'ok'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WORLDFLOW_MODULES", "flows_from_env")
+
+    async def main() -> object:
+        async with wf.worker(LocalWorld(tmp_path / "data", serve_webhooks=False)):
+            run = await wf.start("flows_from_env.from_env")  # by name: imported by the worker
+            return await run.result(timeout=5)
+
+    try:
+        assert asyncio.run(main()) == "ok"
+    finally:
+        sys.modules.pop("flows_from_env", None)
