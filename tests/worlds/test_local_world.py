@@ -212,3 +212,15 @@ def test_memory_world_works_and_is_private() -> None:
             assert await run.result(timeout=10) == 3
 
     asyncio.run(main())
+
+
+def test_a_database_of_another_schema_version_is_refused_clearly(tmp_path: Path) -> None:
+    LocalWorld(tmp_path).store.close()
+    db = sqlite3.connect(tmp_path / "worldflow.sqlite3")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(
+        wf.WorldError, match=r"another version of worldflow \(schema 1; this one reads 2\)"
+    ):
+        LocalWorld(tmp_path)

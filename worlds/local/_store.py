@@ -37,7 +37,7 @@ __all__ = ["Store", "StoredMessage"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs has no last_seq column (the events table fences appends)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -163,7 +163,9 @@ class Store:
             )
         elif int(found[0]) != SCHEMA_VERSION:
             raise WorldError(
-                f"{self.path}: schema version {found[0]}, this worldflow reads {SCHEMA_VERSION}"
+                f"{self.path} was written by another version of worldflow (schema "
+                f"{found[0]}; this one reads {SCHEMA_VERSION}): use that version to finish "
+                "its runs, or move the data directory aside to start afresh"
             )
 
     def close(self) -> None:
@@ -245,20 +247,27 @@ class Store:
             return
         for (create, _, done), (created, stored) in zip(items, results, strict=True):
             self._announce(stored)
-            if created:
-                at = create.event.at
-                info: RunInfo | None = RunInfo(create.run_id, create.workflow, "pending", at, at, 1)
-            else:
-                info = await self.get_run(create.run_id)
+            try:
+                if created:
+                    at = create.event.at
+                    info = RunInfo(create.run_id, create.workflow, "pending", at, at, 1)
+                else:
+                    found = await self.get_run(create.run_id)
+                    if found is None:
+                        raise WorldError(f"run {create.run_id!r} was neither created nor found")
+                    info = found
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                continue
             if not done.done():
-                assert info is not None
                 done.set_result((info, created))
 
     def _create_one(self, create: RunCreate, now: float) -> tuple[bool, list[StoredMessage]]:
         event = create.event
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO runs (id, workflow, status, created_at, updated_at, "
-            "owner) VALUES (?, ?, 'pending', ?, ?, ?)",
+        cur = self.db.execute(  # only an existing id is ignored; any other problem raises
+            "INSERT INTO runs (id, workflow, status, created_at, updated_at, owner) "
+            "VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (create.run_id, create.workflow, event.at, event.at, self.worker_id),
         )
         if cur.rowcount == 0:
