@@ -147,16 +147,7 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path)
         "    'dist_version': importlib.metadata.version('worldflow'),\n"
         "}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run(
-        [str(python), "-I", "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _run_python(python, probe, tmp_path)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
 
@@ -169,6 +160,24 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path)
         assert info["version"] == info["dist_version"], (
             "worldflow.__version__ and the version in pyproject.toml differ"
         )
+
+
+def _isolated_env() -> dict[str, str]:
+    """The environment without what would point Python or worldflow at the dev set-up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "WORLDFLOW_"))}
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def _run_python(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(python), "-I", "-c", code],
+        cwd=cwd,
+        env=_isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _fresh_venv(path: Path) -> Path:
@@ -207,8 +216,7 @@ def _pip_install(python: Path, *args: str) -> None:
 
 
 def _command_works(venv: Path, cwd: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "WORLDFLOW_"))}
-    env.pop("VIRTUAL_ENV", None)
+    env = _isolated_env()
     done = subprocess.run(
         [str(venv / "bin" / "worldflow"), "--version"],
         cwd=cwd,
@@ -251,17 +259,8 @@ def test_a_plain_editable_install(tmp_path: Path) -> None:
     shutil.copytree(REPO, src, ignore=_COPY_IGNORE, symlinks=True)
     python = _fresh_venv(tmp_path / "venv")
     _pip_install(python, "--no-build-isolation", "-e", str(src))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.pop("VIRTUAL_ENV", None)
     probe = "import worldflow, worldflow.worlds.local, worldflow.testing; print(worldflow.worlds.local.__file__)"
-    done = subprocess.run(
-        [str(python), "-I", "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run_python(python, probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert (
         Path(done.stdout.strip()).resolve() == (src / "worlds" / "local" / "__init__.py").resolve()
