@@ -24,6 +24,7 @@ from ._api import (
     configure,
     get_run,
     get_workflow_metadata,
+    list_runs,
     now,
     random,
     resume_hook,
@@ -52,7 +53,9 @@ from ._errors import (
     WorldflowError,
 )
 from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
+from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
 from ._types import register_type
+from ._world import Event, RunInfo, RunPage
 
 __version__ = "0.1.0"
 
@@ -60,8 +63,10 @@ __version__ = "0.1.0"
 logging.getLogger("worldflow").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AttemptInfo",
     "Clock",
     "CorruptLogError",
+    "Event",
     "FatalError",
     "Hook",
     "HookConflict",
@@ -70,14 +75,19 @@ __all__ = [
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunDetail",
     "RunFailed",
+    "RunInfo",
     "RunNotFound",
+    "RunPage",
     "SerializationError",
     "Step",
     "StepFailed",
+    "StepInfo",
     "StepMetadata",
     "SystemClock",
     "VirtualClock",
+    "WaitInfo",
     "Webhook",
     "WebhookRequest",
     "Workflow",
@@ -91,6 +101,7 @@ __all__ = [
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
+    "list_runs",
     "now",
     "random",
     "register_type",

@@ -22,9 +22,11 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from ._config import create_world
 from ._definitions import Workflow, get_workflow
 from ._duration import parse_duration
+from ._errors import CorruptLogError
+from ._inspect import RunDetail, StepInfo, inspect_run
 from ._loop import current_instance
 from ._runtime import Runtime
-from ._world import Event, RunInfo, World
+from ._world import TERMINAL, Event, RunInfo, RunPage, World
 
 __all__ = [
     "Run",
@@ -32,6 +34,7 @@ __all__ = [
     "configure",
     "get_run",
     "get_workflow_metadata",
+    "list_runs",
     "now",
     "random",
     "resume_hook",
@@ -233,6 +236,62 @@ class Run(Generic[R]):
         await runtime.get_run(self.id)
         return await runtime.world.read_events(self.id)
 
+    async def detail(self) -> RunDetail:
+        """Everything about the run, folded from its log: steps with every attempt,
+        sleeps and hook waits (with their times, for a timeline), input, output."""
+        runtime = await _runtime()
+        info = await runtime.get_run(self.id)
+        return inspect_run(info, await runtime.world.read_events(self.id))
+
+    async def steps(self) -> list[StepInfo]:
+        """The run's step calls in call order, each with its attempts, input and output."""
+        return list((await self.detail()).steps)
+
+    async def wake(self, position: int | None = None) -> None:
+        """Fire the run's pending sleeps now (only the one at ``position`` if given).
+
+        The workflow carries on as if the sleep had ended; the log records the
+        sleep as woken early. A run with no pending sleep is left as it is.
+        """
+        await (await _runtime()).wake(self.id, position)
+
+    async def rerun(self, *, id: str | None = None) -> Run[R]:
+        """Start a new run of the same workflow with the same input (not a replay)."""
+        runtime = await _runtime()
+        info = await runtime.get_run(self.id)
+        events = await runtime.world.read_events(self.id, 0)
+        if not events or events[0].kind != "run_created":
+            raise CorruptLogError(f"run {self.id!r}: its log does not start with run_created")
+        tree = events[0].data.get("input")
+        return Run(await runtime.create_run(info.workflow, tree, _valid_id(id)))
+
+
+async def list_runs(
+    *,
+    status: str | None = None,
+    workflow: str | Workflow[Any, Any] | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """A page of runs, newest first, optionally only those of one status or workflow.
+
+    ``page.runs`` holds ``wf.RunInfo`` summaries; pass ``page.cursor`` back to
+    get the next page (it is None on the last one).
+
+    >>> page = await wf.list_runs(status="failed", limit=20)
+    >>> while page.cursor: page = await wf.list_runs(status="failed", cursor=page.cursor)
+    """
+    if status is not None and status not in ("pending", "running", *TERMINAL):
+        raise ValueError(
+            f"unknown run status {status!r}; expected one of pending, running, completed, "
+            "failed, cancelled"
+        )
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ValueError(f"limit must be an int from 1 to 1000, got {limit!r}")
+    name = workflow.name if isinstance(workflow, Workflow) else workflow
+    runtime = await _runtime()
+    return await runtime.world.list_runs(status=status, workflow=name, limit=limit, cursor=cursor)
+
 
 async def start(
     workflow: Workflow[P, R] | Callable[P, Coroutine[Any, Any, R]] | str,
@@ -256,16 +315,20 @@ async def start(
             f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
             " (decorate the function with @wf.workflow)"
         )
+    if current_instance() is not None:
+        raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
+    runtime = await _runtime()
+    return Run(await runtime.start_run(name, args, kwargs, _valid_id(id)))
+
+
+def _valid_id(id: str | None) -> str | None:
     if id is not None and (
         not isinstance(id, str) or not id or len(id) > 256 or not id.isprintable()
     ):
         raise ValueError(
             f"a run id must be a non-empty printable str of at most 256 chars, got {id!r}"
         )
-    if current_instance() is not None:
-        raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
-    runtime = await _runtime()
-    return Run(await runtime.start_run(name, args, kwargs, id))
+    return id
 
 
 def get_run(run_id: str) -> Run[Any]:

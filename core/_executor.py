@@ -307,6 +307,12 @@ class RunExecutor:
                 self._feed(batch, self._record(batch, "hook_received", data))
             elif message.kind == "cancel" and not state.cancel_requested:
                 self._feed(batch, self._record(batch, "cancel_requested", {"id": message.id}))
+            elif message.kind == "wake":
+                wanted = message.data.get("cid")
+                for cid in sorted(state.timers):
+                    if wanted is None or cid == wanted:
+                        data = {"cid": cid, "early": True, "id": message.id}
+                        self._feed(batch, self._record(batch, "sleep_fired", data))
             return
         if inp.hook_taken is not None:
             cid, token, holder = inp.hook_taken

@@ -197,6 +197,10 @@ class Runtime:
         self, workflow: str, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
+        return await self.create_run(workflow, tree, run_id)
+
+    async def create_run(self, workflow: str, tree: Any, run_id: str | None) -> str:
+        """Create a run whose input is the already encoded ``[args, kwargs]`` tree."""
         run_id = run_id or new_run_id()
         at = self.clock.now()
         create = RunCreate(
@@ -260,6 +264,13 @@ class Runtime:
         info = await self.get_run(run_id)
         if not info.done:
             await self.world.send([Outgoing(Message(self.new_id(), run_id, "cancel"))])
+
+    async def wake(self, run_id: str, position: int | None) -> None:
+        """Fire the run's pending sleep at ``position`` (all of them when None) now."""
+        info = await self.get_run(run_id)
+        if not info.done:
+            data = {} if position is None else {"cid": position}
+            await self.world.send([Outgoing(Message(self.new_id(), run_id, "wake", data))])
 
     async def resume_hook(self, token: str, payload: Any) -> str:
         tree = encode(payload, where=f"the payload for hook {token!r}")

@@ -15,7 +15,7 @@ step_retrying      cid, attempt, error, retry_at
 step_completed     cid, attempt, output
 step_failed        cid, attempt, error
 sleep_started      cid, until                            (a command)
-sleep_fired        cid
+sleep_fired        cid (+ early, id: woken by a "wake" message)
 hook_created       cid, token, webhook, url              (a command)
 hook_received      token, payload, id
 hook_failed        cid, token, error                     (the token was taken)
@@ -222,6 +222,8 @@ def _sleep_fired(s: RunState, e: Event, d: dict[str, Any]) -> None:
         raise CorruptLogError(
             f"run {s.run_id!r}: event {e.seq} fires sleep #{d['cid']}, which is not pending"
         )
+    if "id" in d:  # woken early by a message: a redelivery of it must not wake a later sleep
+        s.seen.add(d["id"])
 
 
 def _hook_created(s: RunState, e: Event, d: dict[str, Any]) -> None:

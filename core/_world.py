@@ -74,13 +74,14 @@ class Message:
     """A unit of work for the engine, delivered by a World's queue at least once.
 
     ``kind`` is ``"resume"`` (look at the run and do what is due), ``"hook"``
-    (``data`` has ``token``, ``payload``) or ``"cancel"``. ``id`` is unique per
+    (``data`` has ``token``, ``payload``), ``"cancel"`` or ``"wake"`` (fire
+    the pending sleep ``data["cid"]`` now, or all of them without it). ``id`` is unique per
     send, so a redelivery can be recognised in the log.
     """
 
     id: str
     run_id: str
-    kind: Literal["resume", "hook", "cancel"]
+    kind: Literal["resume", "hook", "cancel", "wake"]
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
