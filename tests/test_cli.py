@@ -406,6 +406,100 @@ def test_resume_a_hook(cli: Cli) -> None:
     assert "no hook with token 't1'" in err
 
 
+# -- following, watching, rerunning, waking --------------------------------------------------
+
+
+def test_follow_exits_with_the_run_outcome(cli: Cli) -> None:
+    with background_worker(cli.data):
+        assert cli("start", f"{MODULE}:approval", '"o-5"', "--id", "f1")[0] == 0
+        cli.wait_for("f1", lambda doc: bool(doc["hooks"]))
+        resumer = threading.Timer(
+            0.3, lambda: main(["--data-dir", str(cli.data), "hooks", "resume", "t1", '"yes"'])
+        )
+        resumer.start()
+        try:
+            code, out, _ = cli("runs", "show", "f1", "--follow", "--json", "--interval", "0.05")
+        finally:
+            resumer.join()
+        assert code == 0
+        resumed, shown = out.splitlines()  # the resumer's line, then the run when it ended
+        assert resumed == "resumed hook 't1' of run f1"
+        doc = json.loads(shown)
+        assert doc["status"] == "completed" and doc["result"] == {"order": "o-5", "decision": "yes"}
+        assert doc["waits"][0]["kind"] == "hook" and doc["waits"][0]["received"] == 1
+
+        assert cli("start", f"{MODULE}:sleeper", "--id", "f2")[0] == 0
+        code, out, err = cli("runs", "show", "f2", "--follow", "--timeout", "0.3")
+        assert code == 4 and "still running" in err
+        assert "sleep #1 until" in out  # the view, printed once off a terminal
+
+    assert cli("start", f"{MODULE}:doomed", '"x"', "--wait", "--id", "f3")[0] == 1
+    code, out, _ = cli("runs", "show", "f3", "--follow")
+    assert code == 1 and "error: ValueError: cannot ship: x" in out
+
+
+def test_watch_prints_a_page_per_change(cli: Cli) -> None:
+    assert cli("start", f"{MODULE}:checkout", '"o-6"', "--wait", "--id", "w1")[0] == 0
+    code, out, _ = cli("runs", "list", "--watch", "--json", "--interval", "0.05", "--count", "3")
+    assert code == 0
+    (line,) = out.splitlines()  # nothing changed between refreshes: one document
+    assert [r["id"] for r in json.loads(line)["runs"]] == ["w1"]
+    code, out, _ = cli("runs", "list", "--watch", "--interval", "0.05", "--count", "2")
+    assert code == 0 and "w1" in out and "completed" in out
+
+
+def test_rerun_starts_a_new_run_with_the_same_input(cli: Cli) -> None:
+    assert cli("start", f"{MODULE}:checkout", '"o-7"', "3", "--wait", "--id", "c1")[0] == 0
+    with background_worker(cli.data):
+        code, out, err = cli("runs", "rerun", "c1", "--id", "c2", "--wait")
+        assert code == 0, err
+        assert json.loads(out) == {"order": "o-7", "receipt": "r-o-7"}
+        assert cli.json("runs", "show", "c2")["input"] == {"args": ["o-7", 3], "kwargs": {}}
+        doc = cli.json("runs", "rerun", "c1")
+        assert doc["rerun_of"] == "c1" and doc["id"] not in ("c1", "c2")
+        assert cli("start", f"{MODULE}:doomed", '"y"', "--id", "d5")[0] == 0
+        cli.wait_for("d5", lambda d: d["status"] == "failed")
+        code, _, err = cli("runs", "rerun", "d5", "--wait", "--id", "d6")
+        assert code == 1 and "cannot ship: y" in err
+
+
+def test_wake_a_sleeping_run(cli: Cli) -> None:
+    with background_worker(cli.data):
+        assert cli("start", f"{MODULE}:sleeper", "--id", "z1")[0] == 0
+        cli.wait_for("z1", lambda doc: bool(doc["sleeps"]))
+        code, out, _ = cli("sleeps", "wake", "z1", "--position", "2")
+        assert code == 1  # no such sleep: nothing is woken
+        code, out, _ = cli("sleeps", "wake", "z1")
+        assert (code, out) == (0, "woke sleep #1 of run z1\n")
+        done = cli.wait_for("z1", lambda doc: doc["status"] == "completed")
+        assert done["result"] == "woke"
+        assert done["waits"][0]["early"] is True
+    code, out, err = cli("sleeps", "wake", "z1")
+    assert (code, out) == (1, "")
+    assert "has no pending sleep" in err
+
+
+def test_progress_line_says_what_the_run_is_doing() -> None:
+    from worldflow._inspect import inspect_run
+    from worldflow._world import Event, RunInfo
+    from worldflow.cli._act import progress_line
+
+    events = [
+        Event("r", 1, "run_created", {"workflow": "w", "input": [[], {}]}, 0.0),
+        Event("r", 2, "run_started", {}, 0.0),
+        Event("r", 3, "step_scheduled", {"cid": 1, "name": "a", "input": [[], {}]}, 0.0),
+        Event("r", 4, "step_scheduled", {"cid": 2, "name": "b", "input": [[], {}]}, 0.0),
+        Event("r", 5, "step_started", {"cid": 1, "attempt": 1, "worker": "x"}, 0.0),
+        Event("r", 6, "step_completed", {"cid": 1, "attempt": 1, "output": 1}, 1.0),
+        Event("r", 7, "step_started", {"cid": 2, "attempt": 1, "worker": "x"}, 1.0),
+        Event("r", 8, "hook_created", {"cid": 3, "token": "tok", "webhook": False}, 1.0),
+    ]
+    detail = inspect_run(RunInfo("r", "w", "running", 0.0, 1.0, 8), events)
+    line = progress_line(detail, 4.2)
+    assert line.startswith("running · 1/2 steps done, 1 running · waiting on hook 'tok'")
+    assert line.endswith("4.2s")
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -434,6 +528,11 @@ def test_resume_a_hook(cli: Cli) -> None:
         (["start", f"{MODULE}:sleeper", "--timeout", "soon"], 2, "invalid duration 'soon'"),
         (["--world", "bogus", "runs", "list"], 2, "unknown world 'bogus'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["runs", "rerun", "nope"], 1, "no run with id 'nope'"),
+        (["sleeps", "wake", "nope"], 1, "no run with id 'nope'"),
+        (["runs", "show", "nope", "--follow"], 1, "no run with id 'nope'"),
+        (["runs", "show", "x", "--follow", "--interval", "1ms"], 2, "at least 50ms"),
+        (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number >= 1"),
     ],
 )
 def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:

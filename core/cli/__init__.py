@@ -4,9 +4,12 @@
 
     worldflow start MODULE:FUNCTION [JSON_ARGS...] [--id ID] [--wait] [--timeout S]
     worldflow runs list [--status S] [--workflow NAME] [--limit N] [--cursor C]
-    worldflow runs show RUN_ID
+    worldflow runs list --watch [--interval S] [--count N]
+    worldflow runs show RUN_ID [--follow [--interval S] [--timeout S]]
     worldflow runs events RUN_ID [--raw]
     worldflow runs cancel RUN_ID
+    worldflow runs rerun RUN_ID [--id ID] [--wait] [--timeout S]
+    worldflow sleeps wake RUN_ID [--position N]
     worldflow hooks resume TOKEN JSON
     worldflow worker MODULE [MODULE...]
 
@@ -14,7 +17,9 @@ Every command takes ``--json`` (one JSON document on stdout), ``--data-dir
 DIR`` and ``--world NAME``. Stdout carries only what the command is for;
 reasons and progress go to stderr. Exit codes: 0 ok; 1 a run failed, or the
 run, hook, module or workflow named does not exist; 2 a usage error (bad
-arguments, bad JSON); 3 the run was cancelled; 4 ``--timeout`` passed first.
+arguments, bad JSON); 3 the run was cancelled; 4 ``--timeout`` passed first;
+130 interrupted. ``start --wait``, ``runs rerun --wait`` and ``runs show
+--follow`` exit with the run's outcome.
 
 ``runs list|show|events`` only read the World's storage: they start no
 runtime and import none of the user's code.

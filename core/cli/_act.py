@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sys
+import time
 from typing import Any
+
+from rich.console import Console
+from rich.status import Status
 
 import worldflow as wf
 from worldflow._api import client
 from worldflow._duration import format_duration
+from worldflow._inspect import RunDetail
 
 from ._common import (
     EXIT_CANCELLED,
@@ -24,12 +31,13 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     display,
+    local_time,
     say,
     write_json,
 )
 from ._load import load_workflow, parse_json
 
-__all__ = ["cancel_run", "resume_hook", "start_run"]
+__all__ = ["cancel_run", "progress_line", "rerun_run", "resume_hook", "start_run", "wake_sleeps"]
 
 
 def start_run(args: argparse.Namespace) -> int:
@@ -62,15 +70,30 @@ async def _start(
             print(run.id)
         return EXIT_OK
 
+    return await _wait(args, run, doc, started=True)
+
+
+async def _wait(
+    args: argparse.Namespace, run: wf.Run[Any], doc: dict[str, Any], started: bool
+) -> int:
+    """Wait for the run to end, showing its progress on a terminal; print and exit with its outcome."""
     if not args.json:
-        say(f"started run {run.id} ({workflow.name}); waiting for it to end")
+        say(
+            f"{'started' if started else 'waiting for'} run {run.id} ({doc['workflow']}); waiting for it to end"
+        )
     timed_out = False
+    progress = _Progress(run) if sys.stderr.isatty() and not args.json else None
     try:
+        if progress is not None:
+            progress.start()
         await run.result(timeout=args.timeout)
     except TimeoutError:
         timed_out = True
     except (wf.RunFailed, wf.RunCancelled, wf.SerializationError):
         pass  # the outcome is read below, in its display form
+    finally:
+        if progress is not None:
+            await progress.stop()
     info = await run.info()
     doc["status"] = info.status
     if info.status == "completed":
@@ -100,6 +123,52 @@ async def _start(
         "a worker (worldflow worker MODULE) will carry it on"
     )
     return EXIT_TIMEOUT
+
+
+class _Progress:
+    """A spinner line on stderr while a run goes on: steps done and running, what it waits on."""
+
+    def __init__(self, run: wf.Run[Any], interval: float = 0.25) -> None:
+        self.run = run
+        self.interval = interval
+        self.began = time.monotonic()
+        self.status = Status("starting", console=Console(stderr=True, markup=False, emoji=False))
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.status.start()
+        self.task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.status.stop()
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(wf.WorldflowError):
+                self.status.update(
+                    progress_line(await self.run.detail(), time.monotonic() - self.began)
+                )
+            await asyncio.sleep(self.interval)
+
+
+def progress_line(detail: RunDetail, seconds: float) -> str:
+    """``running · 3/5 steps done, 1 running · sleeping until 12:00:00 · 4.2s``."""
+    done = sum(1 for s in detail.steps if s.status == "completed")
+    running = sum(1 for s in detail.steps if s.status == "running")
+    retrying = sum(1 for s in detail.steps if s.status == "retrying")
+    parts = [detail.status, f"{done}/{len(detail.steps)} steps done, {running} running"]
+    if retrying:
+        parts.append(f"{retrying} waiting to retry")
+    for w in detail.sleeping:
+        parts.append(f"sleeping until {local_time(w.until)}")
+    for h in detail.hooks_waiting:
+        parts.append(f"waiting on {h.kind} {h.token!r}")
+    parts.append(format_duration(seconds))
+    return " · ".join(parts)
 
 
 def _json_text(value: Any) -> str:
@@ -143,5 +212,59 @@ def resume_hook(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with client():
             return await resume()
+
+    return asyncio.run(main())
+
+
+def rerun_run(args: argparse.Namespace) -> int:
+    """``runs rerun RUN_ID``: a new run of the same workflow with the same input."""
+
+    async def main() -> int:
+        async with client():  # workers execute it (this process may not have the workflow)
+            old = wf.get_run(args.run_id)
+            try:
+                run = await old.rerun(id=args.id)
+            except ValueError as exc:  # a malformed --id, or one taken by another workflow's run
+                raise CliError(str(exc), EXIT_USAGE) from None
+            info = await run.info()
+            doc: dict[str, Any] = {"id": run.id, "workflow": info.workflow, "rerun_of": old.id}
+            if args.wait or args.timeout is not None:
+                return await _wait(args, run, doc, started=False)
+            doc["status"] = info.status
+            if args.json:
+                write_json(doc)
+            else:
+                print(run.id)
+            return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def wake_sleeps(args: argparse.Namespace) -> int:
+    """``sleeps wake RUN_ID [--position N]``: fire pending sleeps now."""
+
+    async def main() -> int:
+        async with client():
+            run = wf.get_run(args.run_id)
+            detail = await run.detail()  # wf.RunNotFound if there is none
+            sleeping = [w for w in detail.sleeping if args.position in (None, w.position)]
+            if not sleeping:
+                what = (
+                    "no pending sleep"
+                    if args.position is None
+                    else f"no pending sleep #{args.position}"
+                )
+                raise CliError(f"run {run.id} ({detail.status}) has {what}; nothing to wake")
+            await run.wake(args.position)
+            positions = [w.position for w in sleeping]
+            if args.json:
+                write_json({"id": run.id, "woken": positions})
+            else:
+                print(
+                    f"woke sleep{'s' if len(positions) > 1 else ''} "
+                    + ", ".join(f"#{p}" for p in positions)
+                    + f" of run {run.id}"
+                )
+            return EXIT_OK
 
     return asyncio.run(main())

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from worldflow._duration import parse_duration
 
-from ._act import cancel_run, resume_hook, start_run
-from ._runs import list_runs, show_events, show_run
+from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
+from ._runs import list_runs, show_events
+from ._show import show_run
 from ._worker import serve
 
 __all__ = ["build_parser"]
@@ -22,11 +23,16 @@ examples:
   worldflow start shop.flows:checkout '"order-1"' --wait
   worldflow worker shop.flows
   worldflow runs list --status failed
-  worldflow runs show wrun_01j...
+  worldflow runs show wrun_01j... --follow
+  worldflow runs list --watch
+  worldflow runs rerun wrun_01j... --wait
+  worldflow sleeps wake wrun_01j...
   worldflow hooks resume approve:123 '{"ok": true}'
 
-exit codes: 0 ok; 1 a run failed, or what was named does not exist;
-2 a usage error; 3 the run was cancelled; 4 --timeout passed first.
+exit codes: 0 ok; 1 a run failed, or what was named does not exist (or has
+nothing to act on); 2 a usage error; 3 the run was cancelled; 4 --timeout
+passed first; 130 interrupted. (start --wait, runs rerun --wait and runs
+show --follow exit with the run's outcome.)
 """
 
 
@@ -42,6 +48,16 @@ def _duration(text: str) -> float:
         return parse_duration(text, what="--timeout")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _interval(text: str) -> float:
+    try:
+        value = parse_duration(text, what="--interval")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 0.05:
+        raise argparse.ArgumentTypeError(f"--interval must be at least 50ms, got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -139,10 +155,32 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "--limit", type=_positive, default=50, metavar="N", help="at most N runs (default 50)"
     )
     listing.add_argument("--cursor", metavar="C", help="continue after a previous page")
+    listing.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until Ctrl-C (in place on a terminal; with --json, a document per change)",
+    )
+    listing.add_argument(
+        "--interval", type=_interval, default=1.0, metavar="S", help="with --watch (default 1s)"
+    )
+    listing.add_argument(
+        "--count", type=_positive, metavar="N", help="with --watch: stop after N refreshes"
+    )
     show = command(
         runs_commands, "show", show_run, "a run's status, input, steps, and result or error"
     )
     show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument(
+        "--follow",
+        action="store_true",
+        help="redraw as the run goes on, until it ends; exit with its outcome",
+    )
+    show.add_argument(
+        "--interval", type=_interval, default=0.5, metavar="S", help="with --follow (default 0.5s)"
+    )
+    show.add_argument(
+        "--timeout", metavar="S", type=_duration, help="with --follow: give up after S; exit 4"
+    )
     events = command(runs_commands, "events", show_events, "a run's event log")
     events.add_argument("run_id", metavar="RUN_ID")
     events.add_argument(
@@ -150,6 +188,35 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
     cancel.add_argument("run_id", metavar="RUN_ID")
+    rerun = command(
+        runs_commands,
+        "rerun",
+        rerun_run,
+        "start a new run of the same workflow with the same input",
+        "Start a new run of RUN_ID's workflow with RUN_ID's input (a fresh run, not a "
+        "replay). Prints the new run's id; with --wait, waits for it (a worker executes it).",
+    )
+    rerun.add_argument("run_id", metavar="RUN_ID")
+    rerun.add_argument("--id", help="the new run's id (idempotent per id)")
+    rerun.add_argument("--wait", action="store_true", help="wait for the new run to end")
+    rerun.add_argument(
+        "--timeout", metavar="S", type=_duration, help="with --wait: give up after S; exit 4"
+    )
+
+    sleeps = commands.add_parser("sleeps", parents=[common], help="wake sleeping runs early")
+    sleeps_commands = sleeps.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    wake = command(
+        sleeps_commands,
+        "wake",
+        wake_sleeps,
+        "fire a run's pending sleeps now",
+        "Fire RUN_ID's pending sleeps now (only the one at --position if given): the "
+        "workflow carries on as if they had ended. Exit 1 if nothing is sleeping.",
+    )
+    wake.add_argument("run_id", metavar="RUN_ID")
+    wake.add_argument(
+        "--position", type=_positive, metavar="N", help="only the sleep with this command number"
+    )
 
     hooks = commands.add_parser("hooks", parents=[common], help="deliver payloads to hooks")
     hooks_commands = hooks.add_subparsers(title="commands", metavar="COMMAND", required=True)

@@ -1,0 +1,324 @@
+"""``worldflow runs show RUN_ID [--follow]``: one run, from :func:`worldflow._inspect.inspect_run`.
+
+The view is built from the same :class:`~worldflow.RunDetail` that
+``run.detail()`` returns and the web UI shows. ``--follow`` redraws it as the
+run goes on (on a terminal; off one, it prints the view once the run ends)
+and exits with the run's outcome, like ``start --wait``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.json import JSON
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from worldflow._duration import format_duration
+from worldflow._errors import RunNotFound
+from worldflow._inspect import RunDetail, StepInfo, WaitInfo, inspect_run
+from worldflow._world import Storage
+
+from ._common import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    console,
+    display,
+    elapsed,
+    iso,
+    local_time,
+    open_world,
+    say,
+    short,
+    status_text,
+    write_json,
+)
+
+__all__ = ["detail_doc", "load_detail", "run_view", "show_run"]
+
+
+async def load_detail(storage: Storage, run_id: str) -> RunDetail:
+    info = await storage.get_run(run_id)
+    if info is None:
+        raise RunNotFound(run_id)
+    return inspect_run(info, await storage.read_events(run_id))
+
+
+# -- JSON --------------------------------------------------------------------------
+
+
+def _attempt_doc(step: StepInfo) -> list[dict[str, Any]]:
+    return [
+        {
+            "attempt": a.number,
+            "outcome": a.outcome,
+            "started_at": iso(a.started_at),
+            "ended_at": iso(a.ended_at),
+            "duration": a.duration,
+            "worker": a.worker,
+            **({"error": a.error} if a.error is not None else {}),
+        }
+        for a in step.attempts
+    ]
+
+
+def _step_doc(st: StepInfo) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "cid": st.position,
+        "step_id": st.id,
+        "name": st.name,
+        "status": st.status,
+        "attempts": len(st.attempts),
+        "scheduled_at": iso(st.scheduled_at),
+        "started_at": iso(st.started_at),
+        "ended_at": iso(st.ended_at),
+        "duration": st.duration,
+        "input": st.input,
+        "history": _attempt_doc(st),
+    }
+    if st.status == "completed":
+        doc["output"] = st.output
+    elif st.error is not None:  # failed, or a failed attempt's error before a retry
+        doc["error"] = st.error
+    if st.status == "retrying":
+        doc["retry_at"] = iso(st.retry_at)
+    if st.attempts and st.attempts[-1].worker is not None:
+        doc["worker"] = st.attempts[-1].worker
+    return doc
+
+
+def _wait_doc(w: WaitInfo) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "cid": w.position,
+        "kind": w.kind,
+        "started_at": iso(w.started_at),
+        "ended_at": iso(w.ended_at),
+    }
+    if w.kind == "sleep":
+        doc["until"] = iso(w.until)
+        doc["early"] = w.early
+    else:
+        doc.update(token=w.token, webhook=w.kind == "webhook", url=w.url, received=w.received)
+    return doc
+
+
+def detail_doc(d: RunDetail) -> dict[str, Any]:
+    """``runs show --json``: the run, its steps (with every attempt), waits and events."""
+    info = d.info
+    doc: dict[str, Any] = {
+        "id": info.id,
+        "workflow": info.workflow,
+        "status": info.status,
+        "created_at": iso(info.created_at),
+        "updated_at": iso(info.updated_at),
+        "started_at": iso(d.started_at),
+        "ended_at": iso(d.ended_at),
+        "duration": d.duration,
+        "events": len(d.events),
+        "input": d.input,
+        "steps": [_step_doc(st) for st in d.steps],
+        "waits": [_wait_doc(w) for w in d.waits],
+        "sleeps": [{"cid": w.position, "until": iso(w.until)} for w in d.sleeping],
+        "hooks": [
+            {
+                "cid": h.position,
+                "token": h.token,
+                "webhook": h.kind == "webhook",
+                "url": h.url,
+                "received": h.received,
+            }
+            for h in d.hooks_waiting
+        ],
+    }
+    if not info.done:
+        doc["cancel_requested"] = d.cancel_requested
+    if info.status == "completed":
+        doc["result"] = display(info.output)
+    elif info.status == "failed":
+        error = info.error or {}
+        doc["error"] = {
+            "type": error.get("type"),
+            "message": error.get("message"),
+            "traceback": error.get("traceback"),
+        }
+    if d.log_error is not None:
+        doc["log_error"] = d.log_error
+    return doc
+
+
+# -- for people ----------------------------------------------------------------------
+
+
+def call_text(call: dict[str, Any]) -> str:
+    parts = [json.dumps(a, ensure_ascii=False) for a in call.get("args", [])]
+    parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("kwargs", {}).items()]
+    return ", ".join(parts)
+
+
+def error_line(error: dict[str, Any] | None) -> str:
+    error = error or {}
+    message = str(error.get("message", ""))
+    return f"{error.get('type', 'Error')}: {message}" if message else str(error.get("type", ""))
+
+
+def _step_summary(st: StepInfo) -> Text:
+    if st.status == "completed":
+        return Text(short(st.output))
+    if st.status == "failed":
+        return Text(short(error_line(st.error), 80), style="red")
+    if st.status == "retrying":
+        when = local_time(st.retry_at, date=False, ms=True)
+        return Text(short(f"retry at {when} after {error_line(st.error)}", 80), style="yellow")
+    if st.status == "running" and st.attempts and st.attempts[-1].worker:
+        return Text(f"on {st.attempts[-1].worker}", style="dim")
+    return Text("")
+
+
+def _due(until: float | None) -> str:
+    if until is None:
+        return ""
+    left = until - time.time()
+    return f"in {format_duration(left)}" if left > 0 else "due now"
+
+
+def run_view(d: RunDetail) -> RenderableType:
+    """The run as rich renderables: a header, the steps table, what it waits on, the outcome."""
+    info = d.info
+    parts: list[RenderableType] = []
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("run", Text(info.id, style="bold"))
+    head.add_row("workflow", info.workflow)
+    head.add_row("status", status_text(info.status))
+    head.add_row("input", Text(short(call_text(d.input), 200) or "(no arguments)"))
+    head.add_row("created", local_time(info.created_at))
+    head.add_row("duration", elapsed(info.created_at, d.ended_at))
+    done = sum(1 for s in d.steps if s.status == "completed")
+    running = sum(1 for s in d.steps if s.status == "running")
+    head.add_row("steps", f"{done} done, {running} running, {len(d.steps)} in all")
+    head.add_row("events", str(len(d.events)))
+    parts.append(head)
+
+    if d.steps:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        table.add_column("#", justify="right")
+        table.add_column("STEP", overflow="fold")
+        table.add_column("STATUS", no_wrap=True)
+        table.add_column("ATTEMPTS", justify="right")
+        table.add_column("STARTED", no_wrap=True)
+        table.add_column("DURATION", justify="right", no_wrap=True)
+        table.add_column("OUTPUT / ERROR", overflow="ellipsis", max_width=80)
+        for st in d.steps:
+            table.add_row(
+                str(st.position),
+                st.name,
+                status_text(st.status),
+                str(len(st.attempts)),
+                local_time(st.started_at, date=False, ms=True),
+                elapsed(st.started_at, st.ended_at) if st.started_at is not None else "",
+                _step_summary(st),
+            )
+        parts += [Text(""), table]
+
+    if not info.done:
+        waiting = [
+            f"sleep #{w.position} until {local_time(w.until)} ({_due(w.until)})" for w in d.sleeping
+        ]
+        for h in d.hooks_waiting:
+            line = f"{h.kind} #{h.position} token {h.token!r}, {h.received} payload(s) received"
+            waiting.append(line + (f", {h.url}" if h.url else ""))
+        if d.cancel_requested:
+            waiting.append("cancellation requested")
+        if waiting:
+            parts += [Text(""), Text("waiting", style="bold")]
+            parts += [Text(f"  {line}") for line in waiting]
+
+    if info.status == "completed":
+        parts += [Text(""), Text("result", style="bold green")]
+        parts.append(JSON.from_data(display(info.output), ensure_ascii=False))
+    elif info.status == "failed":
+        error = info.error or {}
+        parts += [Text(""), Text(f"error: {error_line(error)}", style="bold red")]
+        traceback = str(error.get("traceback") or "").rstrip()
+        if traceback:
+            parts.append(Text(traceback, style="dim"))
+    return Group(*parts)
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def outcome_code(status: str) -> int:
+    return {"failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(status, EXIT_OK)
+
+
+def show_run(args: argparse.Namespace) -> int:
+    if args.follow:
+        return asyncio.run(_follow(args))
+
+    async def read() -> RunDetail:
+        async with open_world() as world:
+            return await load_detail(world, args.run_id)
+
+    detail = asyncio.run(read())
+    if args.json:
+        write_json(detail_doc(detail))
+    else:
+        console().print(run_view(detail))
+    if detail.log_error is not None:
+        say(f"the event log is corrupt: {detail.log_error}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _follow(args: argparse.Namespace) -> int:
+    """Redraw the run until it ends (or ``--timeout`` passes); exit with its outcome."""
+    out = console()
+    async with open_world() as world:
+        detail = await load_detail(world, args.run_id)
+        if out.is_terminal and not args.json:
+            with Live(run_view(detail), console=out, auto_refresh=False) as live:
+
+                def redraw(d: RunDetail) -> None:
+                    live.update(run_view(d), refresh=True)
+
+                detail = await _until_done(world, detail, args, redraw)
+        else:
+            detail = await _until_done(world, detail, args, None)
+            if not args.json:
+                out.print(run_view(detail))
+    if args.json:
+        write_json(detail_doc(detail))
+    if not detail.info.done:
+        say(f"run {detail.id} is still {detail.status} after {format_duration(args.timeout)}")
+        return EXIT_TIMEOUT
+    return outcome_code(detail.status)
+
+
+async def _until_done(
+    storage: Storage,
+    detail: RunDetail,
+    args: argparse.Namespace,
+    redraw: Callable[[RunDetail], None] | None,
+) -> RunDetail:
+    loop = asyncio.get_running_loop()
+    deadline = None if args.timeout is None else loop.time() + args.timeout
+    while not detail.info.done:
+        if deadline is not None and loop.time() >= deadline:
+            break
+        await asyncio.sleep(args.interval)
+        detail = await load_detail(storage, detail.id)
+        if redraw is not None:
+            redraw(detail)
+    return detail
