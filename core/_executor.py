@@ -249,6 +249,8 @@ class RunExecutor:
             self.inputs[:0] = inputs
             self.kick()
             return
+        if self.rt.tracing is not None and self.state is not None:
+            self.rt.tracing.committed(self.state, batch.events)
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
         if batch.hooks:
@@ -304,6 +306,8 @@ class RunExecutor:
                     log.warning("worldflow: run %r has no hook %r; dropped", self.run_id, token)
                     return
                 data = {"token": token, "payload": message.data["payload"], "id": message.id}
+                if "trace" in message.data:
+                    data["trace"] = message.data["trace"]
                 self._feed(batch, self._record(batch, "hook_received", data))
             elif message.kind == "cancel" and not state.cancel_requested:
                 self._feed(batch, self._record(batch, "cancel_requested", {"id": message.id}))
@@ -312,6 +316,8 @@ class RunExecutor:
                 for cid in sorted(state.timers):
                     if wanted is None or cid == wanted:
                         data = {"cid": cid, "early": True, "id": message.id}
+                        if "trace" in message.data:
+                            data["trace"] = message.data["trace"]
                         self._feed(batch, self._record(batch, "sleep_fired", data))
             return
         if inp.hook_taken is not None:
@@ -480,7 +486,17 @@ class RunExecutor:
             self.rt.loop.call_soon(done, False, exc)
             return
         meta = StepMetadata(f"{self.run_id}:{cid}", attempt, self.run_id, step.name)
-        cancel = run_attempt(self.rt.loop, step, args, kwargs, meta, done)
+        tracing = self.rt.tracing
+        if tracing is None:
+            cancel = run_attempt(self.rt.loop, step, args, kwargs, meta, done)
+        else:
+            with tracing.attempt(state, step.name, meta.step_id, attempt) as end:
+
+                def traced(ok: bool, value: Any) -> None:
+                    end(ok, value)
+                    done(ok, value)
+
+                cancel = run_attempt(self.rt.loop, step, args, kwargs, meta, traced)
         self.running[cid] = (attempt, cancel)
 
     def abandon(self) -> None:

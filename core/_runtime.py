@@ -21,6 +21,7 @@ from typing import Any
 from ._codec import decode, encode
 from ._errors import HookNotFound, RunCancelled, RunFailed, RunNotFound
 from ._executor import RunExecutor
+from ._otel import current_traceparent, tracing
 from ._world import Append, Event, Message, NewEvent, Outgoing, RunCreate, RunInfo, World
 
 __all__ = ["Runtime", "new_run_id"]
@@ -71,6 +72,7 @@ class Runtime:
         self._started = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.tracing = tracing()  # None unless OpenTelemetry is installed and configured
 
     async def start(self) -> None:
         if not self._started:
@@ -203,16 +205,19 @@ class Runtime:
         """Create a run whose input is the already encoded ``[args, kwargs]`` tree."""
         run_id = run_id or new_run_id()
         at = self.clock.now()
+        data = {"workflow": workflow, "input": tree}
+        if self.tracing is not None and (parent := current_traceparent()) is not None:
+            data["trace"] = parent  # the run's spans join the caller's trace
         create = RunCreate(
             run_id,
             workflow,
-            NewEvent("run_created", {"workflow": workflow, "input": tree}, at),
+            NewEvent("run_created", data, at),
             Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start"),
         )
         info, created = await self.world.create_run(create)
         if created and self.serve:
             # Its whole log is known here: the start message finds the run warm.
-            first = Event(run_id, 1, "run_created", create.event.data, at)
+            first = Event(run_id, 1, "run_created", data, at)
             self._executor(run_id).prime(first)
         if info.workflow != workflow:
             raise ValueError(
@@ -260,16 +265,23 @@ class Runtime:
         error = info.error or {}
         raise RunFailed(info.id, str(error.get("type", "Error")), str(error.get("message", "")))
 
+    def _traced(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A message's data, with the sender's trace context when tracing."""
+        if self.tracing is not None and (parent := current_traceparent()) is not None:
+            data["trace"] = parent
+        return data
+
     async def cancel(self, run_id: str) -> None:
         info = await self.get_run(run_id)
         if not info.done:
-            await self.world.send([Outgoing(Message(self.new_id(), run_id, "cancel"))])
+            data = self._traced({})
+            await self.world.send([Outgoing(Message(self.new_id(), run_id, "cancel", data))])
 
     async def wake(self, run_id: str, position: int | None) -> None:
         """Fire the run's pending sleep at ``position`` (all of them when None) now."""
         info = await self.get_run(run_id)
         if not info.done:
-            data = {} if position is None else {"cid": position}
+            data = self._traced({} if position is None else {"cid": position})
             await self.world.send([Outgoing(Message(self.new_id(), run_id, "wake", data))])
 
     async def resume_hook(self, token: str, payload: Any) -> str:
@@ -277,6 +289,7 @@ class Runtime:
         hook = await self.world.get_hook(token)
         if hook is None:
             raise HookNotFound(token)
-        message = Message(self.new_id(), hook.run_id, "hook", {"token": token, "payload": tree})
+        data = self._traced({"token": token, "payload": tree})
+        message = Message(self.new_id(), hook.run_id, "hook", data)
         await self.world.send([Outgoing(message)])
         return hook.run_id

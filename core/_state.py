@@ -7,7 +7,7 @@ show a run's steps. No workflow code runs here.
 Event kinds (``data`` keys):
 
 =================  ==========================================================
-run_created        workflow, input                       (written by start)
+run_created        workflow, input (+ trace)             (written by start)
 run_started        -
 step_scheduled     cid, name, input                      (a command)
 step_started       cid, attempt, worker, lease_until
@@ -17,7 +17,7 @@ step_failed        cid, attempt, error
 sleep_started      cid, until                            (a command)
 sleep_fired        cid (+ early, id: woken by a "wake" message)
 hook_created       cid, token, webhook, url              (a command)
-hook_received      token, payload, id
+hook_received      token, payload, id (+ trace)
 hook_failed        cid, token, error                     (the token was taken)
 cancel_requested   id
 run_completed      output
@@ -91,6 +91,7 @@ class RunState:
     output: Any = None
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
+    trace: str | None = None  # the W3C traceparent of wf.start's caller, when traced
     commands: list[Event] = dataclasses.field(default_factory=list)
     steps: dict[int, StepState] = dataclasses.field(default_factory=dict)
     open_steps: dict[int, StepState] = dataclasses.field(default_factory=dict)  # not yet ended
@@ -166,6 +167,7 @@ def _run_created(s: RunState, e: Event, d: dict[str, Any]) -> None:
     s.workflow = d["workflow"]
     s.input = d["input"]
     s.created_at = e.at
+    s.trace = d.get("trace")
 
 
 def _run_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
