@@ -174,6 +174,35 @@ class WorldConformance:
         assert kinds.count("step_retrying") == 2 and kinds.count("step_started") == 3
 
     @conformance
+    async def test_detail_shows_every_attempt_and_list_runs_finds_the_run(self, h: Harness) -> None:
+        tag = _tag()
+        run = await wf.start(w.retrying, tag, 2)
+        await run.result(timeout=10)
+        detail = await run.detail()
+        assert detail.status == "completed" and detail.output == "ok after 3"
+        assert detail.input == {"args": [tag, 2], "kwargs": {}}
+        (step,) = await run.steps()
+        assert step.status == "completed" and step.id == w.ATTEMPTS[tag][0][0]
+        assert [a.outcome for a in step.attempts] == ["retried", "retried", "completed"]
+        assert step.attempts[0].error is not None
+        assert "out of stock (attempt 1)" in step.attempts[0].error["message"]
+        page = await wf.list_runs(workflow=w.retrying, status="completed", limit=1000)
+        assert run.id in {info.id for info in page.runs}
+        assert all(i.workflow == w.retrying.name and i.status == "completed" for i in page.runs)
+
+    @conformance
+    async def test_wake_ends_a_sleep_early_once(self, h: Harness) -> None:
+        run = await wf.start(w.offer_loyalty_reward, "rider-w")
+        await h.wait_event(run, "sleep_started")
+        await run.wake()
+        assert await run.result(timeout=10) == {"rider_id": "rider-w", "reward": "Ride Credit"}
+        fired = [e for e in await run.events() if e.kind == "sleep_fired"]
+        assert len(fired) == 1 and fired[0].data["early"] is True
+        (sleep,) = (await run.detail()).waits
+        assert sleep.early and sleep.ended_at is not None and sleep.until is not None
+        assert sleep.ended_at < sleep.until
+
+    @conformance
     async def test_retries_exhausted_raise_original_class(self, h: Harness) -> None:
         tag = _tag()
         run = await wf.start(w.retrying_caught, tag, 10)
@@ -556,6 +585,11 @@ class WorldConformance:
             await run.cancel()
             with pytest.raises(wf.RunCancelled):
                 await run.result(timeout=10)
+            logs.append(normalized(await run.events()))
+            run = await wf.start(w.offer_loyalty_reward, tag)
+            await h.wait_event(run, "sleep_started")
+            await run.wake()
+            await run.result(timeout=10)
             logs.append(normalized(await run.events()))
             return logs
 
