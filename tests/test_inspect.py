@@ -121,7 +121,9 @@ def test_failed_step_and_run_show_the_error(tmp_path: Path) -> None:
             detail = await run.detail()
             (step,) = detail.steps
             assert step.status == "failed" and step.error is not None
-            assert step.error["type"] == "worldflow.FatalError" and step.error["message"] == "no way"
+            assert (
+                step.error["type"] == "worldflow.FatalError" and step.error["message"] == "no way"
+            )
             assert [a.outcome for a in step.attempts] == ["failed"]
             assert detail.error is not None and detail.error["type"] == "worldflow.FatalError"
             assert detail.output is None

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import signal
 import socket
 import threading
 import webbrowser
+from collections.abc import Iterator
 from typing import Any
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, say, write_json
@@ -50,9 +52,25 @@ def serve_web(args: argparse.Namespace) -> int:
         say(f"warning: {args.host} is not a loopback address; the UI has no authentication")
     if args.open:
         threading.Timer(0.3, webbrowser.open, (url,)).start()
-    with contextlib.suppress(KeyboardInterrupt), sock:
+    with contextlib.suppress(KeyboardInterrupt), sock, _quiet_sigterm():
         asyncio.run(server.serve(sockets=[sock]))
+    say("web UI stopped")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _quiet_sigterm() -> Iterator[None]:
+    """Make SIGTERM a normal stop (exit 0). uvicorn shuts down gracefully on it,
+    then raises the signal again under the handler it found: the default one
+    would kill the process with -15 after a clean shutdown."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -193,7 +193,7 @@ def _lane(row: Row, grid: str) -> str:
     )
     return (
         f'<div class="wf-row kind-{row.kind}" data-position="{row.position}">'
-        f'<div class="wf-label" title="{h(row.label)}">{link}</div>'
+        f'<div class="wf-label" title="{h(row.label)}"><span class="pos">#{row.position}</span> {link}</div>'
         f'<svg class="lane" width="100%" height="16">{grid}{"".join(shapes)}</svg>'
         f'<div class="wf-note">{status_badge(row.status)} {h(row.note)}</div></div>'
     )

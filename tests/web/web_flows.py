@@ -1,11 +1,12 @@
 """Workflows for the web UI's tests and bench: retries, failures, sleeps, hooks, hostile input.
 
-Imported by file path in the test process (to start runs) and by module name
-(``worldflow worker web_flows``, from this folder) in a worker subprocess.
+Imported by name: in the test process from this folder (conftest.py puts it on
+sys.path), and by ``worldflow worker web_flows`` run in this folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -65,3 +66,20 @@ async def many_steps(count: int) -> int:
     for i in range(count):
         await ship(f"part {i}")
     return count
+
+
+@wf.step(name="web.pack")
+async def pack(item: str, seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return f"packed {item}"
+
+
+@wf.workflow(name="web.tour")
+async def tour(order_id: str) -> dict[str, Any]:
+    """A bit of everything, for the timeline screenshot: retries, parallel steps, a sleep, a hook."""
+    receipt = await charge(order_id, 2)
+    packed = await asyncio.gather(pack("box", 0.4), pack("letter", 0.7), pack("label", 0.2))
+    await wf.sleep("1s")
+    review = await wf.create_hook(token=f"review:{order_id}")
+    note = await ship(order_id)
+    return {"receipt": receipt, "packed": packed, "review": review, "note": note}

@@ -182,8 +182,16 @@
     });
   }
 
+  // A step's lane links to its details: open them when followed.
+  function openTarget() {
+    const el = location.hash ? document.getElementById(location.hash.slice(1)) : null;
+    if (el && el.tagName === "DETAILS") el.open = true;
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     localize(document);
+    openTarget();
+    window.addEventListener("hashchange", openTarget);
     const runs = document.getElementById("runs");
     if (runs) liveRuns(runs);
     const run = document.getElementById("run");
