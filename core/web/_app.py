@@ -41,7 +41,7 @@ from worldflow._world import RunPage, World
 
 from ._documents import detail_doc, event_doc, page_doc
 from ._html import h, page
-from ._pages import STATUSES, run_body, runs_body
+from ._pages import STATUSES, events_table, run_body, runs_body, step_body
 
 __all__ = ["TOKEN_HEADER", "create_app"]
 
@@ -154,6 +154,8 @@ def create_app(
 
     routes = [
         Route("/", get(_runs_page)),
+        Route("/runs/{run_id:path}/fragments/step/{position:int}", get(_step_fragment)),
+        Route("/runs/{run_id:path}/fragments/events", get(_events_fragment)),
         Route("/runs/{run_id:path}", get(_run_page)),
         Route("/api/runs", get(_api_runs)),
         Route("/api/runs/{run_id:path}/events", get(_api_events)),
@@ -241,6 +243,20 @@ async def _run_page(request: Request, backend: Backend) -> Response:
     refresh = None if detail.info.done else request.app.state.refresh
     body = run_body(detail, time.time())
     return HTMLResponse(page(f"Run {detail.id}", body, token=backend.token, refresh=refresh))
+
+
+async def _step_fragment(request: Request, backend: Backend) -> Response:
+    """One step's details, for a big run's page, which loads them when opened."""
+    detail = await _detail(request, backend)
+    position = request.path_params["position"]
+    step = next((s for s in detail.steps if s.position == position), None)
+    if step is None:
+        raise HttpError(404, f"run {detail.id!r} has no step at position {position}")
+    return HTMLResponse(step_body(step, time.time()))
+
+
+async def _events_fragment(request: Request, backend: Backend) -> Response:
+    return HTMLResponse(events_table((await _detail(request, backend)).events))
 
 
 async def _api_runs(request: Request, backend: Backend) -> Response:

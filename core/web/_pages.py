@@ -7,6 +7,7 @@ wraps it in the shell. Every value from a run goes through :func:`~._html.h`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from worldflow._inspect import RunDetail, StepInfo, WaitInfo, display
@@ -15,9 +16,15 @@ from worldflow._world import Event, RunPage
 from ._html import duration, h, pre, qs, run_url, status_badge, when
 from ._timeline import Row, Timeline, layout
 
-__all__ = ["STATUSES", "run_body", "runs_body"]
+__all__ = ["STATUSES", "events_table", "run_body", "runs_body", "step_body"]
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+# Past these, a run page leaves each step's details and the event log out and
+# its script fetches them when opened: a 1,000-step run's page stays small.
+INLINE_STEPS = 100
+INLINE_EVENTS = 300
+# Past this many rows the timeline draws its grid lines only on the axis.
+GRID_ROWS = 100
 
 
 # -- the runs page -------------------------------------------------------------------
@@ -126,8 +133,9 @@ def run_body(detail: RunDetail, now: float) -> str:
     if detail.error:
         io.append('<section class="io"><h2>Error</h2>' + _error(detail.error) + "</section>")
     parts.append('<div class="io-grid">' + "".join(io) + "</div>")
-    parts.append(_steps(detail.steps, now))
-    parts.append(_events(detail.events, api))
+    page_url = run_url(info.id)
+    parts.append(_steps(detail.steps, now, page_url))
+    parts.append(_events(detail.events, api, page_url))
     return "\n".join(parts)
 
 
@@ -164,14 +172,15 @@ def _timeline(tl: Timeline) -> str:
         f'<text x="{p}%" y="12" text-anchor="{"start" if p < 1 else ("end" if p > 99 else "middle")}">{h(t)}</text>'
         for p, t in tl.ticks
     )
-    rows = "".join(_lane(row, grid) for row in tl.rows)
+    lane_grid = grid if len(tl.rows) <= GRID_ROWS else ""
+    rows = "".join(_lane(row, lane_grid) for row in tl.rows)
     if not rows:
         rows = '<div class="lane-empty">No steps, sleeps or hooks yet.</div>'
     return f"""<section class="timeline" id="timeline">
 <h2>Timeline</h2>
 <div class="legend"><span class="key completed">attempt ok</span><span class="key retried">attempt failed, retried</span><span class="key failed">failed</span><span class="key running">running</span><span class="key backoff">retry delay</span><span class="key sleep">sleep</span><span class="key hook">hook wait</span></div>
 <div class="waterfall">
-<div class="wf-row axis"><div class="wf-label">{when(tl.start)}</div><svg class="lane" width="100%" height="16">{labels}</svg><div class="wf-note"></div></div>
+<div class="wf-row axis"><div class="wf-label">{when(tl.start)}</div><svg class="lane" width="100%" height="16">{grid}{labels}</svg><div class="wf-note"></div></div>
 {rows}
 </div>
 </section>"""
@@ -233,24 +242,51 @@ def _sleeps(sleeps: tuple[WaitInfo, ...], api: str, now: float) -> str:
     )
 
 
-def _steps(steps: tuple[StepInfo, ...], now: float) -> str:
+def _steps(steps: tuple[StepInfo, ...], now: float, page_url: str) -> str:
     if not steps:
         return '<section class="steps" id="steps"><h2>Steps</h2><p class="muted">No steps yet.</p></section>'
+    lazy = len(steps) > INLINE_STEPS
+    note = (
+        f'<p class="muted">{len(steps)} steps: each one\'s details load when opened.</p>'
+        if lazy
+        else ""
+    )
     return (
         '<section class="steps" id="steps"><h2>Steps</h2>'
-        + "".join(_step(s, now) for s in steps)
+        + note
+        + "".join(_step(s, now, page_url if lazy else None) for s in steps)
         + "</section>"
     )
 
 
-def _step(step: StepInfo, now: float) -> str:
+def _step(step: StepInfo, now: float, lazy_from: str | None) -> str:
+    """A step's one-line summary, and its details inline, or (``lazy_from``, a
+    run page's URL) fetched from that page's fragment route when opened."""
+    if lazy_from is None:
+        body, fragment = step_body(step, now), ""
+    else:
+        body = '<div class="fragment muted">loading…</div>'
+        fragment = f' data-fragment="{h(lazy_from)}/fragments/step/{step.position}"'
+    return (
+        f'<details class="step" id="step-{step.position}"{fragment}><summary><span class="pos">#{step.position}</span> '
+        f"<b>{h(step.name)}</b> {status_badge(step.status)} · {len(step.attempts)} attempt(s) · "
+        f"{duration(step.started_at, step.ended_at, now)}</summary>{body}</details>"
+    )
+
+
+def step_body(step: StepInfo, now: float) -> str:
+    """What an opened step shows: its id, input, output or error, and every attempt."""
     attempts = "".join(
         f"<tr><td>{a.number}</td><td>{when(a.started_at)}</td><td class='num'>{duration(a.started_at, a.ended_at, now)}</td>"
         f"<td>{status_badge(a.outcome)}</td><td><code>{h(a.worker or '')}</code></td>"
         f"<td>{h(_one_line(a.error))}</td></tr>"
         for a in step.attempts
     )
-    body = ["<h3>Input</h3>", pre(step.input)]
+    body = [
+        f'<p class="muted">step id <code>{h(step.id)}</code></p>',
+        "<h3>Input</h3>",
+        pre(step.input),
+    ]
     if step.status == "completed":
         body += ["<h3>Output</h3>", pre(step.output)]
     if step.error:
@@ -262,12 +298,7 @@ def _step(step: StepInfo, now: float) -> str:
             '<h3>Attempts</h3><table class="attempts"><thead><tr><th>#</th><th>Started</th><th>Took</th>'
             f"<th>Outcome</th><th>Worker</th><th>Error</th></tr></thead><tbody>{attempts}</tbody></table>"
         )
-    return (
-        f'<details class="step" id="step-{step.position}"><summary><span class="pos">#{step.position}</span> '
-        f"<b>{h(step.name)}</b> {status_badge(step.status)} · {len(step.attempts)} attempt(s) · "
-        f"{duration(step.started_at, step.ended_at, now)}</summary>"
-        f'<p class="muted">step id <code>{h(step.id)}</code></p>' + "".join(body) + "</details>"
-    )
+    return '<div class="fragment">' + "".join(body) + "</div>"
 
 
 def _one_line(error: dict[str, object] | None) -> str:
@@ -276,17 +307,31 @@ def _one_line(error: dict[str, object] | None) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
 
 
-def _events(events: tuple[Event, ...], api: str) -> str:
+def _events(events: tuple[Event, ...], api: str, page_url: str) -> str:
+    if len(events) > INLINE_EVENTS:
+        table, fragment = (
+            '<div class="fragment muted">loading…</div>',
+            f' data-fragment="{h(page_url)}/fragments/events"',
+        )
+    else:
+        table, fragment = events_table(events), ""
+    return (
+        f'<section class="events" id="events"><details id="event-log"{fragment}><summary><h2>Event log ({len(events)})</h2></summary>'
+        f'<p class="muted">As JSON: <a href="{h(api)}/events">{h(api)}/events</a></p>{table}'
+        "</details></section>"
+    )
+
+
+def events_table(events: Sequence[Event]) -> str:
+    """The raw log, one row per event (encoded values shown in display form)."""
     rows = "".join(
         f"<tr><td class='num'>{e.seq}</td><td>{when(e.at)}</td><td><code>{h(e.kind)}</code></td>"
         f"<td><pre class='value'>{h(json.dumps(display_data(e.data), ensure_ascii=False))}</pre></td></tr>"
         for e in events
     )
     return (
-        f'<section class="events" id="events"><details><summary><h2>Event log ({len(events)})</h2></summary>'
-        f'<p class="muted">As JSON: <a href="{h(api)}/events">{h(api)}/events</a></p>'
-        f'<table class="events"><thead><tr><th>Seq</th><th>At</th><th>Kind</th><th>Data</th></tr></thead><tbody>{rows}</tbody></table>'
-        "</details></section>"
+        '<div class="fragment"><table class="events"><thead><tr><th>Seq</th><th>At</th><th>Kind</th><th>Data</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
     )
 
 

@@ -203,6 +203,18 @@ def test_the_ui_in_chromium(site: Site, tmp_path: Path) -> None:
             expect(page.locator("#step-1 table.attempts tbody tr")).to_have_count(3)
             expect(page.locator("#step-1")).to_contain_text("card processor timed out (try 2)")
 
+            # A big run: step details and the log load when opened.
+            big = site.start(f.many_steps, 150)
+            site.until("the big run", lambda: site.detail(big).status == "completed")
+            page.goto(f"{site.url}runs/{big}")
+            expect(page.locator(".wf-row.kind-step")).to_have_count(150)
+            page.click("#step-140 summary")
+            expect(page.locator("#step-140")).to_contain_text("part 139")
+            page.click("#event-log summary")
+            expect(page.locator("#event-log table.events tbody tr")).to_have_count(
+                len(site.detail(big).events)
+            )
+
             # The hook: bad JSON is refused in the page; a good payload resumes the run.
             page.goto(f"{site.url}runs/{store.waiting}")
             form = page.locator(f'form.resume[data-token="{store.token}"]')

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
-from web_helpers import XSS, Store, make_store
+from web_helpers import XSS, Store, flows, make_store
 
 import worldflow as wf
 from worldflow.cli import main as cli_main
@@ -175,6 +175,29 @@ def test_a_foreign_host_header_is_refused(store: Store, monkeypatch: pytest.Monk
     with client_for(store.path, monkeypatch) as client:
         assert client.get("/", headers={"host": "evil.example"}).status_code == 400
         assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+
+
+def test_a_big_run_page_loads_step_details_and_the_log_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run_many() -> str:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            run = await wf.start(flows().many_steps, 120)
+            assert await run.result(timeout=30) == 120
+            return run.id
+
+    run_id = asyncio.run(run_many())
+    with client_for(tmp_path, monkeypatch) as web:
+        html = web.get(f"/runs/{run_id}").text
+        assert html.count('class="wf-row kind-step"') == 120  # the timeline has every step
+        assert "part 119" not in html  # but no step's input inline
+        fragment = f'data-fragment="/runs/{run_id}/fragments/step/120"'
+        assert fragment in html and f'data-fragment="/runs/{run_id}/fragments/events"' in html
+        step = web.get(f"/runs/{run_id}/fragments/step/120")
+        assert step.status_code == 200 and "part 119" in step.text and "<html" not in step.text
+        log = web.get(f"/runs/{run_id}/fragments/events").text
+        assert log.count("<tr>") == 1 + len(web.get(f"/api/runs/{run_id}/events").json()["events"])
+        assert web.get(f"/runs/{run_id}/fragments/step/999").status_code == 404
 
 
 # -- the POST guard --------------------------------------------------------------------------

@@ -182,6 +182,32 @@
     });
   }
 
+  // A big run's page leaves step details and the event log out: fetch each
+  // when it is first opened. The fragment is HTML this server rendered and
+  // escaped, exactly as the page itself.
+  function wireFragments() {
+    document.querySelectorAll("details[data-fragment]").forEach((details) => {
+      const load = async () => {
+        if (!details.open || details.dataset.loaded) return;
+        details.dataset.loaded = "1";
+        const slot = details.querySelector(".fragment");
+        try {
+          const response = await fetch(details.dataset.fragment, { credentials: "same-origin" });
+          if (!response.ok) throw new Error(`HTTP ${response.status}`);
+          const holder = document.createElement("div");
+          holder.innerHTML = await response.text();
+          localize(holder);
+          slot.replaceWith(...holder.childNodes);
+        } catch (e) {
+          slot.textContent = "could not load: " + e.message;
+          delete details.dataset.loaded;
+        }
+      };
+      details.addEventListener("toggle", load);
+      load();
+    });
+  }
+
   // A step's lane links to its details: open them when followed.
   function openTarget() {
     const el = location.hash ? document.getElementById(location.hash.slice(1)) : null;
@@ -190,6 +216,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     localize(document);
+    wireFragments();
     openTarget();
     window.addEventListener("hashchange", openTarget);
     const runs = document.getElementById("runs");
