@@ -48,6 +48,7 @@ __all__ = ["TOKEN_HEADER", "create_app"]
 TOKEN_HEADER = "X-Worldflow-Token"
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 1 << 20
+REOPEN_EVERY = 5.0  # seconds
 _SECURITY_HEADERS = {
     # No inline script at all: a value that escaped escaping still cannot run.
     "Content-Security-Policy": (
@@ -77,6 +78,8 @@ class Backend:
         self.world_name = world
         self.token = secrets.token_urlsafe(32)
         self._reader: World | None = None
+        self._retired: World | None = None
+        self._reopened = 0.0
         self._actions = contextlib.AsyncExitStack()
         self._acting = False
         self._lock = asyncio.Lock()
@@ -88,11 +91,17 @@ class Backend:
         return self._reader
 
     async def reopen(self) -> None:
-        """Open the reader again: a world opened read-only before anything ran may
-        have been read as empty (the local world does not create its database)."""
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await reader.close()
+        """Open the reader again (at most every few seconds): a world opened
+        read-only before anything ran may have been read as empty for good
+        (the local world does not create its database). The old reader is
+        closed at the next reopen, not now: a request may still be using it."""
+        now = time.monotonic()
+        if self._reader is None or now - self._reopened < REOPEN_EVERY:
+            return
+        self._reopened = now
+        if self._retired is not None:
+            await self._retired.close()
+        self._retired, self._reader = self._reader, None
 
     async def act(self) -> None:
         """Make sure this loop has a client runtime for the public API's actions."""
@@ -103,7 +112,10 @@ class Backend:
 
     async def close(self) -> None:
         await self._actions.aclose()
-        await self.reopen()
+        for world in (self._reader, self._retired):
+            if world is not None:
+                await world.close()
+        self._reader = self._retired = None
 
 
 def create_app(

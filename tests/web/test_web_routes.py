@@ -18,6 +18,7 @@ from web_helpers import XSS, Store, flows, make_store
 import worldflow as wf
 from worldflow.cli import main as cli_main
 from worldflow.web import TOKEN_HEADER, create_app
+from worldflow.web import _app as web_app
 from worldflow.worlds.local import LocalWorld
 
 BASE = "http://127.0.0.1:8765"
@@ -198,6 +199,21 @@ def test_a_big_run_page_loads_step_details_and_the_log_when_opened(
         log = web.get(f"/runs/{run_id}/fragments/events").text
         assert log.count("<tr>") == 1 + len(web.get(f"/api/runs/{run_id}/events").json()["events"])
         assert web.get(f"/runs/{run_id}/fragments/step/999").status_code == 404
+
+
+def test_runs_made_after_the_ui_started_on_an_empty_dir_show_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only local world over a directory with no database reads as empty
+    and creates nothing; the UI opens it again once there is something to see."""
+    monkeypatch.setattr(web_app, "REOPEN_EVERY", 0.0)
+    data = tmp_path / "data"
+    with client_for(data, monkeypatch) as web:
+        assert "No runs" in web.get("/").text
+        assert not data.exists()  # looking created nothing
+        store = make_store(data, extra=0)
+        assert store.retried in ids_in(web.get("/").text)
+        assert web.get(f"/runs/{store.failed}").status_code == 200
 
 
 # -- the POST guard --------------------------------------------------------------------------

@@ -112,8 +112,14 @@
         if (!response.ok) return;
         const doc = await response.json();
         const body = table.tBodies[0];
-        if (doc.runs.length === 0) return;
-        body.replaceChildren(...doc.runs.map(runRow));
+        if (doc.runs.length === 0) {
+          const tr = document.createElement("tr");
+          tr.className = "empty";
+          cell(tr, "No runs").colSpan = 5;
+          body.replaceChildren(tr);
+        } else {
+          body.replaceChildren(...doc.runs.map(runRow));
+        }
         table.dataset.refreshed = String(Date.now());
       } catch (e) { /* the server is restarting: try again next tick */ }
     };
