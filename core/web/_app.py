@@ -37,9 +37,9 @@ from worldflow._api import client
 from worldflow._config import create_world
 from worldflow._errors import HookNotFound, RunNotFound, SerializationError, WorldflowError
 from worldflow._inspect import RunDetail, inspect_run
-from worldflow._world import RunPage, World
+from worldflow._world import RunInfo, RunPage, World
 
-from ._documents import detail_doc, event_doc, page_doc
+from ._documents import detail_doc, event_doc, page_doc, run_doc
 from ._html import h, page
 from ._pages import STATUSES, events_table, run_body, runs_body, step_body
 
@@ -228,18 +228,26 @@ async def _list(
     return runs, status, workflow, cursor, limit
 
 
-async def _detail(request: Request, backend: Backend) -> RunDetail:
+async def _info(request: Request, backend: Backend) -> RunInfo:
     run_id = request.path_params["run_id"]
     try:
         info = await backend.reader.get_run(run_id)
         if info is None:
             await backend.reopen()
             info = await backend.reader.get_run(run_id)
-        if info is None:
-            raise HttpError(404, f"no run with id {run_id!r}")
-        return inspect_run(info, await backend.reader.read_events(run_id))
     except WorldflowError as exc:
         raise HttpError(502, f"the world could not read run {run_id!r}: {exc}") from None
+    if info is None:
+        raise HttpError(404, f"no run with id {run_id!r}")
+    return info
+
+
+async def _detail(request: Request, backend: Backend) -> RunDetail:
+    info = await _info(request, backend)
+    try:
+        return inspect_run(info, await backend.reader.read_events(info.id))
+    except WorldflowError as exc:
+        raise HttpError(502, f"the world could not read run {info.id!r}: {exc}") from None
 
 
 async def _runs_page(request: Request, backend: Backend) -> Response:
@@ -277,6 +285,8 @@ async def _api_runs(request: Request, backend: Backend) -> Response:
 
 
 async def _api_run(request: Request, backend: Backend) -> Response:
+    if request.query_params.get("summary"):  # what a run page polls: no log to read
+        return JSONResponse(run_doc(await _info(request, backend)))
     return JSONResponse(detail_doc(await _detail(request, backend)))
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
+import os
 import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +149,8 @@ def test_run_page_shows_sleeps_and_hooks_with_their_controls(web: TestClient, st
 def test_run_api_and_events(web: TestClient, store: Store) -> None:
     doc = web.get(f"/api/runs/{store.waiting}").json()
     assert doc["status"] == "running" and doc["hooks_waiting"] == [store.token]
+    summary = web.get(f"/api/runs/{store.waiting}?summary=1").json()
+    assert summary["last_seq"] == doc["last_seq"] and "steps" not in summary
     assert [s["name"] for s in doc["steps"]] == ["web.ship"]
     events = web.get(f"/api/runs/{store.retried}/events").json()["events"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -320,3 +325,27 @@ def test_web_on_a_port_in_use_says_so(capsys: pytest.CaptureFixture[str]) -> Non
         port = taken.getsockname()[1]
         assert cli_main(["web", "--port", str(port)]) == 2
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_web_on_a_public_address_warns_and_takes_any_host(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")}
+    env["WORLDFLOW_DATA_DIR"] = str(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worldflow", "web", "--host", "0.0.0.0", "--port", "0", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        request = urllib.request.Request(url, headers={"Host": "ui.example.com"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200  # a proxy in front decides who comes in
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert "0.0.0.0 is not a loopback address; the UI has no authentication" in err

@@ -137,7 +137,7 @@
     setInterval(async () => {
       if (document.hidden) return;
       try {
-        const response = await fetch(section.dataset.api, { credentials: "same-origin" });
+        const response = await fetch(section.dataset.api + "?summary=1", { credentials: "same-origin" });
         if (!response.ok) return;
         const doc = await response.json();
         if (String(doc.last_seq) !== section.dataset.seq) reload();
