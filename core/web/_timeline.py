@@ -155,11 +155,17 @@ def _wait_row(wait: WaitInfo, scale: _Scale, run_done: bool) -> Row:
     return Row(wait.kind, wait.position, label, status, (bar,), marks)
 
 
-_STEPS = (
-    *(m * 10.0**e for e in range(-3, 3) for m in (1, 2, 5)),
-    *(60.0 * m for m in (1, 2, 5, 10, 15, 30)),
-    *(3600.0 * m for m in (1, 2, 3, 6, 12)),
-    *(86400.0 * m for m in (1, 2, 7, 14, 30)),
+# Tick spacings people read at a glance: 1-2-5 steps below a minute, then
+# whole minutes, hours and days (never "+3m 20s").
+_STEPS = tuple(
+    sorted(
+        {
+            *(m * 10.0**e for e in range(-3, 2) for m in (1, 2, 5)),
+            *(60.0 * m for m in (1, 2, 5, 10, 15, 30)),
+            *(3600.0 * m for m in (1, 2, 3, 6, 12)),
+            *(86400.0 * m for m in (1, 2, 7, 14, 30)),
+        }
+    )
 )
 
 

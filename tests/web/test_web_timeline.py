@@ -10,7 +10,7 @@ import pytest
 from web_helpers import Store
 
 from worldflow._inspect import RunDetail, inspect_run
-from worldflow.web._timeline import MIN_WIDTH, Row, layout
+from worldflow.web._timeline import MIN_WIDTH, Row, _Scale, _ticks, layout
 from worldflow.worlds.local import LocalWorld
 
 
@@ -70,3 +70,18 @@ def test_ticks_are_round_offsets_across_the_chart(store: Store) -> None:
     assert tl.ticks[0] == (0.0, "0") and 2 <= len(tl.ticks) <= 7
     assert percents == sorted(percents) and percents[-1] <= 100.0
     assert all(label.startswith("+") for _, label in tl.ticks[1:])
+
+
+@pytest.mark.parametrize(
+    ("span", "labels"),
+    [
+        (0.9, ["0", "+200ms", "+400ms", "+600ms", "+800ms"]),
+        (3.3, ["0", "+1s", "+2s", "+3s"]),
+        (802.0, ["0", "+5m 00s", "+10m 00s"]),
+        (7200.0, ["0", "+30m 00s", "+1h 00m", "+1h 30m", "+2h 00m"]),
+        (3 * 86400.0, ["0", "+12h 00m", "+1d 0h", "+1d 12h", "+2d 0h", "+2d 12h", "+3d 0h"]),
+    ],
+)
+def test_ticks_fall_on_round_offsets(span: float, labels: list[str]) -> None:
+    ticks = _ticks(_Scale(1000.0, 1000.0 + span))
+    assert [label for _, label in ticks] == labels
