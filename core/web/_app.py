@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -166,6 +166,7 @@ def create_app(
 
     routes = [
         Route("/", get(_runs_page)),
+        Route("/go", get(_go)),
         Route("/runs/{run_id:path}/fragments/step/{position:int}", get(_step_fragment)),
         Route("/runs/{run_id:path}/fragments/events", get(_events_fragment)),
         Route("/runs/{run_id:path}", get(_run_page)),
@@ -256,6 +257,14 @@ async def _runs_page(request: Request, backend: Backend) -> Response:
         runs, status=status, workflow=workflow, cursor=cursor, limit=limit, now=time.time()
     )
     return HTMLResponse(page("Runs", body, token=backend.token, refresh=request.app.state.refresh))
+
+
+async def _go(request: Request, backend: Backend) -> Response:
+    """The runs page's "go to run" box: to the run's page (which says if there is none)."""
+    run_id = request.query_params.get("id", "").strip()
+    if not run_id:
+        return RedirectResponse("/", status_code=303)
+    return RedirectResponse("/runs/" + _quote(run_id), status_code=303)
 
 
 async def _run_page(request: Request, backend: Backend) -> Response:

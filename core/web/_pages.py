@@ -78,6 +78,7 @@ def runs_body(
   {'<a href="/">clear</a>' if status or workflow else ""}
   <label class="live"><input type="checkbox" id="live" checked> live</label>
 </form>
+<form class="go" method="get" action="/go"><input name="id" id="go-id" placeholder="go to run id…" autocomplete="off" spellcheck="false"></form>
 <table class="runs" id="runs" data-api="/api/runs{h(query)}">
 <thead><tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th>Duration</th></tr></thead>
 <tbody>{rows}</tbody>

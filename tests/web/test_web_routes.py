@@ -114,6 +114,14 @@ def test_bad_query_is_a_400_that_says_why(web: TestClient, query: str, message: 
     assert api.status_code == 400 and message in api.json()["error"]
 
 
+def test_go_to_a_run_by_id(web: TestClient, store: Store) -> None:
+    found = web.get("/go", params={"id": f" {store.failed} "})
+    assert found.status_code == 200 and found.url.path == f"/runs/{store.failed}"
+    assert web.get("/go", params={"id": "a/b c"}).url.path == "/runs/a/b c"
+    assert web.get("/go", params={"id": "a/b c"}).status_code == 404
+    assert web.get("/go").url.path == "/"
+
+
 def test_unknown_run_is_a_404(web: TestClient) -> None:
     page = web.get("/runs/no-such-run")
     assert page.status_code == 404 and "no run with id &#x27;no-such-run&#x27;" in page.text
