@@ -69,7 +69,7 @@ def runs_body(
         )
         pager.append(f'<a rel="next" id="next-page" href="/{h(nxt)}">next page →</a>')
     return f"""
-<h1>Runs</h1>
+<div class="runs-head"><h1>Runs</h1><form class="go" method="get" action="/go"><input name="id" id="go-id" placeholder="go to run id…" autocomplete="off" spellcheck="false"></form></div>
 <form class="filters" method="get" action="/">
   <label>Status <select name="status" id="filter-status"><option value="">any</option>{options}</select></label>
   <label>Workflow <input name="workflow" id="filter-workflow" list="workflows" value="{h(workflow or "")}" placeholder="any" autocomplete="off"></label>
@@ -78,7 +78,6 @@ def runs_body(
   {'<a href="/">clear</a>' if status or workflow else ""}
   <label class="live"><input type="checkbox" id="live" checked> live</label>
 </form>
-<form class="go" method="get" action="/go"><input name="id" id="go-id" placeholder="go to run id…" autocomplete="off" spellcheck="false"></form>
 <table class="runs" id="runs" data-api="/api/runs{h(query)}">
 <thead><tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th>Duration</th></tr></thead>
 <tbody>{rows}</tbody>
