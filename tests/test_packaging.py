@@ -121,6 +121,8 @@ def test_wheel_contents(wheel: Path) -> None:
     assert {n.split("/")[0] for n in names} == {"worldflow", dist_info}
     assert "worldflow/py.typed" in names
     assert "worldflow/__init__.py" in names
+    # The web UI's page assets are package data (pyproject.toml [tool.setuptools.package-data]).
+    assert {"worldflow/web/static/app.js", "worldflow/web/static/style.css"} <= set(names)
     for package in _package_dirs():
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "worldflow = worldflow.cli:main" in entry_points

@@ -12,6 +12,7 @@
     worldflow sleeps wake RUN_ID [--position N]
     worldflow hooks resume TOKEN JSON
     worldflow worker MODULE [MODULE...]
+    worldflow web [--host H] [--port P] [--open]
 
 Every command takes ``--json`` (one JSON document on stdout), ``--data-dir
 DIR`` and ``--world NAME``. Stdout carries only what the command is for;

@@ -10,6 +10,7 @@ from worldflow._duration import parse_duration
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._runs import list_runs, show_events
 from ._show import show_run
+from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
 
 __all__ = ["build_parser"]
@@ -244,4 +245,21 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help="how long running steps may take to finish after a stop signal (default 10s; "
         "a step cut short runs again elsewhere)",
     )
+    web = command(
+        commands,
+        "web",
+        serve_web,
+        "serve the web UI: runs, timelines, cancel/rerun/wake/resume",
+        "Serve the web UI for the configured world until Ctrl-C; prints its URL. "
+        "It has no authentication: keep the default --host 127.0.0.1 unless a proxy "
+        "in front of it checks who comes in. Needs: pip install 'worldflow[web]'.",
+    )
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    web.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
+    )
+    web.add_argument("--open", action="store_true", help="open the UI in a browser")
     return parser
