@@ -9,6 +9,7 @@ from worldflow._duration import parse_duration
 
 from ._act import cancel_run, resume_hook, start_run
 from ._runs import list_runs, show_events, show_run
+from ._setup import SETUP_WORLDS, run_setup
 from ._worker import serve
 
 __all__ = ["build_parser"]
@@ -177,4 +178,11 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help="how long running steps may take to finish after a stop signal (default 10s; "
         "a step cut short runs again elsewhere)",
     )
+    setup = command(
+        commands,
+        "setup",
+        run_setup,
+        "create what a cloud world needs (development and tests); print the settings",
+    )
+    setup.add_argument("world", choices=SETUP_WORLDS)
     return parser
