@@ -308,7 +308,7 @@ class FirestoreStore:
         if workflow is not None:
             query = query.where(filter=FieldFilter("workflow", "==", workflow))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-            firestore.FieldPath.document_id(), direction=firestore.Query.DESCENDING
+            "__name__", direction=firestore.Query.DESCENDING
         )
         if cursor:
             try:

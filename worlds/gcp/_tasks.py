@@ -104,16 +104,19 @@ class TaskQueue:
         elif settings.shared_secret:
             request["headers"]["Authorization"] = f"Bearer {settings.shared_secret}"
         task: dict[str, Any] = {"http_request": request}
+        hop = ""
         if delay > 0 and self.real_time:
             stamp = timestamp_pb2.Timestamp()
             when = time.time() + min(delay, MAX_TASK_DELAY)
             stamp.FromDatetime(dt.datetime.fromtimestamp(when, dt.UTC))
             task["schedule_time"] = stamp
+            if delay > MAX_TASK_DELAY:
+                # One hop of a sleep past 30 days: each hop is a task of its own (the
+                # previous one still exists while it is being delivered).
+                hop = f"#{int(when * 1000)}"
         if out.key:
-            # A key may be reused by a later hop of a long sleep: the hop is in the name.
-            hop = "" if out.not_before is None else f"@{int(out.not_before)}"
-            digest = hashlib.sha256(f"{out.key}{hop}".encode()).hexdigest()[:40]
-            task["name"] = f"{settings.queue_path}/tasks/wf-{digest}"
+            digest = hashlib.sha256(f"{out.key}@{out.not_before}{hop}".encode()).hexdigest()
+            task["name"] = f"{settings.queue_path}/tasks/wf-{digest[:40]}"
         return task
 
     async def send(self, messages: Sequence[Outgoing], now: float) -> None:
