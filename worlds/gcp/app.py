@@ -197,6 +197,7 @@ async def _deliver(
     if runtime is not None and not await runtime.drain(world.settings.drain_timeout):
         # Steps still running: answering now could lose them with the instance.
         return JSONResponse({"error": "the run is not quiescent yet"}, status_code=503)
+    log.info("worldflow: %s message for run %s applied", message.kind, message.run_id)
     return JSONResponse({"ok": True})
 
 
