@@ -9,7 +9,7 @@ from worldflow._duration import parse_duration
 
 from ._act import cancel_run, resume_hook, start_run
 from ._runs import list_runs, show_events, show_run
-from ._setup import SETUP_WORLDS, run_setup
+from ._setup import SETUP_WORLDS, run_package, run_setup
 from ._worker import serve
 
 __all__ = ["build_parser"]
@@ -185,4 +185,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "create what a cloud world needs (development and tests); print the settings",
     )
     setup.add_argument("world", choices=SETUP_WORLDS)
+    package = command(
+        commands, "package", run_package, "build files for a cloud world; print the deploy commands"
+    )
+    package.add_argument("world", choices=SETUP_WORLDS)
+    package.add_argument("--modules", metavar="M[,M...]", help="the modules defining workflows")
+    package.add_argument("--out", default=".", metavar="DIR", help="where to write (default .)")
     return parser

@@ -15,9 +15,7 @@ import pytest
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "gcp"
 
-REFERENCE = re.compile(
-    r"\b(var|local|data\.[a-z0-9_]+|google_[a-z0-9_]+)\.([a-z0-9_]+)"
-)
+REFERENCE = re.compile(r"\b(var|local|data\.[a-z0-9_]+|google_[a-z0-9_]+)\.([a-z0-9_]+)")
 EXPRESSION = re.compile(r"\$\{(.*?)\}")
 
 
@@ -108,9 +106,7 @@ def test_a_planted_dangling_reference_is_caught(tmp_path: Path) -> None:
     # The check above can fail: a reference to an undeclared resource is found.
     text = 'resource "google_x" "a" {\n  name = google_y.missing.name\n}\n'
     doc = hcl2.loads(text)
-    found = [
-        r for s in strings(doc) for e in EXPRESSION.findall(s) for r in REFERENCE.findall(e)
-    ]
+    found = [r for s in strings(doc) for e in EXPRESSION.findall(s) for r in REFERENCE.findall(e)]
     assert ("google_y", "missing") in found
 
 
@@ -166,7 +162,9 @@ def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
 def test_indexes_match_the_json_and_the_queries() -> None:
     declared_json = json.loads((INFRA / "firestore.indexes.json").read_text())
     from_json = {
-        _index_fields(i["fields"]) for i in declared_json["indexes"] if i["collectionGroup"] == "runs"
+        _index_fields(i["fields"])
+        for i in declared_json["indexes"]
+        if i["collectionGroup"] == "runs"
     }
     doc = load()
     from_tf = set()
@@ -177,7 +175,7 @@ def test_indexes_match_the_json_and_the_queries() -> None:
     assert from_tf == from_json
     # list_runs filters on status and/or workflow and orders by created_at, newest first.
     for filters in (["status"], ["workflow"], ["status", "workflow"]):
-        wanted = tuple((f, "ASCENDING") for f in filters) + (("created_at", "DESCENDING"),)
+        wanted = (*tuple((f, "ASCENDING") for f in filters), ("created_at", "DESCENDING"))
         assert wanted in from_json, filters
 
 
