@@ -66,6 +66,7 @@ class FirestoreStore:
         # Billable operations, counted at the client (bench/bench_gcp.py).
         self.reads = 0
         self.writes = 0
+        self.run_reads = 0  # get_run: what result() polls, apart from the engine's reads
 
     @property
     def client(self) -> Any:
@@ -287,6 +288,7 @@ class FirestoreStore:
         with translate(f"read run {run_id!r} from Firestore"):
             snap = await self._run_ref(run_id).get()
         self.reads += 1
+        self.run_reads += 1
         if not snap.exists:
             return None
         return await self._info(run_id, snap.to_dict())
