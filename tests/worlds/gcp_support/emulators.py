@@ -122,7 +122,9 @@ class Emulators:
     def _start_tasks(self) -> None:
         python = TASKS_VENV / "bin" / "python"
         if not python.exists():
-            subprocess.run(["bash", str(ROOT / "scripts" / "_gcp.sh")], check=True)
+            subprocess.run(
+                ["bash", str(ROOT / "scripts" / "_gcp.sh"), "--emulators-only"], check=True
+            )
         launcher = Path(__file__).with_name("tasks_emulator.py")
         process = self._spawn([str(python), str(launcher), str(self.tasks_port)])
         _wait_port(self.tasks_port, process, "Cloud Tasks emulator", 30)
