@@ -203,9 +203,10 @@ def test_checkov_finds_nothing_unjustified() -> None:
     checkov = INFRA.parents[1] / ".venv-checkov" / "bin" / "checkov"
     if not checkov.exists():
         pytest.skip("checkov is not installed: bash scripts/_gcp.sh makes .venv-checkov")
+    args = [str(checkov), "-d", str(INFRA), "--framework", "terraform", "dockerfile"]
+    args += ["--compact", "--quiet", "--skip-download", "--output", "json"]
     done = subprocess.run(
-        [str(checkov), "-d", str(INFRA), "--framework", "terraform", "dockerfile"]
-        + ["--compact", "--quiet", "--skip-download", "--output", "json"],
+        args,
         capture_output=True,
         text=True,
         timeout=120,
