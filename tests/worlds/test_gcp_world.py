@@ -219,6 +219,29 @@ def test_webhook_bodies_are_size_capped(settings: GcpSettings) -> None:
 
 
 # -- big payloads go to Cloud Storage -----------------------------------------------------
+def test_a_webhook_body_too_big_for_a_task_travels_through_cloud_storage(
+    settings: GcpSettings,
+) -> None:
+    body = bytes(range(256)) * 3000  # 768 KB, ~1 MB as base64: past a task's 1 MB limit
+
+    @wf.workflow(name="gcp-test-big-webhook")
+    async def hooked() -> int:
+        request = await wf.create_webhook()
+        assert request.body == body
+        return len(request.body)
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        async with wf.worker(world):
+            handle = await wf.start(hooked)
+            (created,) = await _wait_event(handle, "hook_created")
+            assert (await _http("POST", created.data["url"], body))[0] == 202
+            assert await handle.result(timeout=20) == len(body)
+            assert world.blobs.writes >= 2  # the message, then the event
+
+    run(main())
+
+
 def test_payloads_past_firestores_limit_go_to_cloud_storage(settings: GcpSettings) -> None:
     big = "é" * 700_000  # 1.4 MB of UTF-8: over Firestore's 1 MiB document limit
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -50,6 +51,8 @@ __all__ = ["WEBHOOK_PREFIX", "GcpWorld", "create_world"]
 log = logging.getLogger("worldflow.gcp")
 
 WEBHOOK_PREFIX = "/webhooks/"
+MAX_INLINE_MESSAGE = 256_000  # bytes of message data a task carries; more goes to a blob
+BLOB_KEY = "$worldflow_blob"
 
 
 class GcpWorld:
@@ -131,7 +134,27 @@ class GcpWorld:
 
     # -- Queue ---------------------------------------------------------------------------
     async def send(self, messages: Sequence[Outgoing]) -> None:
-        await self.tasks.send(messages, self.clock.now())
+        outgoing = [await self._offload(out) for out in messages]
+        await self.tasks.send(outgoing, self.clock.now())
+
+    async def _offload(self, out: Outgoing) -> Outgoing:
+        """A message too big for a task (Cloud Tasks takes 1 MB) carries a blob's name."""
+        text = json.dumps(out.message.data, separators=(",", ":"))
+        if len(text.encode()) <= MAX_INLINE_MESSAGE:
+            return out
+        message = out.message
+        name = f"messages/{message.run_id}/{secrets.token_hex(8)}.json"
+        await self.blobs.put(name, text.encode())
+        small = Message(message.id, message.run_id, message.kind, {BLOB_KEY: name})
+        return Outgoing(small, out.not_before, out.key)
+
+    async def restore(self, message: Message) -> Message:
+        """The message as sent, its data read back from Cloud Storage if it was offloaded."""
+        name = message.data.get(BLOB_KEY)
+        if not isinstance(name, str) or len(message.data) != 1:
+            return message
+        data = json.loads(await self.blobs.get(name))
+        return Message(message.id, message.run_id, message.kind, data)
 
     def undue(self, not_before: float | None) -> float:
         """Seconds (on the World's clock) until a message with this not_before is due."""

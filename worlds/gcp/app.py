@@ -187,7 +187,7 @@ async def _deliver(
     if handler is None:
         return JSONResponse({"error": "this process is not serving runs"}, status_code=503)
     try:
-        await handler(message)
+        await handler(await world.restore(message))
     except Exception as exc:
         log.warning(
             "worldflow: message %s for run %s failed: %s", message.kind, message.run_id, exc
