@@ -24,13 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from worldflow._world import Append, Event, HookInfo, NewEvent, RunCreate, RunInfo, RunPage
+from worldflow._world import (
+    Append,
+    Event,
+    HookInfo,
+    Message,
+    NewEvent,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    RunPage,
+)
 
 from ._blobs import BlobStore
 from ._errors import translate
@@ -208,7 +219,20 @@ class FirestoreStore:
 
     async def _append_one(self, a: Append) -> bool:
         log = await self._encode_batch(a.run_id, a.expected_seq + 1, a.events)
-        batch_doc = {"last": a.last_seq, "log": log}
+        batch_doc: dict[str, Any] = {"last": a.last_seq, "log": log}
+        if a.messages:
+            # The outbox: sent once this write is durable, and again by a cold load
+            # (world.read_events) if the process died before it could send them.
+            batch_doc["out"] = _dumps(
+                [
+                    {
+                        "message": dataclasses.asdict(m.message),
+                        "not_before": m.not_before,
+                        "key": m.key,
+                    }
+                    for m in a.messages
+                ]
+            )
         update = await self._run_update(a)
         if a.hooks_created or a.hooks_removed:
             return await self._append_with_hooks(a, batch_doc, update)
@@ -268,6 +292,14 @@ class FirestoreStore:
         return ok
 
     async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        events, _, _ = await self.read_log(run_id, after_seq)
+        return events
+
+    async def read_log(
+        self, run_id: str, after_seq: int = 0
+    ) -> tuple[list[Event], list[Outgoing], int | None]:
+        """The events after ``after_seq``; the last batch's outbox if it is not marked
+        sent, and that batch's position (for :meth:`mark_sent`)."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = (
@@ -280,9 +312,25 @@ class FirestoreStore:
         with translate(f"read the events of run {run_id!r} from Firestore"):
             docs = [snap async for snap in query.stream()]
         self.reads += max(1, len(docs))
+        outbox: list[Outgoing] = []
+        position: int | None = None
         for snap in docs:
-            events.extend(await self._decode_batch(run_id, snap.to_dict()))
-        return [e for e in events if e.seq > after_seq]
+            doc = snap.to_dict()
+            events.extend(await self._decode_batch(run_id, doc))
+            outbox, position = [], None
+            if doc.get("out") and not doc.get("sent"):
+                position = int(snap.id)
+                for item in json.loads(doc["out"]):
+                    m = item["message"]
+                    message = Message(m["id"], m["run_id"], m["kind"], m.get("data") or {})
+                    outbox.append(Outgoing(message, item["not_before"], item["key"]))
+        return [e for e in events if e.seq > after_seq], outbox, position
+
+    async def mark_sent(self, run_id: str, position: int) -> None:
+        """The outbox of the batch at ``position`` is in Cloud Tasks: no load re-sends it."""
+        with translate(f"mark the outbox of run {run_id!r} sent in Firestore"):
+            await self._batch_ref(run_id, position).update({"sent": True})
+        self.writes += 1
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         with translate(f"read run {run_id!r} from Firestore"):

@@ -106,13 +106,48 @@ class GcpWorld:
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
         results = await self.store.append(appends)
-        outgoing = [m for a, ok in zip(appends, results, strict=True) if ok for m in a.messages]
-        if outgoing:
-            await self.send(outgoing)
+        sends = [
+            self._send_durable(a.run_id, a.expected_seq, a.messages)
+            for a, ok in zip(appends, results, strict=True)
+            if ok and a.messages
+        ]
+        if sends:
+            await asyncio.gather(*sends)
         return results
 
+    async def _send_durable(self, run_id: str, position: int, outgoing: list[Outgoing]) -> None:
+        """The messages of a durable batch (its outbox), then the mark that they went.
+
+        Retried here, never reported as a failed append (the engine would append
+        again). Whatever is not marked sent, a later read of the run's log sends:
+        a process that dies between the two writes loses no timer or retry."""
+        delay = 0.1
+        for attempt in range(5):
+            try:
+                await self.send(outgoing)
+                await self.store.mark_sent(run_id, position)
+                return
+            except Exception as exc:
+                if attempt == 4 or self._closed:
+                    log.error(
+                        "worldflow: %d message(s) of run %s not sent (%s); the next read "
+                        "of its log sends them from its outbox",
+                        len(outgoing),
+                        run_id,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay *= 4
+
     async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
-        return await self.store.read_events(run_id, after_seq)
+        events, outbox, position = await self.store.read_log(run_id, after_seq)
+        if position is not None and not self._closed:
+            # An outbox not marked sent: its writer may have died before sending.
+            # The last batch's is enough: a later append was made by a process that
+            # read the log after this batch (and sent it then).
+            await self._send_durable(run_id, position, outbox)
+        return events
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         return await self.store.get_run(run_id)
