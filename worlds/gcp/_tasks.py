@@ -104,18 +104,15 @@ class TaskQueue:
         elif settings.shared_secret:
             request["headers"]["Authorization"] = f"Bearer {settings.shared_secret}"
         task: dict[str, Any] = {"http_request": request}
-        hop = ""
         if delay > 0 and self.real_time:
             stamp = timestamp_pb2.Timestamp()
             when = time.time() + min(delay, MAX_TASK_DELAY)
             stamp.FromDatetime(dt.datetime.fromtimestamp(when, dt.UTC))
             task["schedule_time"] = stamp
-            if delay > MAX_TASK_DELAY:
-                # One hop of a sleep past 30 days: each hop is a task of its own (the
-                # previous one still exists while it is being delivered).
-                hop = f"#{int(when * 1000)}"
         if out.key:
-            digest = hashlib.sha256(f"{out.key}@{out.not_before}{hop}".encode()).hexdigest()
+            # The same key and due time: the same task (a hop's key names the task it
+            # continues, so it never collides with that one, still being delivered).
+            digest = hashlib.sha256(f"{out.key}@{out.not_before}".encode()).hexdigest()
             task["name"] = f"{settings.queue_path}/tasks/wf-{digest[:40]}"
         return task
 

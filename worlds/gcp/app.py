@@ -101,8 +101,9 @@ def create_app(world: GcpWorld | None = None) -> Starlette:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         token = current_run.set(message.run_id)
+        task = request.headers.get("x-cloudtasks-taskname") or message.id
         try:
-            return await _deliver(w, message, not_before, key)
+            return await _deliver(w, message, not_before, key, task)
         finally:
             current_run.reset(token)
 
@@ -171,13 +172,14 @@ def create_app(world: GcpWorld | None = None) -> Starlette:
 
 
 async def _deliver(
-    world: GcpWorld, message: Message, not_before: float | None, key: str | None
+    world: GcpWorld, message: Message, not_before: float | None, key: str | None, task: str
 ) -> Response:
     wait = world.undue(not_before)
     if wait > 0:
         if world.real_time:
-            # Early (a sleep past Cloud Tasks' 30 days, or a clock skew): the next hop.
-            await world.send([Outgoing(message, not_before, key)])
+            # Early (a sleep past Cloud Tasks' 30 days, or a clock skew): the next hop,
+            # named after this task so that a redelivery of this one makes no second hop.
+            await world.send([Outgoing(message, not_before, f"{key or message.id}#hop:{task}")])
             return JSONResponse({"ok": True, "rescheduled": True})
         # A virtual clock (tests): refuse, and the queue asks again.
         return JSONResponse(
