@@ -204,3 +204,41 @@ def test_example_scripts_run_unchanged_against_a_service_process(
     about_run = [e for e in entries if e.get("run_id") == run_id]
     assert about_run, logs  # a timer or retry of the run came to the service as a task
     assert about_run[0]["logging.googleapis.com/labels"] == {"run_id": run_id}
+
+
+@pytest.mark.slow
+def test_the_cli_starts_a_run_that_the_service_executes(settings: GcpSettings) -> None:
+    """``worldflow start`` is a client: it records the run and queues its start; the
+    service process runs it; ``worldflow runs show`` reads it from Firestore."""
+    port = free_port()
+    settings = dataclasses.replace(
+        settings, service_url=f"http://127.0.0.1:{port}", public_url=None, listen=None
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worldflow", *args],
+            cwd=ROOT,
+            env=_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    with service(settings, port):
+        started = cli("start", "examples.hail_ride:hail_ride", '"req-43"', "--json")
+        assert started.returncode == 0, started.stderr
+        run_id = json.loads(started.stdout)["id"]
+        deadline = time.monotonic() + 30
+        while True:
+            shown = cli("runs", "show", run_id, "--json")
+            assert shown.returncode == 0, shown.stderr
+            doc = json.loads(shown.stdout)
+            if doc["status"] == "completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert doc["status"] == "completed", doc
+    assert doc["result"]["rider"] == "Bo"
+    listed = json.loads(cli("runs", "list", "--status", "completed", "--json").stdout)
+    assert run_id in json.dumps(listed)
