@@ -28,7 +28,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -109,7 +108,7 @@ def create_app(world: GcpWorld | None = None) -> Starlette:
 
     async def webhooks(request: Request) -> Response:
         w = current()
-        token = unquote(request.url.path[len(WEBHOOK_PREFIX) :])
+        token = str(request.path_params["token"])  # percent-decoded once, by the server
         try:
             body = await _read_capped(request, w.settings.max_webhook_bytes)
         except _TooLarge as exc:
@@ -153,7 +152,9 @@ def create_app(world: GcpWorld | None = None) -> Starlette:
 
         _logs.install()
         built = create_world(load_settings("gcp"))
-        async with _api.worker(built, grace=built.settings.drain_timeout):
+        # Cloud Run gives a stopping instance 10 s after SIGTERM: steps still running
+        # get 8 of them to record their results; what is cut short runs again.
+        async with _api.worker(built, grace=min(8.0, built.settings.drain_timeout)):
             holder["world"] = built
             yield
 
