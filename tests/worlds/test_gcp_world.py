@@ -166,18 +166,118 @@ def test_unauthenticated_task_calls_are_refused_and_change_nothing(
     run(main())
 
 
-def test_oidc_mode_refuses_a_token_google_did_not_sign(settings: GcpSettings) -> None:
+class _KeyServer:
+    """Publishes public keys as Google's certs endpoint does ({key id: PEM}), on 127.0.0.1."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        import http.server
+        import threading
+
+        body = json.dumps({kid: pem.decode() for kid, pem in keys.items()}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/certs"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _rsa_key() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def _token(private: bytes, kid: str, **claims: Any) -> str:
+    from google.auth import crypt, jwt
+
+    now = int(time.time())
+    payload = {
+        "iss": "https://accounts.google.com",
+        "iat": now,
+        "exp": now + 600,
+        "email_verified": True,
+        **claims,
+    }
+    signer = crypt.RSASigner.from_string(private, key_id=kid)
+    return jwt.encode(signer, payload).decode()
+
+
+def test_oidc_tokens_are_verified_with_google_auth(settings: GcpSettings) -> None:
+    """The OIDC path end to end, with keys this test publishes in place of Google's:
+    signature, key id, audience, expiry, issuer and the tasks service account."""
     import dataclasses
 
-    settings = dataclasses.replace(settings, shared_secret=None, oidc_audience=settings.service_url)
+    private, public = _rsa_key()
+    other_private, _ = _rsa_key()
+    keys = _KeyServer({"k1": public})
+    tasks_account = "wf-tasks@p.iam.gserviceaccount.com"
+    settings = dataclasses.replace(
+        settings,
+        shared_secret=None,
+        oidc_audience=settings.service_url,
+        tasks_service_account=tasks_account,
+        oidc_certs_url=keys.url,
+    )
+    aud = settings.service_url
+    good = {"aud": aud, "email": tasks_account}
+    refused = {
+        "unsigned-by-google": (_token(other_private, "k1", **good), 401),
+        "unknown-key-id": (_token(private, "k9", **good), 401),
+        "wrong-audience": (_token(private, "k1", aud="https://else", email=tasks_account), 401),
+        "expired": (_token(private, "k1", **good, iat=1, exp=2), 401),
+        "wrong-issuer": (_token(private, "k1", **good, iss="https://evil.example"), 401),
+        "another-account": (
+            _token(private, "k1", aud=aud, email="x@p.iam.gserviceaccount.com"),
+            403,
+        ),
+        "not-a-jwt": ("abc.def", 401),
+    }
 
     async def main() -> None:
         async with wf.worker(GcpWorld(settings)):
-            forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.eyJhdWQiOiJ4In0.c2ln"
-            status = await _task_call(settings, "no-run", {"Authorization": f"Bearer {forged}"})
-            assert status == 401
+            handle = await wf.start(waits_for_hook, f"oidc-{settings.queue}")
+            await _wait_event(handle, "hook_created")
+            before = await handle.events()
+            for name, (token, status) in refused.items():
+                got = await _task_call(settings, handle.id, {"Authorization": f"Bearer {token}"})
+                assert got == status, name
+            assert await handle.events() == before  # nothing changed
+            token = _token(private, "k1", **good)
+            assert (
+                await _task_call(settings, handle.id, {"Authorization": f"Bearer {token}"}) == 200
+            )
+            with pytest.raises(wf.RunCancelled):
+                await handle.result(timeout=10)
 
-    run(main())
+    try:
+        run(main())
+    finally:
+        keys.close()
 
 
 def test_a_good_secret_is_accepted(settings: GcpSettings) -> None:

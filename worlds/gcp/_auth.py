@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import time
+import urllib.request
 from typing import Any
 
 from ._settings import GcpSettings
 
-__all__ = ["AuthResult", "check_bearer"]
+__all__ = ["GOOGLE_CERTS_URL", "AuthResult", "check_bearer"]
 
 AuthResult = tuple[int, str]  # (HTTP status, reason); status 0: allowed
 
@@ -31,13 +34,40 @@ def _bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-def _verify_oidc(token: str, audience: str) -> dict[str, Any]:
-    from google.auth.transport import requests as google_requests
-    from google.oauth2 import id_token
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+_CERTS_TTL = 3600.0  # Google rotates its keys over days; a key id not cached refetches at once
+_certs: dict[str, tuple[float, dict[str, str]]] = {}
 
-    claims: dict[str, Any] = id_token.verify_oauth2_token(
-        token, google_requests.Request(), audience=audience
+
+def _fetch_certs(url: str, refresh: bool) -> dict[str, str]:
+    cached = _certs.get(url)
+    if cached is not None and not refresh and time.monotonic() - cached[0] < _CERTS_TTL:
+        return cached[1]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        certs = json.loads(response.read())
+    if not isinstance(certs, dict):
+        raise ValueError(f"{url} did not answer a JSON object of certificates")
+    _certs[url] = (time.monotonic(), certs)
+    return certs
+
+
+def _verify_oidc(token: str, audience: str, certs_url: str) -> dict[str, Any]:
+    """google-auth's verification (signature, expiry, audience) against cached keys."""
+    from google.auth import jwt
+
+    try:
+        header = jwt.decode_header(token)
+    except Exception as exc:
+        raise ValueError(f"not a JWT: {exc}") from exc
+    certs = _fetch_certs(certs_url, refresh=False)
+    if header.get("kid") not in certs:
+        certs = _fetch_certs(certs_url, refresh=True)  # a key Google rotated in
+    claims: dict[str, Any] = jwt.decode(
+        token, certs=certs, audience=audience, clock_skew_in_seconds=10
     )
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise ValueError(f"wrong issuer {claims.get('iss')!r}")
     return claims
 
 
@@ -57,7 +87,9 @@ async def check_bearer(settings: GcpSettings, header: str | None) -> AuthResult:
         return 0, ""
     if settings.oidc_audience:
         try:
-            claims = await asyncio.to_thread(_verify_oidc, token, settings.oidc_audience)
+            claims = await asyncio.to_thread(
+                _verify_oidc, token, settings.oidc_audience, settings.oidc_certs_url
+            )
         except Exception as exc:  # a bad signature, expiry, audience, or a malformed token
             return 401, f"the OIDC token was refused: {exc}"
         expected = settings.tasks_service_account

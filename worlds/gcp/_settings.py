@@ -43,6 +43,8 @@ class GcpSettings:
     oidc_audience: str | None = None
     shared_secret: str | None = None
     tasks_service_account: str | None = None  # the identity Cloud Tasks signs OIDC tokens as
+    # Where the keys that sign OIDC tokens are published (Google's; tests serve their own).
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     public_url: str | None = None
     listen: str | None = None  # "host:port": serve the app in this process (tests, dev)
     heartbeat: float = 10.0  # seconds between a worker's heartbeats
@@ -74,6 +76,7 @@ class GcpSettings:
             oidc_audience=text("oidc_audience"),
             shared_secret=text("shared_secret"),
             tasks_service_account=text("tasks_service_account"),
+            oidc_certs_url=settings.get("oidc_certs_url") or _DEFAULTS["oidc_certs_url"],
             public_url=(text("public_url") or "").rstrip("/") or None,
             listen=text("listen"),
             heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
