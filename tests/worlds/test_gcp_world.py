@@ -112,6 +112,21 @@ def test_a_missing_project_is_named() -> None:
         create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p", "WORLDFLOW_GCP_LEASE": "soon"})
 
 
+def test_without_the_extra_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("google.cloud") else real(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"pip install 'worldflow\[gcp\]'"):
+        create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p"})
+
+
 def test_google_errors_are_translated_at_the_seam() -> None:
     from google.api_core import exceptions
 

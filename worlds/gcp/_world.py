@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -266,4 +267,14 @@ class GcpWorld:
 
 def create_world(settings: dict[str, str]) -> GcpWorld:
     """The factory behind ``WORLDFLOW_WORLD=gcp`` (settings: docs/gcp.md)."""
+    for module in ("google.cloud.firestore", "google.cloud.tasks_v2"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ImportError(
+                f"the 'gcp' world needs {module!r}; install it with: pip install 'worldflow[gcp]'",
+                name=module,
+            )
     return GcpWorld(GcpSettings.from_mapping(settings))
