@@ -23,5 +23,9 @@ output "env" {
     WORLDFLOW_GCP_BUCKET      = google_storage_bucket.payloads.name
     WORLDFLOW_GCP_SERVICE_URL = local.service_url
     WORLDFLOW_PUBLIC_URL      = local.service_url
+    # Tasks a client queues (a run's start) carry OIDC tokens of this account: the
+    # caller needs roles/iam.serviceAccountUser on it and roles/cloudtasks.enqueuer.
+    WORLDFLOW_GCP_OIDC_AUDIENCE         = local.service_url
+    WORLDFLOW_GCP_TASKS_SERVICE_ACCOUNT = google_service_account.tasks.email
   }
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from ._settings import MAX_TASK_DELAY, GcpSettings
 __all__ = ["TASK_ROUTE", "TaskQueue", "decode_task", "encode_task"]
 
 TASK_ROUTE = "/_worldflow/tasks"
+
+log = logging.getLogger("worldflow.gcp")
 
 
 def encode_task(message: Message, not_before: float | None, key: str | None) -> bytes:
@@ -64,6 +67,7 @@ class TaskQueue:
         self.real_time = real_time  # False: a virtual clock; the route holds undue tasks
         self._client: Any = None
         self.created = 0  # counted for bench/bench_gcp.py
+        self._warned = False
 
     @property
     def client(self) -> Any:
@@ -103,6 +107,14 @@ class TaskQueue:
             }
         elif settings.shared_secret:
             request["headers"]["Authorization"] = f"Bearer {settings.shared_secret}"
+        elif not self._warned:
+            self._warned = True
+            log.warning(
+                "worldflow: tasks to %s carry no credentials, and the service refuses such "
+                "calls: set WORLDFLOW_GCP_OIDC_AUDIENCE and WORLDFLOW_GCP_TASKS_SERVICE_ACCOUNT "
+                "(or WORLDFLOW_GCP_SHARED_SECRET with emulators)",
+                self.target,
+            )
         task: dict[str, Any] = {"http_request": request}
         if delay > 0 and self.real_time:
             stamp = timestamp_pb2.Timestamp()
