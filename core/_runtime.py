@@ -178,6 +178,19 @@ class Runtime:
             await asyncio.sleep(0.02)
         return True
 
+    def waits_on_others(self, run_id: str) -> bool:
+        """The run, as this process last loaded it, has a step attempt running on another
+        worker, which the engine leaves alone while that worker is alive.
+
+        A serverless World must then not acknowledge the message that brought the run
+        here: acknowledged, nothing would bring the run back if that worker died
+        (it may have died already, its heartbeat not yet stale). Kept, the message
+        comes again, and the engine looks again whether the worker is still alive.
+        """
+        executor = self._executors.get(run_id)
+        state = None if executor is None else executor.state
+        return state is not None and executor is not None and executor._waits_on_others(state)
+
     def forget(self, run_id: str) -> None:
         """Drop an executor with nothing to do (a message for a run that does not exist)."""
         executor = self._executors.get(run_id)

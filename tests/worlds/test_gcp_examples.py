@@ -142,14 +142,19 @@ def _env(settings: GcpSettings, modules: str | None = None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def service(settings: GcpSettings, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def service(
+    settings: GcpSettings,
+    port: int,
+    modules: str = "examples.hail_ride,examples.research_agent",
+    extra: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """The Cloud Run stand-in: uvicorn serving worldflow.worlds.gcp.app:app."""
     args = [sys.executable, "-m", "uvicorn", "worldflow.worlds.gcp.app:app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     process = subprocess.Popen(
         args,
         cwd=ROOT,
-        env=_env(settings, "examples.hail_ride,examples.research_agent"),
+        env={**_env(settings, modules), **(extra or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -168,7 +173,8 @@ def service(settings: GcpSettings, port: int) -> Iterator[subprocess.Popen[bytes
                 time.sleep(0.1)
         yield process
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(10)
         process.logs = process.stdout.read().decode() if process.stdout else ""  # type: ignore[attr-defined]
         if process.stdout:
@@ -242,3 +248,58 @@ def test_the_cli_starts_a_run_that_the_service_executes(settings: GcpSettings) -
     assert doc["result"]["rider"] == "Bo"
     listed = json.loads(cli("runs", "list", "--status", "completed", "--json").stdout)
     assert run_id in json.dumps(listed)
+
+
+@pytest.mark.slow
+@pytest.mark.crash
+def test_a_service_killed_mid_step_is_resumed_by_the_queue(
+    settings: GcpSettings, tmp_path: Path
+) -> None:
+    """kill -9 the service while a step runs: Cloud Tasks redelivers the unacknowledged
+    task to the next instance, which waits for the dead worker's lease to pass (the
+    redelivery is refused meanwhile), then runs the step again as attempt 2."""
+    port = free_port()
+    settings = dataclasses.replace(
+        settings, service_url=f"http://127.0.0.1:{port}", public_url=None, listen=None
+    )
+    extra = {
+        "WORLDFLOW_GCP_HEARTBEAT": "0.3",
+        "WORLDFLOW_GCP_LEASE": "1.5",
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+    }
+    marker = tmp_path / "marks"
+    marker.mkdir()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worldflow", *args],
+            cwd=ROOT,
+            env={**_env(settings), **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    modules = "gcp_support.crashflows"
+    with service(settings, port, modules=modules, extra=extra) as first:
+        started = cli("start", f"{modules}:flow", json.dumps(str(marker)), "--json")
+        assert started.returncode == 0, started.stderr
+        run_id = json.loads(started.stdout)["id"]
+        deadline = time.monotonic() + 20
+        while not list(marker.glob("attempt-1-*")):
+            assert time.monotonic() < deadline, "the first attempt never started"
+            time.sleep(0.05)
+        first.kill()  # mid-step: no result, no acknowledgement
+        first.wait()
+    with service(settings, port, modules=modules, extra=extra):
+        deadline = time.monotonic() + 30
+        while True:
+            doc = json.loads(cli("runs", "show", run_id, "--json").stdout)
+            if doc["status"] == "completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert doc["status"] == "completed", doc
+    assert doc["result"] == 2  # the lost attempt counted
+    attempts = sorted(p.name.split("-pid-")[0] for p in marker.iterdir())
+    assert attempts == ["attempt-1", "attempt-2"]

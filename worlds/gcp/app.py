@@ -200,6 +200,15 @@ async def _deliver(
     if runtime is not None and not await runtime.drain(world.settings.drain_timeout):
         # Steps still running: answering now could lose them with the instance.
         return JSONResponse({"error": "the run is not quiescent yet"}, status_code=503)
+    if runtime is not None and runtime.waits_on_others(message.run_id):
+        # A step of the run is running on another worker, alive as far as its last
+        # heartbeat says. Acknowledged, this task could be the last thing to bring
+        # the run back should that worker be dead: let it come again, later.
+        return JSONResponse(
+            {"error": "a step of the run is running on another worker"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
     log.info("worldflow: %s message for run %s applied", message.kind, message.run_id)
     return JSONResponse({"ok": True})
 
