@@ -42,11 +42,14 @@ def test_setup_creates_the_queue_and_prints_the_exports(tmp_path: Path) -> None:
         "WORLDFLOW_GCP_LOCATION": settings.location,
         "WORLDFLOW_GCP_QUEUE": settings.queue,
         "WORLDFLOW_GCP_TASKS_ENDPOINT": em.tasks_endpoint,
+        "WORLDFLOW_GCP_BUCKET": f"b-{settings.queue}",
     }
     try:
         done = _cli(["setup", "gcp"], env, tmp_path)
         assert done.returncode == 0, done.stderr
         assert f"queue {settings.queue_path}: created" in done.stderr
+        assert f"bucket gs://b-{settings.queue}: created" in done.stderr
+        assert "export STORAGE_EMULATOR_HOST=" in done.stdout
         assert f"export WORLDFLOW_GCP_QUEUE={settings.queue}" in done.stdout
         assert "export WORLDFLOW_WORLD=gcp" in done.stdout
 
@@ -60,6 +63,7 @@ def test_setup_creates_the_queue_and_prints_the_exports(tmp_path: Path) -> None:
         assert asyncio.run(queue_exists()) == settings.queue_path
         again = _cli(["setup", "gcp", "--json"], env, tmp_path)
         assert again.returncode == 0, again.stderr
+        assert f"bucket gs://b-{settings.queue}: exists" in json.loads(again.stdout)["done"]
         assert json.loads(again.stdout)["env"]["WORLDFLOW_GCP_PROJECT"] == settings.project
     finally:
         asyncio.run(delete_queue(settings))
