@@ -169,10 +169,17 @@ class Runtime:
         """No step attempt of this process is running and every batch is committed."""
         return not self._pending and all(e.idle for e in self._executors.values())
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until :attr:`idle`, at most ``timeout`` seconds; True if it got there."""
+    def _quiescent(self, run_id: str | None) -> bool:
+        if run_id is None:
+            return self.idle
+        executor = self._executors.get(run_id)
+        return executor is None or executor.idle  # idle: no input, batch or attempt in flight
+
+    async def drain(self, timeout: float, run_id: str | None = None) -> bool:
+        """Wait until :attr:`idle` (with ``run_id``: until that run has nothing in flight
+        here, whatever other runs do), at most ``timeout`` seconds; True if it got there."""
         deadline = self.loop.time() + timeout
-        while not self.idle:
+        while not self._quiescent(run_id):
             if self.loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)

@@ -115,3 +115,27 @@ def _api_runtime() -> Any:
     from worldflow import _api
 
     return _api._runtimes[asyncio.get_running_loop()].result()
+
+
+def test_drain_of_one_run_does_not_wait_for_another(tmp_path: Path) -> None:
+    """Runtime.drain(run_id=...): a serverless World answers a message once its run is
+    quiescent, not once the whole process is."""
+
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            here = _api_runtime()
+            busy = await wf.start(w.gated_workflow, "drain-busy")
+            quick = await wf.start(w.echo, 7)
+            assert await quick.result(timeout=10) == 7
+            for _ in range(500):  # until the gated step runs
+                if "step_started" in [e.kind for e in await busy.events()]:
+                    break
+                await asyncio.sleep(0.01)
+            assert await here.drain(0.2, run_id=quick.id)
+            assert not await here.drain(0.2, run_id=busy.id)
+            assert not await here.drain(0.2)  # the whole process is not idle
+            w.GATES["drain-busy"] = True
+            assert await here.drain(5, run_id=busy.id)
+            assert await busy.result(timeout=5) == 1
+
+    asyncio.run(asyncio.wait_for(main(), 20))

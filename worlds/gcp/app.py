@@ -197,8 +197,10 @@ async def _deliver(
         )
         return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
     runtime = _runtime()
-    if runtime is not None and not await runtime.drain(world.settings.drain_timeout):
-        # Steps still running: answering now could lose them with the instance.
+    drain = world.settings.drain_timeout
+    if runtime is not None and not await runtime.drain(drain, run_id=message.run_id):
+        # Steps of the run still running: answering now could lose them with the
+        # instance (other runs' steps belong to their own requests).
         return JSONResponse({"error": "the run is not quiescent yet"}, status_code=503)
     if runtime is not None and runtime.waits_on_others(message.run_id):
         # A step of the run is running on another worker, alive as far as its last
