@@ -171,14 +171,34 @@ class Runtime:
         """No step attempt of this process is running and every batch is committed."""
         return not self._pending and all(e.idle for e in self._executors.values())
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until :attr:`idle`, at most ``timeout`` seconds; True if it got there."""
+    def _quiescent(self, run_id: str | None) -> bool:
+        if run_id is None:
+            return self.idle
+        executor = self._executors.get(run_id)
+        return executor is None or executor.idle  # idle: no input, batch or attempt in flight
+
+    async def drain(self, timeout: float, run_id: str | None = None) -> bool:
+        """Wait until :attr:`idle` (with ``run_id``: until that run has nothing in flight
+        here, whatever other runs do), at most ``timeout`` seconds; True if it got there."""
         deadline = self.loop.time() + timeout
-        while not self.idle:
+        while not self._quiescent(run_id):
             if self.loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
         return True
+
+    def waits_on_others(self, run_id: str) -> bool:
+        """The run, as this process last loaded it, has a step attempt running on another
+        worker, which the engine leaves alone while that worker is alive.
+
+        A serverless World must then not acknowledge the message that brought the run
+        here: acknowledged, nothing would bring the run back if that worker died
+        (it may have died already, its heartbeat not yet stale). Kept, the message
+        comes again, and the engine looks again whether the worker is still alive.
+        """
+        executor = self._executors.get(run_id)
+        state = None if executor is None else executor.state
+        return state is not None and executor is not None and executor._waits_on_others(state)
 
     def forget(self, run_id: str) -> None:
         """Drop an executor with nothing to do (a message for a run that does not exist)."""

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from ._clock import Clock
 
 __all__ = [
+    "MESSAGE_KINDS",
     "Append",
     "Capabilities",
     "Event",
     "HookInfo",
     "Message",
     "MessageHandler",
+    "MessageKind",
     "NewEvent",
     "Outgoing",
     "Queue",
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+MessageKind = Literal["resume", "hook", "cancel", "wake"]
+#: Every message kind; a World that checks kinds when it decodes a message uses this.
+MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -81,7 +86,7 @@ class Message:
 
     id: str
     run_id: str
-    kind: Literal["resume", "hook", "cancel", "wake"]
+    kind: MessageKind
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -78,3 +78,64 @@ def test_runs_evicted_from_the_warm_cache_replay_and_finish(tmp_path: Path) -> N
             await runtime.close()
 
     assert asyncio.run(main()) == ["awake"] * 20
+
+
+def test_a_run_whose_step_runs_on_another_worker_says_so(tmp_path: Path) -> None:
+    """Runtime.waits_on_others: what a serverless World asks before acknowledging."""
+    from worldflow._runtime import Runtime
+    from worldflow._world import Message
+
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            other = Runtime(LocalWorld(tmp_path, serve_webhooks=False))
+            await other.start()
+            try:
+                run_id = await other.start_run(w.gated_workflow.name, ("waits",), {}, None)
+                run = wf.get_run(run_id)
+                for _ in range(500):
+                    if "step_started" in [e.kind for e in await run.events()]:
+                        break
+                    await asyncio.sleep(0.01)
+                here = _api_runtime()
+                await here.handle(Message(here.new_id(), run_id, "resume"))
+                assert here.waits_on_others(run_id)  # the other worker is running it
+                assert not other.waits_on_others(run_id)  # its own attempt
+                assert not here.waits_on_others("no-such-run")
+                w.GATES["waits"] = True
+                assert await run.result(timeout=10) == 1
+                await here.handle(Message(here.new_id(), run_id, "resume"))
+                assert not here.waits_on_others(run_id)  # reloaded: the step completed
+            finally:
+                await other.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def _api_runtime() -> Any:
+    from worldflow import _api
+
+    return _api._runtimes[asyncio.get_running_loop()].result()
+
+
+def test_drain_of_one_run_does_not_wait_for_another(tmp_path: Path) -> None:
+    """Runtime.drain(run_id=...): a serverless World answers a message once its run is
+    quiescent, not once the whole process is."""
+
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            here = _api_runtime()
+            busy = await wf.start(w.gated_workflow, "drain-busy")
+            quick = await wf.start(w.echo, 7)
+            assert await quick.result(timeout=10) == 7
+            for _ in range(500):  # until the gated step runs
+                if "step_started" in [e.kind for e in await busy.events()]:
+                    break
+                await asyncio.sleep(0.01)
+            assert await here.drain(0.2, run_id=quick.id)
+            assert not await here.drain(0.2, run_id=busy.id)
+            assert not await here.drain(0.2)  # the whole process is not idle
+            w.GATES["drain-busy"] = True
+            assert await here.drain(5, run_id=busy.id)
+            assert await busy.result(timeout=5) == 1
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -1,4 +1,14 @@
-"""The Google Cloud world (needs the ``worldflow[gcp]`` extra).
+"""The GCP world: Cloud Run + Cloud Tasks + Firestore (``WORLDFLOW_WORLD=gcp``).
 
-Not implemented yet: this package is a placeholder so that the name exists.
+Runs and their event logs live in Firestore, messages travel as Cloud Tasks
+HTTP tasks to the Cloud Run service (the ASGI app
+``worldflow.worlds.gcp.app:app``), and payloads past Firestore's document
+limit go to Cloud Storage. Needs ``pip install 'worldflow[gcp]'``; the user
+guide is docs/gcp.md.
 """
+
+from ._errors import GcpError
+from ._settings import GcpSettings
+from ._world import GcpWorld, create_world
+
+__all__ = ["GcpError", "GcpSettings", "GcpWorld", "create_world"]

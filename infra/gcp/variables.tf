@@ -1,0 +1,49 @@
+variable "project" {
+  description = "The Google Cloud project to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service, the Cloud Tasks queue and the bucket."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database (a region or a multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "service_name" {
+  description = "Name of the Cloud Run service (also the prefix of the other resources)."
+  type        = string
+  default     = "worldflow"
+}
+
+variable "image" {
+  description = "The container image built from infra/gcp/Dockerfile (worldflow package gcp prints how)."
+  type        = string
+}
+
+variable "modules" {
+  description = "WORLDFLOW_MODULES: comma-separated modules the service imports to find workflows."
+  type        = string
+}
+
+variable "bucket_name" {
+  description = "Cloud Storage bucket for payloads past Firestore's 1 MiB limit (globally unique)."
+  type        = string
+}
+
+variable "max_instances" {
+  description = "Upper bound on Cloud Run instances."
+  type        = number
+  default     = 10
+}
+
+variable "kms_key" {
+  description = "Optional Cloud KMS key (projects/.../cryptoKeys/...) for the bucket; Google-managed keys when empty."
+  type        = string
+  default     = ""
+}

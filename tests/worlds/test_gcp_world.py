@@ -1,0 +1,534 @@
+"""What the GCP world does beyond the conformance suite: its settings, the service's
+routes (authentication, size caps), big payloads in Cloud Storage, run listing,
+long sleeps bridged past Cloud Tasks' 30 days, Cloud Logging's format, errors.
+
+Against the emulators of gcp_support (Firestore, Cloud Tasks, Cloud Storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import worldflow as wf
+from worldflow._config import create_world
+from worldflow._world import Message
+from worldflow.worlds.gcp import GcpError, GcpSettings, GcpWorld
+from worldflow.worlds.gcp._errors import translate
+from worldflow.worlds.gcp._logs import CloudLoggingFormatter, current_run
+from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
+from worldflow.worlds.gcp._tasks import TASK_ROUTE, encode_task, make_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gcp_support.emulators import emulators
+from gcp_support.world import SECRET, settings_for_test
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+@wf.workflow(name="gcp-test-echo")
+async def echo_flow(value: Any) -> Any:
+    return await echo_step(value)
+
+
+@wf.step(name="gcp-test-echo-step")
+async def echo_step(value: Any) -> Any:
+    return value
+
+
+@wf.workflow(name="gcp-test-waits")
+async def waits_for_hook(token: str) -> Any:
+    return await wf.create_hook(token=token)
+
+
+@wf.workflow(name="gcp-test-long-sleep")
+async def long_sleep() -> str:
+    await wf.sleep("40d")
+    return "woke"
+
+
+async def _http(
+    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    def call() -> tuple[int, bytes]:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    return await asyncio.to_thread(call)
+
+
+@pytest.fixture
+def settings() -> Any:
+    em = emulators()
+    made = settings_for_test(em)
+    asyncio.run(ensure_queue(made))
+    yield made
+    asyncio.run(delete_queue(made))
+
+
+# -- settings ----------------------------------------------------------------------------
+def test_create_world_reads_the_gcp_settings() -> None:
+    env = {
+        "WORLDFLOW_WORLD": "gcp",
+        "WORLDFLOW_GCP_PROJECT": "p1",
+        "WORLDFLOW_GCP_LOCATION": "europe-west1",
+        "WORLDFLOW_GCP_QUEUE": "flows",
+        "WORLDFLOW_GCP_SERVICE_URL": "https://svc.example/",
+        "WORLDFLOW_GCP_BUCKET": "b1",
+        "WORLDFLOW_GCP_OIDC_AUDIENCE": "https://svc.example",
+        "WORLDFLOW_PUBLIC_URL": "https://hooks.example",
+    }
+    world = create_world(env=env)
+    assert isinstance(world, GcpWorld)
+    s = world.settings
+    assert (s.project, s.location, s.queue, s.bucket) == ("p1", "europe-west1", "flows", "b1")
+    assert s.queue_path == "projects/p1/locations/europe-west1/queues/flows"
+    assert s.service_url == "https://svc.example"
+    assert world.webhook_url("a/b c") == "https://hooks.example/webhooks/a%2Fb%20c"
+
+
+def test_a_missing_project_is_named() -> None:
+    with pytest.raises(ValueError, match="WORLDFLOW_GCP_PROJECT"):
+        create_world("gcp", env={})
+    with pytest.raises(ValueError, match="WORLDFLOW_GCP_LEASE must be a number"):
+        create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p", "WORLDFLOW_GCP_LEASE": "soon"})
+
+
+def test_without_the_extra_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("google.cloud") else real(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"pip install 'worldflow\[gcp\]'"):
+        create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p"})
+
+
+def test_google_errors_are_translated_at_the_seam() -> None:
+    from google.api_core import exceptions
+
+    expected = r"could not read run 'r1': NotFound: .*gone"
+    with pytest.raises(GcpError, match=expected) as info, translate("read run 'r1'"):
+        raise exceptions.NotFound("gone")
+    assert isinstance(info.value, wf.WorldError)
+    assert isinstance(info.value.__cause__, exceptions.NotFound)
+    with pytest.raises(KeyError), translate("x"):  # not a Google error: left alone
+        raise KeyError("k")
+
+
+# -- the service's internal route: authentication -----------------------------------------
+async def _task_call(settings: GcpSettings, run_id: str, headers: dict[str, str]) -> int:
+    body = encode_task(Message("m-" + run_id, run_id, "cancel"), None, None)
+    status, _ = await _http(
+        "POST",
+        settings.service_url + TASK_ROUTE,
+        body,
+        {"Content-Type": "application/json", **headers},
+    )
+    return status
+
+
+@pytest.mark.parametrize(
+    ("secret", "headers", "expected"),
+    [
+        ("s3cret", {}, 401),
+        ("s3cret", {"Authorization": "Bearer wrong"}, 403),
+        ("s3cret", {"Authorization": "Basic czNjcmV0"}, 401),
+        (None, {"Authorization": "Bearer anything"}, 403),  # neither secret nor audience
+    ],
+    ids=["no-token", "wrong-secret", "not-bearer", "closed"],
+)
+def test_unauthenticated_task_calls_are_refused_and_change_nothing(
+    settings: GcpSettings, secret: str | None, headers: dict[str, str], expected: int
+) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(settings, shared_secret=secret)
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            handle = await wf.start(waits_for_hook, f"tok-{settings.queue}")
+            await _wait_event(handle, "hook_created")
+            before = await handle.events()
+            assert await _task_call(settings, handle.id, headers) == expected
+            await asyncio.sleep(0.3)
+            assert await handle.events() == before
+            assert await handle.status() == "running"
+
+    run(main())
+
+
+class _KeyServer:
+    """Publishes public keys as Google's certs endpoint does ({key id: PEM}), on 127.0.0.1."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        import http.server
+        import threading
+
+        body = json.dumps({kid: pem.decode() for kid, pem in keys.items()}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/certs"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _rsa_key() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def _token(private: bytes, kid: str, **claims: Any) -> str:
+    from google.auth import crypt, jwt
+
+    now = int(time.time())
+    payload = {
+        "iss": "https://accounts.google.com",
+        "iat": now,
+        "exp": now + 600,
+        "email_verified": True,
+        **claims,
+    }
+    signer = crypt.RSASigner.from_string(private, key_id=kid)
+    return jwt.encode(signer, payload).decode()
+
+
+def test_oidc_tokens_are_verified_with_google_auth(settings: GcpSettings) -> None:
+    """The OIDC path end to end, with keys this test publishes in place of Google's:
+    signature, key id, audience, expiry, issuer and the tasks service account."""
+    import dataclasses
+
+    private, public = _rsa_key()
+    other_private, _ = _rsa_key()
+    keys = _KeyServer({"k1": public})
+    tasks_account = "wf-tasks@p.iam.gserviceaccount.com"
+    settings = dataclasses.replace(
+        settings,
+        shared_secret=None,
+        oidc_audience=settings.service_url,
+        tasks_service_account=tasks_account,
+        oidc_certs_url=keys.url,
+    )
+    aud = settings.service_url
+    good = {"aud": aud, "email": tasks_account}
+    refused = {
+        "unsigned-by-google": (_token(other_private, "k1", **good), 401),
+        "unknown-key-id": (_token(private, "k9", **good), 401),
+        "wrong-audience": (_token(private, "k1", aud="https://else", email=tasks_account), 401),
+        "expired": (_token(private, "k1", **good, iat=1, exp=2), 401),
+        "wrong-issuer": (_token(private, "k1", **good, iss="https://evil.example"), 401),
+        "another-account": (
+            _token(private, "k1", aud=aud, email="x@p.iam.gserviceaccount.com"),
+            403,
+        ),
+        "not-a-jwt": ("abc.def", 401),
+    }
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            handle = await wf.start(waits_for_hook, f"oidc-{settings.queue}")
+            await _wait_event(handle, "hook_created")
+            before = await handle.events()
+            for name, (token, status) in refused.items():
+                got = await _task_call(settings, handle.id, {"Authorization": f"Bearer {token}"})
+                assert got == status, name
+            assert await handle.events() == before  # nothing changed
+            token = _token(private, "k1", **good)
+            assert (
+                await _task_call(settings, handle.id, {"Authorization": f"Bearer {token}"}) == 200
+            )
+            with pytest.raises(wf.RunCancelled):
+                await handle.result(timeout=10)
+
+    try:
+        run(main())
+    finally:
+        keys.close()
+
+
+def test_a_good_secret_is_accepted(settings: GcpSettings) -> None:
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            handle = await wf.start(waits_for_hook, f"tok-{settings.queue}")
+            await _wait_event(handle, "hook_created")
+            status = await _task_call(settings, handle.id, {"Authorization": f"Bearer {SECRET}"})
+            assert status == 200
+            with pytest.raises(wf.RunCancelled):
+                await handle.result(timeout=10)
+
+    run(main())
+
+
+# -- webhooks ------------------------------------------------------------------------------
+def test_webhook_bodies_are_size_capped(settings: GcpSettings) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(settings, max_webhook_bytes=1000)
+
+    @wf.workflow(name="gcp-test-webhook")
+    async def hooked() -> str:
+        request = await wf.create_webhook()
+        return request.text()
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            handle = await wf.start(hooked)
+            (created,) = await _wait_event(handle, "hook_created")
+            url = created.data["url"]
+            status, body = await _http("POST", url, b"x" * 1001)
+            assert status == 413 and b"1000 limit" in body
+            assert (await _http("POST", url.replace("/webhooks/", "/webhooks/x"), b"hi"))[0] == 404
+            assert (await _http("POST", url, b"small"))[0] == 202
+            assert await handle.result(timeout=10) == "small"
+
+    run(main())
+
+
+# -- big payloads go to Cloud Storage -----------------------------------------------------
+def test_a_webhook_body_too_big_for_a_task_travels_through_cloud_storage(
+    settings: GcpSettings,
+) -> None:
+    body = bytes(range(256)) * 3000  # 768 KB, ~1 MB as base64: past a task's 1 MB limit
+
+    @wf.workflow(name="gcp-test-big-webhook")
+    async def hooked() -> int:
+        request = await wf.create_webhook()
+        assert request.body == body
+        return len(request.body)
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        async with wf.worker(world):
+            handle = await wf.start(hooked)
+            (created,) = await _wait_event(handle, "hook_created")
+            assert (await _http("POST", created.data["url"], body))[0] == 202
+            assert await handle.result(timeout=20) == len(body)
+            assert world.blobs.writes >= 2  # the message, then the event
+
+    run(main())
+
+
+def test_payloads_past_firestores_limit_go_to_cloud_storage(settings: GcpSettings) -> None:
+    big = "é" * 700_000  # 1.4 MB of UTF-8: over Firestore's 1 MiB document limit
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        async with wf.worker(world):
+            handle = await wf.start(echo_flow, big)
+            assert await handle.result(timeout=20) == big
+            assert world.blobs.writes >= 3  # the input, the step's output, the run's output
+            assert [e.kind for e in await handle.events()][-1] == "run_completed"
+        # A cold process reads the same log back from both services.
+        async with wf.worker(GcpWorld(settings)):
+            events = await wf.get_run(handle.id).events()
+            assert events[0].data["input"] == [[big], {}]
+            assert await wf.get_run(handle.id).result(timeout=5) == big
+
+    run(main())
+
+
+def test_without_a_bucket_a_big_payload_fails_clearly(settings: GcpSettings) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(settings, bucket=None)
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            with pytest.raises(wf.WorldError, match="set WORLDFLOW_GCP_BUCKET"):
+                await wf.start(echo_flow, "x" * 1_000_000)
+
+    run(main())
+
+
+# -- listing runs ----------------------------------------------------------------------------
+def test_list_runs_newest_first_with_filters_and_cursors(settings: GcpSettings) -> None:
+    async def main() -> None:
+        clock = wf.VirtualClock()
+        world = GcpWorld(settings, clock=clock)
+        async with wf.worker(world):
+            ids = []
+            for i in range(5):
+                clock.advance(1)
+                handle = await wf.start(echo_flow, i)
+                await handle.result(timeout=10)
+                ids.append(handle.id)
+            clock.advance(1)
+            waiting = await wf.start(waits_for_hook, f"list-{settings.queue}")
+            await _wait_event(waiting, "hook_created")
+            page = await world.list_runs(limit=2)
+            assert [r.id for r in page.runs] == [waiting.id, ids[4]]
+            seen = [r.id for r in page.runs]
+            while page.cursor:
+                page = await world.list_runs(limit=2, cursor=page.cursor)
+                seen += [r.id for r in page.runs]
+            assert seen == [waiting.id, *reversed(ids)]
+            done = await world.list_runs(status="completed", workflow="gcp-test-echo", limit=3)
+            assert [r.id for r in done.runs] == ids[:1:-1]
+            rest = await world.list_runs(
+                status="completed", workflow="gcp-test-echo", limit=3, cursor=done.cursor
+            )
+            assert [r.id for r in rest.runs] == ids[1::-1] and rest.cursor is None
+            running = await world.list_runs(status="running")
+            assert [r.id for r in running.runs] == [waiting.id]
+            assert (await world.list_runs(workflow="nope")).runs == []
+            with pytest.raises(ValueError, match="not a cursor"):
+                await world.list_runs(cursor="%%%")
+
+    run(main())
+
+
+# -- long sleeps, on the real clock ------------------------------------------------------------
+def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) -> None:
+    async def main() -> None:
+        world = GcpWorld(settings)  # the real clock: tasks carry a schedule_time
+        async with wf.worker(world):
+            handle = await wf.start(long_sleep)
+            (started,) = await _wait_event(handle, "sleep_started")
+            until = started.data["until"]
+            client = make_client(settings)
+            try:
+                tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
+                timers = [
+                    t for t in tasks if json.loads(t.http_request.body)["not_before"] == until
+                ]
+                # A read of the log racing the sender may send the outbox again: the same
+                # task name, which real Cloud Tasks refuses (the emulator keeps both).
+                assert len({t.name for t in timers}) == 1
+                first_hop = timers[0].schedule_time.timestamp()
+                assert first_hop == pytest.approx(time.time() + 29 * 86400, abs=60)
+                # Delivered early (as Cloud Tasks does after 29 days): the route schedules
+                # the next hop and the run sleeps on.
+                await client.run_task(name=timers[0].name)
+                await asyncio.sleep(0.5)
+                assert await handle.status() == "running"
+                assert "sleep_fired" not in [e.kind for e in await handle.events()]
+                tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
+                hops = [
+                    t
+                    for t in tasks
+                    if json.loads(t.http_request.body)["not_before"] == until
+                    and t.name != timers[0].name
+                ]
+                assert len({t.name for t in hops}) == 1
+                # Still 40 days to go from here: another hop of 29 days, a task of its own.
+                assert hops[0].name != timers[0].name
+                next_hop = hops[0].schedule_time.timestamp()
+                assert next_hop == pytest.approx(time.time() + 29 * 86400, abs=60)
+            finally:
+                await client.transport.close()
+
+    run(main())
+
+
+# -- the outbox: messages of a durable append survive the writer's death --------------------
+def test_messages_a_dead_writer_did_not_send_go_at_the_next_read(settings: GcpSettings) -> None:
+    from worldflow._world import Append, NewEvent, Outgoing, RunCreate
+
+    async def queued(client: Any) -> list[str]:
+        tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
+        return [json.loads(t.http_request.body)["id"] for t in tasks]
+
+    async def main() -> None:
+        clock = wf.VirtualClock()
+        writer = GcpWorld(settings, clock=clock)  # a client: storage and queue, no serving
+        now = clock.now()
+        start = Outgoing(Message("start-1", "run-o", "resume"))
+        event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, now)
+        await writer.create_run(RunCreate("run-o", "w", event, start))
+        timer = Outgoing(Message("timer-1", "run-o", "resume"), now + 3600, "run-o:timer:1")
+        # The batch commits, then the writer dies before sending its timer.
+        started = Append("run-o", 1, [NewEvent("run_started", {}, now)], messages=[timer])
+        assert await writer.store.append([started]) == [True]
+        await writer.close()
+        client = make_client(settings)
+        try:
+            assert await queued(client) == ["start-1"]
+            reader = GcpWorld(settings, clock=clock)
+            assert [e.kind for e in await reader.read_events("run-o")] == [
+                "run_created",
+                "run_started",
+            ]
+            assert await queued(client) == ["start-1", "timer-1"]
+            await reader.read_events("run-o")  # marked sent: not again
+            assert await queued(client) == ["start-1", "timer-1"]
+            await reader.close()
+        finally:
+            await client.transport.close()
+
+    run(main())
+
+
+# -- logs -------------------------------------------------------------------------------------
+def test_logs_are_cloud_logging_json_with_the_run_id() -> None:
+    formatter = CloudLoggingFormatter()
+    record = logging.LogRecord("worldflow", logging.WARNING, "f", 1, "step %s failed", ("x",), None)
+    token = current_run.set("wrun_1")
+    try:
+        entry = json.loads(formatter.format(record))
+    finally:
+        current_run.reset(token)
+    assert entry["severity"] == "WARNING"
+    assert entry["message"] == "step x failed"
+    assert entry["run_id"] == "wrun_1"
+    assert entry["logging.googleapis.com/labels"] == {"run_id": "wrun_1"}
+    assert entry["time"].endswith("+00:00")
+
+
+async def _wait_event(handle: wf.Run[Any], kind: str, timeout: float = 10) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in await handle.events() if e.kind == kind]
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {kind} in {timeout}s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,96 @@
+"""The GCP world's settings: ``WORLDFLOW_GCP_*`` and ``[tool.worldflow.gcp]``.
+
+The names are those of docs/api.md, in lower case without the prefix
+(``WORLDFLOW_GCP_PROJECT`` -> ``project``). A few more tune the world for
+tests and for the Cloud Run service; docs/gcp.md lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["GcpSettings"]
+
+# Cloud Tasks refuses a schedule_time more than 30 days ahead; stay under it.
+MAX_TASK_DELAY = 29 * 86400.0
+
+
+def _float(settings: Mapping[str, str], key: str, default: float) -> float:
+    raw = settings.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"WORLDFLOW_GCP_{key.upper()} must be a number of seconds, got {raw!r}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GcpSettings:
+    """Where the GCP world keeps runs and sends tasks (see docs/gcp.md)."""
+
+    project: str
+    location: str = "us-central1"
+    queue: str = "worldflow"
+    service_url: str | None = None  # the Cloud Run URL tasks target
+    bucket: str | None = None  # Cloud Storage bucket for payloads past Firestore's limit
+    tasks_endpoint: str | None = None  # host:port of a Cloud Tasks emulator (plain gRPC)
+    database: str = "(default)"
+    oidc_audience: str | None = None
+    shared_secret: str | None = None
+    tasks_service_account: str | None = None  # the identity Cloud Tasks signs OIDC tokens as
+    # Where the keys that sign OIDC tokens are published (Google's; tests serve their own).
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    public_url: str | None = None
+    listen: str | None = None  # "host:port": serve the app in this process (tests, dev)
+    heartbeat: float = 10.0  # seconds between a worker's heartbeats
+    lease: float = 30.0  # a worker silent this long is dead; its step attempts are lost
+    start_delay: float = 60.0  # the backup start task of a run started in-process
+    drain_timeout: float = 540.0  # how long a request waits for its run to be quiescent
+    max_webhook_bytes: int = 1 << 20
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, str]) -> GcpSettings:
+        project = settings.get("project") or ""
+        if not project:
+            raise ValueError(
+                "the gcp world needs a project: set WORLDFLOW_GCP_PROJECT "
+                "(or project under [tool.worldflow.gcp] in pyproject.toml)"
+            )
+
+        def text(key: str) -> str | None:
+            return settings.get(key) or None
+
+        return cls(
+            project=project,
+            location=settings.get("location") or _DEFAULTS["location"],
+            queue=settings.get("queue") or _DEFAULTS["queue"],
+            service_url=(text("service_url") or "").rstrip("/") or None,
+            bucket=text("bucket"),
+            tasks_endpoint=text("tasks_endpoint"),
+            database=settings.get("database") or _DEFAULTS["database"],
+            oidc_audience=text("oidc_audience"),
+            shared_secret=text("shared_secret"),
+            tasks_service_account=text("tasks_service_account"),
+            oidc_certs_url=settings.get("oidc_certs_url") or _DEFAULTS["oidc_certs_url"],
+            public_url=(text("public_url") or "").rstrip("/") or None,
+            listen=text("listen"),
+            heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
+            lease=_float(settings, "lease", _DEFAULTS["lease"]),
+            start_delay=_float(settings, "start_delay", _DEFAULTS["start_delay"]),
+            drain_timeout=_float(settings, "drain_timeout", _DEFAULTS["drain_timeout"]),
+            max_webhook_bytes=int(
+                _float(settings, "max_webhook_bytes", _DEFAULTS["max_webhook_bytes"])
+            ),
+        )
+
+    @property
+    def queue_path(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/queues/{self.queue}"
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(GcpSettings)}

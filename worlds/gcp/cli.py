@@ -1,0 +1,50 @@
+"""The GCP world's commands: ``worldflow setup gcp``.
+
+Kept out of the world's modules so that the command line imports a cloud
+SDK only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worldflow._config import load_settings
+from worldflow.cli._common import write_json
+
+from ._package import plan
+from ._settings import GcpSettings
+from ._setup import format_exports, setup
+
+__all__ = ["cli_package", "cli_setup"]
+
+
+def cli_setup(args: argparse.Namespace) -> int:
+    """Create the queue (and bucket) from the WORLDFLOW_GCP_* settings; print the exports."""
+    settings = GcpSettings.from_mapping(load_settings("gcp"))
+    done, env = setup(settings)
+    if args.json:
+        write_json({"done": done, "env": env})
+        return 0
+    for line in done:
+        print(line, file=sys.stderr)
+    print(format_exports(env))
+    return 0
+
+
+def cli_package(args: argparse.Namespace) -> int:
+    """Write the service's build files; print the gcloud and terraform commands to deploy."""
+    settings = GcpSettings.from_mapping(load_settings("gcp"))
+    modules = [m.strip() for m in (args.modules or "").split(",") if m.strip()]
+    result = plan(settings, modules, Path(args.out))
+    if args.json:
+        write_json({"written": result.written, "kept": result.kept, "commands": result.commands})
+        return 0
+    for path in result.written:
+        print(f"wrote {path}", file=sys.stderr)
+    for path in result.kept:
+        print(f"kept {path} (already there)", file=sys.stderr)
+    print("# then, from the worldflow checkout's folder (infra/gcp holds the Terraform):")
+    print("\n".join(result.commands))
+    return 0
