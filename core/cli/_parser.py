@@ -8,6 +8,7 @@ from collections.abc import Callable
 from worldflow._duration import parse_duration
 
 from ._act import cancel_run, resume_hook, start_run
+from ._cloud import add_cloud_commands
 from ._runs import list_runs, show_events, show_run
 from ._worker import serve
 
@@ -177,4 +178,5 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help="how long running steps may take to finish after a stop signal (default 10s; "
         "a step cut short runs again elsewhere)",
     )
+    add_cloud_commands(commands, command)
     return parser

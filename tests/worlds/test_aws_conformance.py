@@ -9,9 +9,6 @@ import pytest
 
 import worldflow as wf
 from worldflow.testing import WorldConformance
-
-pytest.importorskip("moto", reason="the aws tests need moto[server] (scripts/test installs it)")
-
 from worldflow.worlds.aws import AwsWorld, setup
 from worldflow.worlds.aws.testing import MotoServer, WebhookGateway
 

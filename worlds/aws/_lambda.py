@@ -95,9 +95,9 @@ class LambdaApp:
     @property
     def powertools(self) -> Any:
         if self._powertools is None:
-            from ._observe import Powertools
+            from ._observe import powertools
 
-            self._powertools = Powertools()
+            self._powertools = powertools()
             self.world.on_events = self._powertools.on_append
         return self._powertools
 
@@ -182,6 +182,14 @@ def handle(event: dict[str, Any], context: Any) -> Any:
             if _app is None:
                 _app = LambdaApp()
     return _app(event, context)
+
+
+def install(app: LambdaApp) -> None:
+    """Use ``app`` for the next calls (tests: a World with a virtual clock)."""
+    global _app
+    reset()
+    with _app_lock:
+        _app = app
 
 
 def reset() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from worldflow._world import Append
 
-__all__ = ["Powertools"]
+__all__ = ["Powertools", "powertools"]
 
 
 class Powertools:
@@ -83,3 +83,14 @@ class Powertools:
         for name, value in counts.items():
             if value:
                 self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+_instance: Powertools | None = None
+
+
+def powertools() -> Powertools:
+    """The process's one :class:`Powertools` (powertools' Logger is per process too)."""
+    global _instance
+    if _instance is None:
+        _instance = Powertools()
+    return _instance

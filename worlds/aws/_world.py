@@ -81,6 +81,8 @@ class AwsWorld:
     >>> world = AwsWorld("worldflow", "https://sqs.eu-west-1.amazonaws.com/123/worldflow",
     ...                  bucket="my-worldflow-payloads")
 
+    ``poll=False`` (``WORLDFLOW_AWS_POLL=0``): this process only starts runs
+    and looks at them; Lambda (or another worker) executes them.
     ``endpoint_url``/``region`` are boto3's (``AWS_ENDPOINT_URL`` works too);
     ``poll_wait`` is the SQS long-poll wait and ``visibility`` the visibility
     timeout the consumer takes messages with (it extends it while it works on
@@ -107,6 +109,7 @@ class AwsWorld:
         hold_max: float = 60.0,
         outbox_grace: float = 60.0,
         start_safety: float = 60.0,
+        poll: bool = True,
     ) -> None:
         if not table or not queue_url:
             raise ValueError(
@@ -139,8 +142,8 @@ class AwsWorld:
         self.attempts: dict[str, set[int]] = {}
         self.on_quiet: Callable[[str], None] | None = None
         self._local_tasks: set[asyncio.Task[None]] = set()
-        #: False on Lambda: the event source mapping feeds the messages, nothing polls
-        self.poll = True
+        #: False: this process consumes no messages (a client; Lambda feeds its own)
+        self.poll = poll
         self.on_events: Callable[[Append], None] | None = None
 
     def __repr__(self) -> str:
@@ -328,12 +331,29 @@ class AwsWorld:
 
     # -- webhooks --------------------------------------------------------------------------
     def webhook_url(self, token: str) -> str:
-        base = self.public_url or ""
-        if not base:
-            log.warning(
-                "worldflow: WORLDFLOW_PUBLIC_URL is not set; webhook URLs are relative paths"
-            )
-        return f"{base}{WEBHOOK_PREFIX}{quote(token, safe='')}"
+        return f"{self._base_url()}{WEBHOOK_PREFIX}{quote(token, safe='')}"
+
+    def _base_url(self) -> str:
+        if self.public_url is None:
+            self.public_url = self._function_url() or ""
+            if not self.public_url:
+                log.warning(
+                    "worldflow: WORLDFLOW_PUBLIC_URL is not set; webhook URLs are relative paths"
+                )
+        return self.public_url
+
+    def _function_url(self) -> str | None:
+        """On Lambda without WORLDFLOW_PUBLIC_URL: the function's own URL (looked up
+        once per process; the template cannot pass a function its own URL)."""
+        name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        if not name:
+            return None
+        try:
+            config = self._client("lambda").get_function_url_config(FunctionName=name)
+        except Exception as exc:
+            log.warning("worldflow: cannot look up the function URL of %r (%s)", name, exc)
+            return None
+        return str(config["FunctionUrl"]).rstrip("/")
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, handler: MessageHandler) -> None:
@@ -341,9 +361,9 @@ class AwsWorld:
         messages until they are due, acknowledge them once their run is quiet."""
         from ._poller import Poller
 
-        self._handler = handler
         if not self.poll:
-            return
+            return  # a client, or Lambda (which feeds the engine itself): consume nothing
+        self._handler = handler
         self._poller = Poller(self, handler)
         await self._poller.start()
 
@@ -393,4 +413,5 @@ def create_world(settings: dict[str, Any]) -> AwsWorld:
         visibility=int(number("visibility", 60)),
         heartbeat=number("heartbeat", 10.0),
         worker_lease=number("worker_lease", 30.0),
+        poll=settings.get("poll", "1").lower() not in ("0", "false", "no"),
     )

@@ -10,11 +10,12 @@ usable in a project's tests::
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from types import TracebackType
 from typing import Any
 
-__all__ = ["MotoServer"]
+__all__ = ["LambdaContext", "LambdaHarness", "MotoServer", "WebhookGateway"]
 
 
 class MotoServer:
@@ -148,3 +149,138 @@ class WebhookGateway:
         from . import _lambda
 
         _lambda.reset()
+
+
+class LambdaContext:
+    """What Lambda passes as ``context``: the invocation's identity and deadline."""
+
+    def __init__(self, timeout: float, function_name: str = "worldflow") -> None:
+        import uuid
+
+        self._deadline = time.monotonic() + timeout
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:{MotoServer.region}:123456789012:function:{function_name}"
+        )
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class LambdaHarness:
+    """Plays Lambda's SQS event source mapping for a handler, as AWS drives it.
+
+    Receives up to ``batch_size`` messages (long polling), invokes the handler
+    with real SQS event records, one invocation at a time, then deletes the
+    records that succeeded; those named in ``batchItemFailures`` (or all of
+    them, if the invocation raised) are left to reappear after their
+    visibility timeout. ``run()`` polls on a daemon thread until ``stop()``.
+    """
+
+    def __init__(
+        self,
+        queue_url: str,
+        session: Any,
+        endpoint_url: str,
+        *,
+        handler: Any = None,
+        batch_size: int = 10,
+        timeout: float = 30.0,
+        visibility: int = 5,
+        wait: int = 1,
+    ) -> None:
+        import threading
+
+        self.queue_url = queue_url
+        self.sqs = session.client("sqs", endpoint_url=endpoint_url)
+        if handler is None:
+            from . import lambda_handler
+
+            handler = lambda_handler
+        self.handler = handler
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.visibility = visibility
+        self.wait = wait
+        self.invocations = 0
+        self.failures: list[str] = []
+        self.errors: list[BaseException] = []
+        self._arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lambda-harness")
+
+    def poll_once(self) -> int:
+        """One receive and (if anything came) one invocation; returns the record count."""
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=self.wait,
+            VisibilityTimeout=self.visibility,
+            MessageSystemAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        records = [self._record(m) for m in messages]
+        self.invocations += 1
+        try:
+            result = self.handler({"Records": records}, LambdaContext(self.timeout))
+            failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+        except Exception as exc:  # the whole batch comes back after its visibility timeout
+            self.errors.append(exc)
+            failed = {m["MessageId"] for m in messages}
+        self.failures += sorted(failed)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(done[start : start + 10])
+                ],
+            )
+        return len(messages)
+
+    def _record(self, m: dict[str, Any]) -> dict[str, Any]:
+        import hashlib
+
+        return {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._arn,
+            "awsRegion": MotoServer.region,
+        }
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception as exc:
+                self.errors.append(exc)
+                time.sleep(0.2)
+
+    def run(self) -> LambdaHarness:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.wait + self.timeout)
+
+    def __enter__(self) -> LambdaHarness:
+        return self.run()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
