@@ -9,6 +9,8 @@
     worldflow runs cancel RUN_ID
     worldflow hooks resume TOKEN JSON
     worldflow worker MODULE [MODULE...]
+    worldflow setup aws [--name N] [--endpoint-url URL]
+    worldflow package aws MODULE [MODULE...] [--out DIR] [--requirements FILE]
 
 Every command takes ``--json`` (one JSON document on stdout), ``--data-dir
 DIR`` and ``--world NAME``. Stdout carries only what the command is for;

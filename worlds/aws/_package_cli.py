@@ -23,9 +23,18 @@ from pathlib import Path
 __all__ = ["add_arguments", "build", "run"]
 
 #: Distributions the Lambda Python runtime ships: never put them in the zip.
-PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
-#: worldflow's own runtime dependencies on Lambda.
-DEPENDENCIES = ("rich>=13", "aws-lambda-powertools[tracer]")
+PROVIDED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "dateutil",
+    "python_dateutil",
+    "six",
+    "urllib3",
+)
+#: worldflow's dependencies on Lambda (rich is only for the CLI, which Lambda never runs).
+DEPENDENCIES = ("aws-lambda-powertools[tracer]",)
 #: Parts of worldflow a Lambda function never imports.
 _SKIP = ("testing", "cli", "web", "worlds/gcp", "worlds/aws/testing.py")
 
@@ -122,8 +131,8 @@ def _install_dependencies(target: Path, python: str, requirements: str | None) -
         command += ["-r", requirements]
     subprocess.run(command, check=True)
     for entry in list(target.iterdir()):
-        name = entry.name.split("-")[0].lower()
-        if name in PROVIDED or entry.name == "bin":
+        name = entry.name.split("-")[0].removesuffix(".py").lower()
+        if name in PROVIDED or entry.name in ("bin", "__pycache__"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

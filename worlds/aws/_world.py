@@ -322,10 +322,11 @@ class AwsWorld:
         return expires is not None and expires > time.time()
 
     def prove_alive(self, until: float) -> None:
-        """Record that this worker is alive until ``until`` (real epoch seconds), if
-        the last proof does not already cover it (one write per lease, not per call)."""
+        """Record that this worker is alive until ``until`` (real epoch seconds), unless
+        the last proof covers it. A proof is written with a minute to spare, so
+        back-to-back Lambda invocations write one heartbeat a minute, not one each."""
         if until > self._heartbeat_until:
-            until = max(until, time.time() + self.worker_lease)
+            until = max(until, time.time() + self.worker_lease) + 60.0
             self.store.heartbeat(self._worker_id, until)
             self._heartbeat_until = until
 
