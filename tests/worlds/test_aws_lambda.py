@@ -27,9 +27,11 @@ from worldflow._config import load_settings
 from worldflow._world import Message, NewEvent, Outgoing, RunCreate
 from worldflow.worlds.aws import AwsWorld, _lambda, create_world, setup
 from worldflow.worlds.aws.testing import (
+    InvocationError,
     LambdaContext,
     LambdaHarness,
     MotoServer,
+    RuntimeApi,
     WebhookGateway,
 )
 
@@ -232,3 +234,52 @@ def test_webhook_body_cap_and_unknown_path(env: dict[str, str]) -> None:
     big = b"x" * ((1 << 20) + 1)
     status, _, body = WebhookGateway.call("POST", "/webhooks/none", {}, big)
     assert status == 413
+
+
+def test_the_handler_in_the_real_runtime_client(
+    env: dict[str, str], moto: MotoServer, tmp_path: Path
+) -> None:
+    """The function as Lambda runs it: ``python -m awslambdaric`` in its own process,
+    taking invocations from a Runtime API, one at a time, with Lambda's variables set."""
+    with RuntimeApi(timeout=20) as api:
+        function_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")},
+            **env,
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_LAMBDA_FUNCTION_NAME": "worldflow",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "_HANDLER": "worldflow.worlds.aws.lambda_handler",
+            "LAMBDA_TASK_ROOT": str(ROOT),
+            "PYTHONPATH": str(ROOT),
+        }
+        function_env.pop("WORLDFLOW_AWS_POLL")
+        log = (tmp_path / "function.log").open("w")
+        function = subprocess.Popen(
+            [sys.executable, "-m", "awslambdaric", "worldflow.worlds.aws.lambda_handler"],
+            cwd=ROOT,
+            env=function_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            harness = LambdaHarness(
+                env["WORLDFLOW_AWS_QUEUE_URL"], moto.session(), moto.url, handler=api.invoke
+            )
+            with harness:
+                done = _example("examples.hail_ride", env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "run completed" in done.stdout
+            assert harness.invocations >= 1 and not harness.errors, harness.errors
+            assert api.init_error is None
+            # An event the handler refuses comes back as Lambda reports an error.
+            with pytest.raises(InvocationError) as info:
+                api.invoke({"detail-type": "Scheduled Event"})
+            assert "ValueError" in str(info.value)
+        finally:
+            function.terminate()
+            function.wait(timeout=10)
+            log.close()
+        output = (tmp_path / "function.log").read_text()
+        # powertools' Metrics, in the embedded metric format CloudWatch reads from stdout
+        assert '"Namespace":"worldflow-tests"' in output and '"StepsCompleted"' in output

@@ -15,7 +15,14 @@ import urllib.request
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LambdaContext", "LambdaHarness", "MotoServer", "WebhookGateway"]
+__all__ = [
+    "InvocationError",
+    "LambdaContext",
+    "LambdaHarness",
+    "MotoServer",
+    "RuntimeApi",
+    "WebhookGateway",
+]
 
 
 class MotoServer:
@@ -286,3 +293,117 @@ class LambdaHarness:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RuntimeApi:
+    """A minimal Lambda Runtime API (2018-06-01) on 127.0.0.1, for a real runtime
+    client (``python -m awslambdaric HANDLER``) in another process.
+
+    ``invoke(event)`` queues an invocation, which the client takes with ``GET
+    .../invocation/next``, and returns what the client posts back to
+    ``.../response`` (or raises :class:`InvocationError` for ``.../error``).
+    ``invoke`` suits :class:`LambdaHarness` as its ``handler``.
+    """
+
+    PREFIX = "/2018-06-01/runtime"
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        import http.server
+        import queue
+        import threading
+
+        self.timeout = timeout
+        self._next: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        self._results: dict[str, queue.Queue[tuple[bool, Any]]] = {}
+        self.init_error: Any = None
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes = b"{}", **headers: str) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key.replace("_", "-"), value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path != f"{api.PREFIX}/invocation/next":
+                    self._reply(404)
+                    return
+                request_id, body, deadline = api._next.get()
+                self._reply(
+                    200,
+                    body,
+                    Lambda_Runtime_Aws_Request_Id=request_id,
+                    Lambda_Runtime_Deadline_Ms=str(int(deadline * 1000)),
+                    Lambda_Runtime_Invoked_Function_Arn=(
+                        f"arn:aws:lambda:{MotoServer.region}:123456789012:function:worldflow"
+                    ),
+                    Lambda_Runtime_Trace_Id="Root=1-00000000-000000000000000000000000;Sampled=0",
+                )
+
+            def do_POST(self) -> None:
+                import json
+
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = self.rfile.read(length) if length else b""
+                if self.path == f"{api.PREFIX}/init/error":
+                    api.init_error = payload.decode(errors="replace")
+                    self._reply(202)
+                    return
+                parts = self.path[len(api.PREFIX) :].strip("/").split("/")
+                if len(parts) != 3 or parts[0] != "invocation" or parts[1] not in api._results:
+                    self._reply(404)
+                    return
+                ok = parts[2] == "response"
+                value = json.loads(payload) if payload else None
+                api._results[parts[1]].put((ok, value))
+                self._reply(202)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        # A client that stops while it waits for the next invocation is no error here.
+        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign,assignment]
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def invoke(self, event: Any, context: Any = None) -> Any:
+        import json
+        import queue
+        import uuid
+
+        request_id = str(uuid.uuid4())
+        results: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._results[request_id] = results
+        try:
+            self._next.put((request_id, json.dumps(event).encode(), time.time() + self.timeout))
+            try:
+                ok, value = results.get(timeout=self.timeout + 5)
+            except queue.Empty:
+                raise TimeoutError(f"no answer to invocation {request_id}") from None
+        finally:
+            self._results.pop(request_id, None)
+        if not ok:
+            raise InvocationError(value)
+        return value
+
+    def __enter__(self) -> RuntimeApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class InvocationError(Exception):
+    """The function reported an error (the body it posted is ``args[0]``)."""
