@@ -283,3 +283,20 @@ def test_the_handler_in_the_real_runtime_client(
         output = (tmp_path / "function.log").read_text()
         # powertools' Metrics, in the embedded metric format CloudWatch reads from stdout
         assert '"Namespace":"worldflow-tests"' in output and '"StepsCompleted"' in output
+
+
+def test_log_lines_inside_a_step_carry_its_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    from worldflow._attempts import _STEP_METADATA, StepMetadata
+    from worldflow.worlds.aws._observe import powertools
+
+    tools = powertools()
+    token = _STEP_METADATA.set(StepMetadata("wrun_1:3", 2, "wrun_1", "shop.charge"))
+    try:
+        tools.logger.info("charging")
+    finally:
+        _STEP_METADATA.reset(token)
+    tools.logger.info("outside")
+    inside, outside = (json.loads(line) for line in capsys.readouterr().out.splitlines()[-2:])
+    assert inside["message"] == "charging"
+    assert (inside["run_id"], inside["step_id"], inside["attempt"]) == ("wrun_1", "wrun_1:3", 2)
+    assert outside["message"] == "outside" and "step_id" not in outside

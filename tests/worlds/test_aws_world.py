@@ -159,6 +159,40 @@ def test_messages_of_an_append_survive_a_failed_send(
     assert sum('"m-timer"' in b for b in bodies) == 1
 
 
+def test_a_failed_send_is_retried_and_holds_its_run_busy(
+    make: Callable[..., AwsWorld], moto: MotoServer
+) -> None:
+    """SQS refused the send after the append committed: the world keeps the messages,
+    counts the run as busy (its message is not acknowledged) and sends them later."""
+    healthy = make()
+    world = make(queue_url=f"{moto.url}/123456789012/no-such-queue")
+
+    async def main() -> None:
+        async with wf.worker(healthy):
+            handle = await wf.start(noop, 1, id="unsent-run")
+            await handle.result(timeout=10)
+        last = (await healthy.get_run("unsent-run")).last_seq  # type: ignore[union-attr]
+        timer = Outgoing(Message("m-unsent", "unsent-run", "resume"), time.time())
+        event = NewEvent("cancel_requested", {"id": "y"}, time.time())
+        assert await world.append([Append("unsent-run", last, [event], messages=[timer])])
+        assert world.busy("unsent-run") and list(world.unsent) == [("unsent-run", last + 1)]
+        assert world.resend_unsent() == []  # the queue is still wrong: still waiting
+        world.queue.url = healthy.queue.url  # SQS takes messages again
+        assert world.resend_unsent() == ["unsent-run"]
+        assert not world.busy("unsent-run") and not world.unsent
+
+    run(main())
+    items = healthy.store.client.query(
+        TableName=healthy.store.table,
+        KeyConditionExpression="pk = :p AND begins_with(sk, :o)",
+        ExpressionAttributeValues={":p": {"S": "R#unsent-run"}, ":o": {"S": "O#"}},
+    )["Items"]
+    assert items == []  # sent, so the outbox item is gone
+    sqs = moto.session().client("sqs", endpoint_url=moto.url)
+    got = sqs.receive_message(QueueUrl=healthy.queue.url, MaxNumberOfMessages=10)
+    assert ['"m-unsent"' in m["Body"] for m in got.get("Messages", [])] == [True]
+
+
 def test_a_message_due_later_than_held_is_chained(make: Callable[..., AwsWorld]) -> None:
     """With the real clock, a message due past ``hold_max`` is re-sent with an SQS
     delay rather than held; it reaches the handler once, when it is due."""

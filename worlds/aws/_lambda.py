@@ -139,6 +139,8 @@ class LambdaApp:
         # Steps run inline: give them the invocation's time, then report the
         # records whose run still has an attempt running here as failed.
         self.loop.run_until_complete(runtime.drain(max(0.0, deadline - time.time())))
+        if self.world.unsent:  # SQS refused some sends: once more, else redeliver their runs
+            self.world.resend_unsent()
         failures = response.setdefault("batchItemFailures", [])
         for message_id, run_id in handled.items():
             if self.world.busy(run_id):

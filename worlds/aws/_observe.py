@@ -11,6 +11,7 @@ tracing is skipped.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,9 @@ class Powertools:
 
         service = os.environ.get("POWERTOOLS_SERVICE_NAME", "worldflow")
         self.logger = Logger(service=service)
+        # Lines logged inside a step (by worldflow, or by the step through this
+        # service's Logger) carry the step's run id, step id and attempt.
+        self.logger.registered_handler.addFilter(StepContext())
         # worldflow's own loggers write through powertools' JSON formatter too.
         copy_config_to_registered_loggers(source_logger=self.logger, include={"worldflow"})
         self.metrics = Metrics(
@@ -83,6 +87,20 @@ class Powertools:
         for name, value in counts.items():
             if value:
                 self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+class StepContext(logging.Filter):
+    """Adds ``run_id``, ``step_id`` and ``attempt`` to a record logged inside a step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from worldflow._attempts import _STEP_METADATA
+
+        meta = _STEP_METADATA.get()
+        if meta is not None:
+            record.run_id = meta.run_id
+            record.step_id = meta.step_id
+            record.attempt = meta.attempt
+        return True
 
 
 _instance: Powertools | None = None

@@ -223,6 +223,10 @@ class Poller:
         while not self._closed:
             await asyncio.sleep(period)
             try:
+                if world.unsent:
+                    for run_id in await in_thread(world.resend_unsent):
+                        if not world.busy(run_id):
+                            self._run_quiet(run_id)
                 until = time.time() + world.worker_lease
                 await in_thread(world.store.heartbeat, world.worker_id, until)
                 world._heartbeat_until = until

@@ -142,6 +142,9 @@ class AwsWorld:
         self.attempts: dict[str, set[int]] = {}
         self.on_quiet: Callable[[str], None] | None = None
         self._local_tasks: set[asyncio.Task[None]] = set()
+        #: (run id, last seq) -> messages of a durable append that SQS did not take yet
+        self.unsent: dict[tuple[str, int], list[Outgoing]] = {}
+        self._unsent_lock = threading.Lock()
         #: False: this process consumes no messages (a client; Lambda feeds its own)
         self.poll = poll
         self.on_events: Callable[[Append], None] | None = None
@@ -226,18 +229,49 @@ class AwsWorld:
 
     def _send_and_clear(self, append: Append) -> None:
         """Send an append's messages now that it is durable, then drop its outbox item.
-        If this fails (or the process dies), the outbox item stays and a later cold
-        read of the run sends them again."""
+
+        If the send fails, the messages wait in :attr:`unsent` (sent again by
+        :meth:`resend_unsent`; until then their run counts as busy, so the message
+        that led to them is not acknowledged); if the process dies, the outbox item
+        stays and a later cold read of the run sends them."""
         try:
             self._send_sync(append.messages)
-            self.store.clear_outbox(append.run_id, [append.last_seq])
-        except Exception:
-            log.exception(
-                "worldflow: sending the messages of run %r (seq %d) failed; they stay in "
-                "its outbox and are sent again when the run is next loaded",
+        except Exception as exc:
+            log.warning(
+                "worldflow: sending the messages of run %r (seq %d) failed (%s); trying again",
                 append.run_id,
                 append.last_seq,
+                exc,
             )
+            with self._unsent_lock:
+                self.unsent[append.run_id, append.last_seq] = list(append.messages)
+            return
+        self._clear_outbox(append.run_id, append.last_seq)
+
+    def _clear_outbox(self, run_id: str, last_seq: int) -> None:
+        try:
+            self.store.clear_outbox(run_id, [last_seq])
+        except Exception as exc:  # sent already: a later cold read sends a harmless copy
+            log.warning("worldflow: could not clear the outbox of run %r (%s)", run_id, exc)
+
+    def resend_unsent(self) -> list[str]:
+        """Send what failed to send before (blocking); returns the runs now all sent."""
+        with self._unsent_lock:
+            pending = list(self.unsent.items())
+        done: set[str] = set()
+        for (run_id, last_seq), messages in pending:
+            try:
+                self._send_sync(messages)
+            except Exception as exc:
+                log.warning("worldflow: sending run %r's messages failed again (%s)", run_id, exc)
+                continue
+            with self._unsent_lock:
+                self.unsent.pop((run_id, last_seq), None)
+            self._clear_outbox(run_id, last_seq)
+            done.add(run_id)
+        with self._unsent_lock:
+            waiting = {run_id for run_id, _ in self.unsent}
+        return sorted(done - waiting)
 
     def _track(self, append: Append) -> None:
         """Follow which step attempts this worker runs, from the events it wrote:
@@ -256,11 +290,16 @@ class AwsWorld:
                 running.discard(cid)
         if append.status in TERMINAL or (running is not None and not running):
             self.attempts.pop(append.run_id, None)
-            if self.on_quiet is not None:
+            if self.on_quiet is not None and not self.busy(append.run_id):
                 self.on_quiet(append.run_id)
 
     def busy(self, run_id: str) -> bool:
-        return bool(self.attempts.get(run_id))
+        """Whether a step attempt of this worker runs for the run, or messages of one
+        of its appends are still to be sent: not the time to acknowledge its message."""
+        if self.attempts.get(run_id):
+            return True
+        with self._unsent_lock:
+            return any(r == run_id for r, _ in self.unsent)
 
     async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         events, outbox = await in_thread(self.store.read_events, run_id, after_seq)
