@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ if str(ROOT) not in sys.path:  # examples/ is not installed: import it from the 
     sys.path.insert(0, str(ROOT))
 
 EXAMPLES = "examples.hail_ride,examples.payment_webhook,examples.research_agent"
+SLOW_CALLS: list[int] = []
+
+
+@wf.step
+async def slow_step(seconds: float) -> str:
+    SLOW_CALLS.append(wf.get_step_metadata().attempt)
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@wf.workflow(name="aws-lambda-tests.slow")
+async def slow(seconds: float) -> str:
+    return await slow_step(seconds)
 
 
 @pytest.fixture(scope="module")
@@ -285,18 +299,61 @@ def test_the_handler_in_the_real_runtime_client(
         assert '"Namespace":"worldflow-tests"' in output and '"StepsCompleted"' in output
 
 
-def test_log_lines_inside_a_step_carry_its_ids(capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_lines_inside_a_step_carry_its_ids() -> None:
+    import logging
+
     from worldflow._attempts import _STEP_METADATA, StepMetadata
-    from worldflow.worlds.aws._observe import powertools
+    from worldflow.worlds.aws._observe import StepContext, powertools
 
     tools = powertools()
+    handler = tools.logger.registered_handler
+    (step_context,) = [f for f in handler.filters if isinstance(f, StepContext)]
+
+    def line(message: str) -> dict[str, Any]:
+        record = logging.LogRecord("worldflow", logging.INFO, __file__, 1, message, (), None)
+        step_context.filter(record)
+        return dict(json.loads(tools.logger.registered_formatter.format(record)))
+
     token = _STEP_METADATA.set(StepMetadata("wrun_1:3", 2, "wrun_1", "shop.charge"))
     try:
-        tools.logger.info("charging")
+        inside = line("charging")
     finally:
         _STEP_METADATA.reset(token)
-    tools.logger.info("outside")
-    inside, outside = (json.loads(line) for line in capsys.readouterr().out.splitlines()[-2:])
+    outside = line("outside")
     assert inside["message"] == "charging"
     assert (inside["run_id"], inside["step_id"], inside["attempt"]) == ("wrun_1", "wrun_1:3", 2)
     assert outside["message"] == "outside" and "step_id" not in outside
+
+
+def test_a_record_is_acknowledged_only_once_its_run_is_quiet(
+    env: dict[str, str], moto: MotoServer
+) -> None:
+    """A step still running when the invocation's time is up: its record is reported
+    failed (the message comes back), and the next invocation sees the step finish."""
+    SLOW_CALLS.clear()
+
+    async def start() -> str:
+        async with wf.worker("aws"):
+            return (await wf.start(slow, 2.0)).id
+
+    run_id = asyncio.run(start())
+    # 3 s of invocation, less the 2 s margin: the step (2 s) cannot finish in it.
+    h = LambdaHarness(
+        env["WORLDFLOW_AWS_QUEUE_URL"], moto.session(), moto.url, timeout=3.0, visibility=1
+    )
+    while not h.poll_once():
+        pass
+    assert len(h.failures) == 1  # not acknowledged: the run had a step running
+    h.timeout = 10.0
+    deadline = time.monotonic() + 20
+    while len(h.failures) == 1 and time.monotonic() < deadline:
+        if h.poll_once():
+            break
+
+    async def result() -> str:
+        async with wf.worker("aws"):
+            return str(await wf.get_run(run_id).result(timeout=10))
+
+    assert asyncio.run(result()) == "done"
+    assert SLOW_CALLS == [1]  # the same process finished its attempt: not run again
+    assert len(h.failures) == 1

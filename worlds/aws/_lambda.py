@@ -132,7 +132,9 @@ class LambdaApp:
             self.loop.run_until_complete(self._one(runtime, out, deadline))
             handled[record.message_id] = out.message.run_id
 
-        processor = BatchProcessor(event_type=EventType.SQS)
+        # A batch whose every record failed is answered like any other (all of them in
+        # batchItemFailures), so the drain below still runs.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         response: dict[str, Any] = process_partial_response(  # type: ignore[assignment]
             event=event, record_handler=record_handler, processor=processor, context=context
         )
