@@ -116,3 +116,38 @@ def test_package_names_a_missing_module(tmp_path: Path) -> None:
     done = _cli(["package", "aws", "nowhere.flows", "--no-deps"], tmp_path, {})
     assert done.returncode == 1
     assert "nowhere" in done.stderr and "project's root" in done.stderr
+
+
+def test_the_cli_on_the_aws_world(moto: MotoServer, tmp_path: Path) -> None:
+    """`worldflow worker` serves runs from the queue; `worldflow start --wait` and
+    `worldflow runs list` from another process only start and look."""
+    moto.reset()
+    root = Path(__file__).resolve().parents[2]
+    done = _cli(["setup", "aws", "--json"], tmp_path, moto.env())
+    env = {**moto.env(), **json.loads(done.stdout), "PYTHONPATH": str(root)}
+    env.pop("WORLDFLOW_MODULES", None)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worldflow", "worker", "examples.hail_ride"],
+        cwd=root,
+        env={**os.environ, **env, "WORLDFLOW_AWS_POLL_WAIT": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = {**env, "WORLDFLOW_AWS_POLL": "0"}
+        started = _cli(
+            ["start", "examples.hail_ride:hail_ride", '"req-42"', "--wait", "--timeout", "30s"],
+            root,
+            client,
+        )
+        assert started.returncode == 0, started.stderr
+        assert "Ana" in started.stdout
+        listed = _cli(["runs", "list", "--json"], root, client)
+        assert listed.returncode == 0, listed.stderr
+        runs = json.loads(listed.stdout)
+        assert [r["status"] for r in runs["runs"]] == ["completed"]
+    finally:
+        worker.terminate()
+        _, errors = worker.communicate(timeout=30)
+    assert worker.returncode == 0, errors

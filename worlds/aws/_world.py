@@ -122,11 +122,11 @@ class AwsWorld:
         self._session = session
         self._region = region
         self._endpoint_url = endpoint_url
+        self.poll_wait = poll_wait  # before the clients: their read timeout outlasts a long poll
         self.blobs = Blobs(self._client, bucket)
         self.store = DynamoStore(self._client("dynamodb"), table, self.blobs)
         self.queue = SqsQueue(self._client("sqs"), queue_url, self.blobs)
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.poll_wait = poll_wait
         self.visibility = visibility
         self.heartbeat_interval = heartbeat
         self.worker_lease = worker_lease
@@ -161,14 +161,11 @@ class AwsWorld:
             retries={"mode": "standard", "max_attempts": 5},
             max_pool_connections=50,
             connect_timeout=5,
-            read_timeout=max(30, self._read_timeout()),
+            read_timeout=max(30, self.poll_wait + 10),
         )
         return session.client(
             service, region_name=self._region, endpoint_url=self._endpoint_url, config=config
         )
-
-    def _read_timeout(self) -> int:
-        return int(getattr(self, "poll_wait", 20)) + 10
 
     # -- Storage ---------------------------------------------------------------------
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
