@@ -357,3 +357,16 @@ def test_a_record_is_acknowledged_only_once_its_run_is_quiet(
     assert asyncio.run(result()) == "done"
     assert SLOW_CALLS == [1]  # the same process finished its attempt: not run again
     assert len(h.failures) == 1
+
+
+def test_a_webhook_through_an_api_gateway_stage(env: dict[str, str]) -> None:
+    """API Gateway (HTTP API, payload 2.0) puts a named stage in the path."""
+    event = {
+        "version": "2.0",
+        "rawPath": "/prod/webhooks/no-such-token",
+        "requestContext": {"http": {"method": "POST"}, "stage": "prod"},
+        "body": "{}",
+    }
+    answer = _lambda.handle(event, LambdaContext(3))
+    assert answer["statusCode"] == 404
+    assert "no live webhook" in answer["body"]  # the token was looked up: the path was read
