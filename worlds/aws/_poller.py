@@ -23,9 +23,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from worldflow._world import MessageHandler
+from worldflow._world import MessageHandler, Outgoing
 
 from ._queue import MAX_DELAY, Received
+from ._world import SAFETY
 
 if TYPE_CHECKING:
     from ._world import AwsWorld
@@ -187,8 +188,34 @@ class Poller:
             return
         if self.world.busy(message.run_id):
             self._waiting.setdefault(message.run_id, []).append(r)
+        elif (r.outgoing.key or "").endswith(SAFETY) and await self._unbacked(r):
+            return  # passed on: sent again for later, this copy deleted
         else:
             self._ack(r)
+
+    async def _unbacked(self, r: Received) -> bool:
+        """A run started in the process that created it has no SQS message of its own
+        behind its first steps, only this delayed copy. If such a step still runs on
+        another live worker, send the copy again for later rather than use it up: it
+        is what resumes the run should that worker die."""
+        from ._world import in_thread
+
+        world = self.world
+        run_id = r.outgoing.message.run_id
+        try:
+            if not await world.waits_on_another(run_id):
+                return False
+            again = Outgoing(
+                r.outgoing.message, world.clock.now() + world.start_safety, r.outgoing.key
+            )
+            await world.send([again])
+        except Exception as exc:
+            log.warning("worldflow: passing on run %r's start copy failed (%s)", run_id, exc)
+            return False
+        if self._busy.pop(r.sqs_id, None) is not None:
+            with contextlib.suppress(Exception):
+                await in_thread(world.queue.delete, [r.receipt])
+        return True
 
     def _run_quiet(self, run_id: str) -> None:
         for r in self._waiting.pop(run_id, []):

@@ -49,6 +49,8 @@ log = logging.getLogger("worldflow.aws")
 T = TypeVar("T")
 
 WEBHOOK_PREFIX = "/webhooks/"
+#: The key suffix of a locally started run's delayed copy of its start message.
+SAFETY = ":safety"
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -183,7 +185,9 @@ class AwsWorld:
             return
         # This process serves the queue: start the run here, at once (no queue
         # round trip), with a delayed copy on SQS in case this process dies first.
-        safety = Outgoing(start.message, self.clock.now() + self.start_safety, start.key)
+        safety = Outgoing(
+            start.message, self.clock.now() + self.start_safety, f"{start.key}{SAFETY}"
+        )
         await self.send([safety])
         self.spawn_local(handler, start.message)
 
@@ -297,6 +301,24 @@ class AwsWorld:
             return True
         with self._unsent_lock:
             return any(r == run_id for r, _ in self.unsent)
+
+    async def waits_on_another(self, run_id: str) -> bool:
+        """Whether a step of the run is running on another worker that is alive."""
+        from worldflow._state import RunState
+
+        events = await self.read_events(run_id)
+        if not events:
+            return False
+        state = RunState.from_events(run_id, events, lean=True)
+        others = {
+            step.worker
+            for step in state.open_steps.values()
+            if step.status == "running" and step.worker and step.worker != self._worker_id
+        }
+        for worker in others:
+            if await self.worker_alive(worker):
+                return True
+        return False
 
     async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         events, outbox = await in_thread(self.store.read_events, run_id, after_seq)
@@ -450,5 +472,6 @@ def create_world(settings: dict[str, Any]) -> AwsWorld:
         visibility=int(number("visibility", 60)),
         heartbeat=number("heartbeat", 10.0),
         worker_lease=number("worker_lease", 30.0),
+        start_safety=number("start_safety", 60.0),
         poll=settings.get("poll", "1").lower() not in ("0", "false", "no"),
     )
