@@ -16,9 +16,9 @@ One append is one ``TransactWriteItems``: the run item updated on the
 condition ``last_seq = expected`` (a second writer loses cleanly), the chunk
 put, hooks put or deleted, and the outbox put when the append carries
 messages. Reading a log is a ``Query`` on ``pk`` from ``E#<after>`` (paged by
-DynamoDB's 1 MB pages). Runs are listed newest first from three sparse-free
-global secondary indexes keyed by creation time (all runs, by status, by
-workflow), never by a scan.
+DynamoDB's 1 MB pages). Runs are listed newest first from three global
+secondary indexes sorted by creation time (all runs, by status, by
+workflow), never by a scan; only run items carry their keys.
 """
 
 from __future__ import annotations

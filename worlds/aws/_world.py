@@ -186,7 +186,9 @@ class AwsWorld:
         # This process serves the queue: start the run here, at once (no queue
         # round trip), with a delayed copy on SQS in case this process dies first.
         safety = Outgoing(
-            start.message, self.clock.now() + self.start_safety, f"{start.key}{SAFETY}"
+            start.message,
+            self.clock.now() + self.start_safety,
+            f"{start.key or start.message.run_id}{SAFETY}",
         )
         await self.send([safety])
         self.spawn_local(handler, start.message)
