@@ -13,6 +13,10 @@
     worldflow hooks resume TOKEN JSON
     worldflow worker MODULE [MODULE...]
     worldflow web [--host H] [--port P] [--open]
+    worldflow setup aws [--name N] [--endpoint-url URL]
+    worldflow package aws MODULE [MODULE...] [--out DIR] [--requirements FILE]
+    worldflow setup gcp
+    worldflow package gcp [--modules M[,M...]] [--out DIR]
 
 Every command takes ``--json`` (one JSON document on stdout), ``--data-dir
 DIR`` and ``--world NAME``. Stdout carries only what the command is for;

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from worldflow._duration import parse_duration
 
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
+from ._cloud import add_cloud_commands
 from ._runs import list_runs, show_events
-from ._setup import SETUP_WORLDS, run_package, run_setup
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
@@ -263,17 +263,5 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
     )
     web.add_argument("--open", action="store_true", help="open the UI in a browser")
-    setup = command(
-        commands,
-        "setup",
-        run_setup,
-        "create what a cloud world needs (development and tests); print the settings",
-    )
-    setup.add_argument("world", choices=SETUP_WORLDS)
-    package = command(
-        commands, "package", run_package, "build files for a cloud world; print the deploy commands"
-    )
-    package.add_argument("world", choices=SETUP_WORLDS)
-    package.add_argument("--modules", metavar="M[,M...]", help="the modules defining workflows")
-    package.add_argument("--out", default=".", metavar="DIR", help="where to write (default .)")
+    add_cloud_commands(commands, command)
     return parser

@@ -1,23 +1,25 @@
-"""The GCP world's commands: ``worldflow setup gcp``.
+"""The GCP world's commands: ``worldflow setup gcp`` and ``worldflow package gcp``.
 
-Kept out of the world's modules so that the command line imports a cloud
-SDK only when one of these commands runs.
+``core/cli/_cloud.py`` registers them through :data:`SETUP` and :data:`PACKAGE`
+(``add_arguments(parser)`` and ``run(args)``), so the command line imports a
+cloud SDK only when one of these commands runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from worldflow._config import load_settings
-from worldflow.cli._common import write_json
+from worldflow.cli._common import EXIT_USAGE, CliError, write_json
 
 from ._package import plan
 from ._settings import GcpSettings
 from ._setup import format_exports, setup
 
-__all__ = ["cli_package", "cli_setup"]
+__all__ = ["PACKAGE", "SETUP", "cli_package", "cli_setup"]
 
 
 def cli_setup(args: argparse.Namespace) -> int:
@@ -48,3 +50,30 @@ def cli_package(args: argparse.Namespace) -> int:
     print("# then, from the worldflow checkout's folder (infra/gcp holds the Terraform):")
     print("\n".join(result.commands))
     return 0
+
+
+class _Command:
+    def __init__(
+        self,
+        run: Callable[[argparse.Namespace], int],
+        add: Callable[[argparse.ArgumentParser], None],
+    ) -> None:
+        self.run = run
+        self.add_arguments = add
+
+
+def _package_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modules", metavar="M[,M...]", help="the modules defining workflows")
+    parser.add_argument("--out", default=".", metavar="DIR", help="where to write (default .)")
+
+
+def _package(args: argparse.Namespace) -> int:
+    try:
+        return cli_package(args)
+    except ValueError as exc:  # no modules, a bad setting: a usage error
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+#: What ``worldflow setup gcp`` and ``worldflow package gcp`` run.
+SETUP = _Command(cli_setup, lambda parser: None)
+PACKAGE = _Command(_package, _package_arguments)
