@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from worldflow._runtime import Runtime
 from worldflow._state import RESULT_KINDS, RunState
 from worldflow._world import Event, Message, MessageHandler, World
 
-__all__ = ["DuplicatingWorld", "Harness", "dump_log", "load_log", "normalized", "replay_log"]
+__all__ = [
+    "DuplicatingWorld",
+    "Harness",
+    "dump_log",
+    "http_call",
+    "load_log",
+    "normalized",
+    "replay_log",
+]
 
 
 class Harness:
@@ -177,3 +187,20 @@ def normalized(events: Sequence[Event]) -> list[tuple[str, Any]]:
         return value
 
     return [(e.kind, strip(e.data)) for e in events]
+
+
+async def http_call(
+    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One HTTP request off the loop (a webhook call, say): the status and the body,
+    error statuses included."""
+
+    def call() -> tuple[int, bytes]:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    return await asyncio.to_thread(call)

@@ -21,8 +21,6 @@ import asyncio
 import datetime as dt
 import gc
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -35,7 +33,7 @@ from worldflow._state import RunState
 from worldflow._world import Message, World
 
 from . import _workflows as w
-from ._harness import DuplicatingWorld, Harness, normalized, replay_log
+from ._harness import DuplicatingWorld, Harness, http_call, normalized, replay_log
 
 __all__ = ["WorldConformance"]
 
@@ -60,20 +58,6 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     test.__qualname__ = fn.__qualname__
     test.__doc__ = fn.__doc__
     return test
-
-
-async def _http(
-    method: str, url: str, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    def call() -> tuple[int, bytes]:
-        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read()
-
-    return await asyncio.to_thread(call)
 
 
 class WorldConformance:
@@ -423,9 +407,11 @@ class WorldConformance:
         url = created.data["url"]
         assert created.data["token"] in url
         missing = url.replace(created.data["token"], "not-a-token")
-        status, _ = await _http("POST", missing, b"{}")
+        status, _ = await http_call("POST", missing, b"{}")
         assert status == 404
-        status, _ = await _http("POST", url, b'{"paid": 12}', {"Content-Type": "application/json"})
+        status, _ = await http_call(
+            "POST", url, b'{"paid": 12}', {"Content-Type": "application/json"}
+        )
         assert status == 202
         result = await run.result(timeout=10)
         assert result == {"method": "POST", "body": '{"paid": 12}', "json": {"paid": 12}}
@@ -434,7 +420,7 @@ class WorldConformance:
     async def test_malformed_webhook_body_fails_clearly(self, h: Harness) -> None:
         run = await wf.start(w.webhook_echo)
         (created,) = await h.wait_event(run, "hook_created")
-        status, _ = await _http("POST", created.data["url"], b"not json")
+        status, _ = await http_call("POST", created.data["url"], b"not json")
         assert status == 202
         with pytest.raises(wf.RunFailed) as info:
             await run.result(timeout=10)

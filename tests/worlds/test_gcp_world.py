@@ -12,8 +12,6 @@ import json
 import logging
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +21,7 @@ import pytest
 import worldflow as wf
 from worldflow._config import create_world
 from worldflow._world import Message
+from worldflow.testing._harness import http_call
 from worldflow.worlds.gcp import GcpError, GcpSettings, GcpWorld
 from worldflow.worlds.gcp._errors import translate
 from worldflow.worlds.gcp._logs import CloudLoggingFormatter, current_run
@@ -59,20 +58,6 @@ async def waits_for_hook(token: str) -> Any:
 async def long_sleep() -> str:
     await wf.sleep("40d")
     return "woke"
-
-
-async def _http(
-    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    def call() -> tuple[int, bytes]:
-        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read()
-
-    return await asyncio.to_thread(call)
 
 
 @pytest.fixture
@@ -142,7 +127,7 @@ def test_google_errors_are_translated_at_the_seam() -> None:
 # -- the service's internal route: authentication -----------------------------------------
 async def _task_call(settings: GcpSettings, run_id: str, headers: dict[str, str]) -> int:
     body = encode_task(Message("m-" + run_id, run_id, "cancel"), None, None)
-    status, _ = await _http(
+    status, _ = await http_call(
         "POST",
         settings.service_url + TASK_ROUTE,
         body,
@@ -324,10 +309,12 @@ def test_webhook_bodies_are_size_capped(settings: GcpSettings) -> None:
             handle = await wf.start(hooked)
             (created,) = await _wait_event(handle, "hook_created")
             url = created.data["url"]
-            status, body = await _http("POST", url, b"x" * 1001)
+            status, body = await http_call("POST", url, b"x" * 1001)
             assert status == 413 and b"1000 limit" in body
-            assert (await _http("POST", url.replace("/webhooks/", "/webhooks/x"), b"hi"))[0] == 404
-            assert (await _http("POST", url, b"small"))[0] == 202
+            assert (await http_call("POST", url.replace("/webhooks/", "/webhooks/x"), b"hi"))[
+                0
+            ] == 404
+            assert (await http_call("POST", url, b"small"))[0] == 202
             assert await handle.result(timeout=10) == "small"
 
     run(main())
@@ -350,7 +337,7 @@ def test_a_webhook_body_too_big_for_a_task_travels_through_cloud_storage(
         async with wf.worker(world):
             handle = await wf.start(hooked)
             (created,) = await _wait_event(handle, "hook_created")
-            assert (await _http("POST", created.data["url"], body))[0] == 202
+            assert (await http_call("POST", created.data["url"], body))[0] == 202
             assert await handle.result(timeout=20) == len(body)
             assert world.blobs.writes >= 2  # the message, then the event
 
