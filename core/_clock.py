@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from ._duration import parse_duration
 
-__all__ = ["Clock", "SystemClock", "VirtualClock"]
+__all__ = ["Clock", "SystemClock", "VirtualClock", "sleep_until_or_woken"]
 
 
 @runtime_checkable
@@ -85,3 +85,19 @@ class VirtualClock:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+async def sleep_until_or_woken(clock: Clock, when: float, woken: asyncio.Event) -> None:
+    """Return at ``when`` on ``clock``, or as soon as ``woken`` is set, whichever is first.
+
+    What a World's timer loop waits on: the earliest due message, unless an
+    earlier one arrives meanwhile (it sets ``woken``).
+    """
+    loop = asyncio.get_running_loop()
+    sleeper = loop.create_task(clock.sleep_until(when))
+    waker = loop.create_task(woken.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waker.cancel()

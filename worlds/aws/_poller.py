@@ -23,6 +23,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from worldflow._clock import sleep_until_or_woken
 from worldflow._world import MessageHandler, Outgoing
 
 from ._queue import MAX_DELAY, Received
@@ -141,7 +142,6 @@ class Poller:
     # -- holding until due ------------------------------------------------------------------
     async def _timer_loop(self) -> None:
         clock = self.world.clock
-        loop = asyncio.get_running_loop()
         while not self._closed:
             now = clock.now()
             while self._heap and self._heap[0][0] <= now:
@@ -152,13 +152,7 @@ class Poller:
             if not self._heap:
                 await self._wake.wait()
                 continue
-            sleeper = loop.create_task(clock.sleep_until(self._heap[0][0]))
-            waker = loop.create_task(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await sleep_until_or_woken(clock, self._heap[0][0], self._wake)
 
     # -- delivering ----------------------------------------------------------------------------
     def _deliver_soon(self, r: Received) -> None:

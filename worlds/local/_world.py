@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from worldflow._clock import Clock, SystemClock
+from worldflow._clock import Clock, SystemClock, sleep_until_or_woken
 from worldflow._codec import encode
 from worldflow._definitions import workflow_names
 from worldflow._hooks import WebhookRequest
@@ -328,7 +328,6 @@ class LocalWorld:
         try:
             while True:
                 now = self.clock.now()
-                loop = asyncio.get_running_loop()
                 while self._heap and self._heap[0][0] <= now:
                     _, _, m = heapq.heappop(self._heap)
                     self._spawn(self._deliver(m))
@@ -336,13 +335,7 @@ class LocalWorld:
                 if not self._heap:
                     await self._wake.wait()
                     continue
-                sleeper = loop.create_task(self.clock.sleep_until(self._heap[0][0]))
-                waker = loop.create_task(self._wake.wait())
-                try:
-                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    sleeper.cancel()
-                    waker.cancel()
+                await sleep_until_or_woken(self.clock, self._heap[0][0], self._wake)
         finally:
             self._shutdown()
 
