@@ -10,7 +10,7 @@ import pytest
 import worldflow as wf
 from worldflow.testing import WorldConformance
 from worldflow.worlds.aws import AwsWorld, setup
-from worldflow.worlds.aws.testing import MotoServer, WebhookGateway
+from worldflow.worlds.aws.testing import MotoServer, WebhookGateway, world_factory
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +32,15 @@ class TestAwsWorld(WorldConformance):
     @pytest.fixture
     def make_world(self, aws: dict[str, str], moto: MotoServer) -> Iterator[Callable[[], AwsWorld]]:
         clock = wf.VirtualClock()
-        session = moto.session()  # one session: it caches the service models (~0.2 s a client)
+        session = moto.session()
         with WebhookGateway() as gateway:
-
-            def make() -> AwsWorld:
-                return AwsWorld(
-                    aws["WORLDFLOW_AWS_TABLE"],
-                    aws["WORLDFLOW_AWS_QUEUE_URL"],
-                    aws["WORLDFLOW_AWS_BUCKET"],
-                    clock=clock,
-                    session=session,
-                    endpoint_url=moto.url,
-                    public_url=gateway.url,
-                    poll_wait=1,
-                    visibility=20,
-                    heartbeat=0.5,
-                    worker_lease=2.0,
-                )
-
-            yield make
+            yield world_factory(
+                aws,
+                session=session,
+                endpoint_url=moto.url,
+                clock=clock,
+                public_url=gateway.url,
+            )
 
 
 class TestAwsWorldAlwaysReplay(TestAwsWorld):

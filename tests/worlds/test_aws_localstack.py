@@ -17,7 +17,7 @@ import pytest
 import worldflow as wf
 from worldflow.testing import WorldConformance
 from worldflow.worlds.aws import AwsWorld, setup
-from worldflow.worlds.aws.testing import WebhookGateway
+from worldflow.worlds.aws.testing import WebhookGateway, world_factory
 
 URL = os.environ.get("WORLDFLOW_TEST_LOCALSTACK_URL", "http://127.0.0.1:4566")
 
@@ -54,23 +54,13 @@ class TestAwsWorldOnLocalStack(WorldConformance):
             monkeypatch.setenv(key, value)  # the Lambda handler behind the gateway reads them
         clock = wf.VirtualClock()
         with WebhookGateway() as gateway:
-
-            def make() -> AwsWorld:
-                return AwsWorld(
-                    settings["WORLDFLOW_AWS_TABLE"],
-                    settings["WORLDFLOW_AWS_QUEUE_URL"],
-                    settings["WORLDFLOW_AWS_BUCKET"],
-                    clock=clock,
-                    session=session,
-                    endpoint_url=URL,
-                    public_url=gateway.url,
-                    poll_wait=1,
-                    visibility=20,
-                    heartbeat=0.5,
-                    worker_lease=2.0,
-                )
-
-            yield make
+            yield world_factory(
+                settings,
+                session=session,
+                endpoint_url=URL,
+                clock=clock,
+                public_url=gateway.url,
+            )
 
 
 class TestAwsWorldOnLocalStackAlwaysReplay(TestAwsWorldOnLocalStack):
