@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._state import RunState
-    from ._world import NewEvent
+    from ._world import Event, NewEvent
 
 __all__ = ["Tracing", "current_traceparent", "tracing"]
 
@@ -223,14 +223,14 @@ class Tracing:
                     "worldflow: could not write the span for %s of run %r", kind, state.run_id
                 )
 
-    def _command_at(self, state: RunState, cid: int) -> float | None:
-        if 0 < cid <= len(state.commands):
-            return state.commands[cid - 1].at
-        return None
+    @staticmethod
+    def _command(state: RunState, cid: int) -> Event | None:
+        """The event that recorded command ``cid`` (a sleep's or a hook's start)."""
+        return state.commands[cid - 1] if 0 < cid <= len(state.commands) else None
 
     def _sleep(self, state: RunState, event: NewEvent) -> None:
         cid = int(event.data["cid"])
-        command = state.commands[cid - 1] if 0 < cid <= len(state.commands) else None
+        command = self._command(state, cid)
         if command is None:
             return
         attributes: dict[str, Any] = {
@@ -251,13 +251,13 @@ class Tracing:
     def _hook(self, state: RunState, event: NewEvent) -> None:
         token = str(event.data.get("token"))
         hook = state.hooks.get(token)
-        if hook is None:
+        command = None if hook is None else self._command(state, hook.cid)
+        if hook is None or command is None:
             return
-        started = self._command_at(state, hook.cid)
         span = self.tracer.start_span(
             f"{'webhook' if hook.webhook else 'hook'} wait",
             context=self.run_context(state),
-            start_time=_ns(started),
+            start_time=_ns(command.at),
             attributes={
                 "worldflow.run_id": state.run_id,
                 "worldflow.hook.token": token,
