@@ -17,7 +17,7 @@ import random as _random
 import uuid as _uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
 from ._definitions import Workflow, get_workflow
@@ -48,11 +48,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+Serve = Literal["auto", "always", "never"]
+_SERVE_VALUES = ("auto", "always", "never")
+
+
 @dataclasses.dataclass(slots=True)
 class _Config:
     world: str | World | Callable[[], World] | None = None
     always_replay: bool = False
     modules: tuple[str, ...] = ()
+    serve: Serve | None = None
 
 
 _config = _Config()
@@ -66,14 +71,19 @@ def configure(
     world: str | World | Callable[[], World] | None = None,
     always_replay: bool | None = None,
     modules: list[str] | None = None,
+    serve: Serve | None = None,
 ) -> None:
     """Choose the World for runtimes created from now on.
 
-    ``world`` is a name (``"local"``, ``"aws"``, ``"gcp"``, ``"module:factory"``),
-    a World instance, or a callable making one; by default it comes from
-    ``WORLDFLOW_WORLD``. ``always_replay`` drops the warm cache after every
-    step, so every resumption replays the run from its log (for tests).
-    ``modules`` are imported when a runtime starts, to register workflows.
+    ``world`` is a name (``"local"``, ``"aws"``, ``"gcp"``, ``"postgres"``,
+    ``"module:factory"``), a World instance, or a callable making one; by
+    default it comes from ``WORLDFLOW_WORLD``. ``always_replay`` drops the
+    warm cache after every step, so every resumption replays the run from its
+    log (for tests). ``modules`` are imported when a runtime starts, to
+    register workflows. ``serve`` says whether a plain process (not
+    ``wf.worker()``) executes work: ``"auto"`` (the default, also from
+    ``WORLDFLOW_SERVE``) lets the World decide (the local world: yes; aws and
+    gcp: no, their functions execute), ``"always"`` or ``"never"``.
     """
     if world is not None:
         _config.world = world
@@ -81,14 +91,35 @@ def configure(
         _config.always_replay = always_replay
     if modules is not None:
         _config.modules = tuple(modules)
+    if serve is not None:
+        _config.serve = _check_serve(serve, "wf.configure(serve=...)")
+
+
+def _check_serve(value: str, where: str) -> Serve:
+    if value not in _SERVE_VALUES:
+        raise ValueError(f"{where} must be one of auto, always, never; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _serves(world: World) -> bool:
+    """Whether a plain process (the implicit runtime) serves work on this World."""
+    setting = _config.serve
+    if setting is None:
+        setting = _check_serve(os.environ.get("WORLDFLOW_SERVE") or "auto", "WORLDFLOW_SERVE")
+    if setting == "auto":
+        return world.capabilities.embedded
+    return setting == "always"
 
 
 def _make_world(world: str | World | Callable[[], World] | None) -> World:
     if world is None or isinstance(world, str):
         return create_world(world)
-    if callable(world) and not hasattr(world, "append"):
-        return world()
-    return world  # type: ignore[return-value]
+    if isinstance(world, World):
+        return world
+    made = world()
+    if not isinstance(made, World):
+        raise TypeError(f"a World factory must return a worldflow.world.World, got {made!r}")
+    return made
 
 
 def _import_modules() -> None:
@@ -105,7 +136,8 @@ async def _runtime() -> Runtime:
         ready = _runtimes[loop] = loop.create_future()
         try:
             _import_modules()
-            runtime = Runtime(_make_world(_config.world), always_replay=_config.always_replay)
+            world = _make_world(_config.world)
+            runtime = Runtime(world, always_replay=_config.always_replay, serve=_serves(world))
             await runtime.start()
         except BaseException as exc:
             del _runtimes[loop]
@@ -113,7 +145,27 @@ async def _runtime() -> Runtime:
             ready.exception()  # retrieved here; the caller gets it raised below
             raise
         ready.set_result(runtime)
+        # Closed when the loop's tasks are cancelled (the end of asyncio.run): steps and
+        # deliveries stop, the World's connections and threads are released.
+        guard = loop.create_task(_close_at_end(loop, runtime), name="worldflow-runtime")
+        _guards.add(guard)
+        guard.add_done_callback(_guards.discard)
     return await asyncio.shield(ready)
+
+
+_guards: set[asyncio.Task[None]] = set()
+
+
+async def _close_at_end(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> None:
+    try:
+        await asyncio.Future()  # until cancelled
+    finally:
+        if _runtimes.get(loop) is not None and _runtimes[loop].done():
+            with contextlib.suppress(Exception):
+                if _runtimes[loop].result() is runtime:
+                    del _runtimes[loop]
+        with contextlib.suppress(Exception):
+            await runtime.close()
 
 
 @contextlib.asynccontextmanager
@@ -154,13 +206,12 @@ async def _serving(
     *,
     serve: bool,
     grace: float = 0.0,
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Runtime]:
     loop = asyncio.get_running_loop()
     if loop in _runtimes:
         if world is not None:
             raise RuntimeError("a worldflow runtime is already running on this loop")
-        await _runtime()
-        yield
+        yield await _runtime()
         return
     ready: asyncio.Future[Runtime] = loop.create_future()
     _runtimes[loop] = ready
@@ -178,7 +229,7 @@ async def _serving(
         raise
     ready.set_result(runtime)
     try:
-        yield
+        yield runtime
         if grace > 0:
             await runtime.drain(grace)
     finally:
@@ -232,16 +283,14 @@ class Run(Generic[R]):
 
     async def events(self) -> list[Event]:
         """The run's event log, in order."""
-        runtime = await _runtime()
-        await runtime.get_run(self.id)
-        return await runtime.world.read_events(self.id)
+        return await (await _runtime()).read_events(self.id)
 
     async def detail(self) -> RunDetail:
         """Everything about the run, folded from its log: steps with every attempt,
         sleeps and hook waits (with their times, for a timeline), input, output."""
         runtime = await _runtime()
         info = await runtime.get_run(self.id)
-        return inspect_run(info, await runtime.world.read_events(self.id))
+        return inspect_run(info, await runtime.backend.read_events(self.id))
 
     async def steps(self) -> list[StepInfo]:
         """The run's step calls in call order, each with its attempts, input and output."""
@@ -259,7 +308,7 @@ class Run(Generic[R]):
         """Start a new run of the same workflow with the same input (not a replay)."""
         runtime = await _runtime()
         info = await runtime.get_run(self.id)
-        events = await runtime.world.read_events(self.id, 0)
+        events = await runtime.backend.read_events(self.id)
         if not events or events[0].kind != "run_created":
             raise CorruptLogError(f"run {self.id!r}: its log does not start with run_created")
         tree = events[0].data.get("input")
@@ -290,22 +339,29 @@ async def list_runs(
         raise ValueError(f"limit must be an int from 1 to 1000, got {limit!r}")
     name = workflow.name if isinstance(workflow, Workflow) else workflow
     runtime = await _runtime()
-    return await runtime.world.list_runs(status=status, workflow=name, limit=limit, cursor=cursor)
+    return await runtime.backend.list_runs(status=status, workflow=name, limit=limit, cursor=cursor)
 
 
 async def start(
     workflow: Workflow[P, R] | Callable[P, Coroutine[Any, Any, R]] | str,
     *args: Any,
     id: str | None = None,
+    on_conflict: Literal["return", "raise"] = "return",
     **kwargs: Any,
 ) -> Run[R]:
     """Start a durable run of ``workflow`` with these arguments.
 
-    With ``id=``, starting is idempotent: the same id gives the same run.
+    With ``id=``, starting is idempotent: the same id gives the same run, even
+    if the arguments differ (the run keeps the arguments it was started with);
+    ``on_conflict="raise"`` raises ``wf.RunConflict`` when a run with that id
+    exists with other arguments. An id that belongs to another workflow's run
+    always raises ``wf.RunConflict``.
 
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
     """
+    if on_conflict not in ("return", "raise"):
+        raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
         name = get_workflow(workflow).name
     elif isinstance(workflow, Workflow):
@@ -318,7 +374,10 @@ async def start(
     if current_instance() is not None:
         raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
     runtime = await _runtime()
-    return Run(await runtime.start_run(name, args, kwargs, _valid_id(id)))
+    run_id = await runtime.start_run(
+        name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
+    )
+    return Run(run_id)
 
 
 def _valid_id(id: str | None) -> str | None:

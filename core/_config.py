@@ -25,6 +25,7 @@ KNOWN_WORLDS: dict[str, tuple[str, str | None]] = {
     "local": ("worldflow.worlds.local:create_world", None),
     "aws": ("worldflow.worlds.aws:create_world", "aws"),
     "gcp": ("worldflow.worlds.gcp:create_world", "gcp"),
+    "postgres": ("worldflow.worlds.postgres:create_world", "postgres"),
 }
 
 # Settings that keep their own names rather than WORLDFLOW_<WORLD>_*.

@@ -8,6 +8,7 @@
     ├── RunFailed                ``Run.result()`` of a run that failed
     ├── RunCancelled             ``Run.result()`` of a run that was cancelled
     ├── RunNotFound              no run has that id
+    ├── RunConflict              (also a ValueError) a run id is taken by other work
     ├── HookNotFound             no live hook has that token
     ├── HookConflict             (also a ValueError) another live run holds that hook token
     ├── WorkflowNotFound         no workflow of that name is registered in this process
@@ -31,6 +32,7 @@ __all__ = [
     "NonDeterminismError",
     "RetryableError",
     "RunCancelled",
+    "RunConflict",
     "RunFailed",
     "RunNotFound",
     "SerializationError",
@@ -112,6 +114,11 @@ class RunNotFound(WorldflowError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}")
         self.run_id = run_id
+
+
+class RunConflict(WorldflowError, ValueError):
+    """``wf.start(..., id=...)``: that id belongs to a run of another workflow, or (with
+    ``on_conflict="raise"``) to a run started with other arguments."""
 
 
 class HookNotFound(WorldflowError, LookupError):

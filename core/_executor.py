@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._attempts import StepMetadata, run_attempt
@@ -23,16 +24,18 @@ from ._codec import decode
 from ._definitions import Step, StepOptions, get_step, get_workflow
 from ._duration import parse_duration
 from ._errors import (
+    CorruptLogError,
     FatalError,
     HookConflict,
     RetryableError,
     SerializationError,
     WorkflowNotFound,
 )
+from ._events import RESULT_KINDS, EventKind
 from ._failures import describe_error
 from ._instance import WorkflowInstance
-from ._state import RESULT_KINDS, RunState, StepState
-from ._world import Append, Event, HookInfo, Message, NewEvent, Outgoing
+from ._state import RunState, StepState
+from ._world import TERMINAL, Append, Event, HookInfo, Message, NewEvent, Outgoing
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -42,12 +45,13 @@ __all__ = ["RunExecutor"]
 log = logging.getLogger("worldflow")
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class _Input:
     message: Message | None = None
     done: asyncio.Future[None] | None = None
     attempt: tuple[int, int, bool, Any] | None = None  # cid, attempt, ok, output or exception
     hook_taken: tuple[int, str, str] | None = None  # cid, token, the run holding it
+    parked_at: float = 0.0  # a hook payload waiting for the one before it (loop time)
 
 
 class _Batch:
@@ -60,6 +64,14 @@ class _Batch:
         self.append = Append(executor.run_id, self.expected_seq, self.events)
         self.launch: list[tuple[int, int]] = []
         self.hooks: list[tuple[int, str]] = []  # (cid, token) created in this batch
+
+
+_UNKNOWN = object()
+
+
+def _payload_number(inp: _Input) -> int:
+    n = inp.message.data.get("n") if inp.message is not None else None
+    return n if type(n) is int else 0
 
 
 class RunExecutor:
@@ -76,18 +88,61 @@ class RunExecutor:
         self.last_at = 0.0
         self.stale = False
         self.retry_delay = 0.1  # before loading again after a failure
+        self.parked: list[_Input] = []  # hook payloads that came before the one due first
+        self.unsent = 0  # appends whose messages are not sent yet (outbox)
+        self.holder: str | object | None = _UNKNOWN  # the holder the last append recorded
+        self._quiet: list[asyncio.Future[None]] = []
 
     # -- inputs ------------------------------------------------------------
-    async def handle(self, message: Message) -> None:
-        """Apply a queue message; returns once its effect is durable."""
-        if self.state is not None and self._waits_on_others(self.state):
+    async def handle(self, message: Message, *, look_again: bool = False) -> None:
+        """Apply a queue message; returns once its effect is durable.
+
+        ``look_again``: reload the run from its log first, so that whether the
+        workers running its steps are alive is looked at afresh.
+        """
+        if look_again or (self.state is not None and self.others(self.state)):
             # Whether those workers are still alive is known only as of the last
             # load: look again (the World may have adopted the run from a dead one).
             self.stale = True
         done = self.rt.loop.create_future()
-        self.inputs.append(_Input(message=message, done=done))
+        inp = _Input(message=message, done=done)
+        self.inputs.append(inp)
         self.kick()
-        await done
+        try:
+            await done
+        except asyncio.CancelledError:
+            self._withdraw(inp)  # the caller gave up (a host's deadline): it comes again
+            raise
+
+    def _withdraw(self, inp: _Input) -> None:
+        for queue in (self.inputs, self.parked):
+            if inp in queue:
+                queue.remove(inp)
+
+    async def quiet(self) -> None:
+        """Return once nothing of this run is in flight here: no input, batch, load,
+        step attempt of this process or unsent message."""
+        if self.idle:
+            return
+        fut = self.rt.loop.create_future()
+        self._quiet.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._quiet:
+                self._quiet.remove(fut)
+
+    def _settle(self) -> None:
+        if self._quiet and self.idle:
+            waiters, self._quiet = self._quiet, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def sent(self, delta: int) -> None:
+        """The runtime's outbox: +1 when an append's messages are to be sent, -1 when sent."""
+        self.unsent += delta
+        self._settle()
 
     def attempt_finished(self, cid: int, attempt: int, ok: bool, value: Any) -> None:
         self.running.pop(cid, None)
@@ -96,7 +151,7 @@ class RunExecutor:
 
     @property
     def idle(self) -> bool:
-        return not (self.inputs or self.inflight or self.loading or self.running)
+        return not (self.inputs or self.inflight or self.loading or self.running or self.unsent)
 
     def prime(self, first: Event) -> None:
         """A run this process has just created: its log is that one event, no need to read it."""
@@ -115,7 +170,7 @@ class RunExecutor:
         """A token another live run already held stayed with it: fail our hook."""
         for cid, token in hooks:
             try:
-                holder = await self.rt.world.get_hook(token)
+                holder = await self.rt.backend.get_hook(token)
             except Exception:
                 log.exception("worldflow: cannot check hook %r of run %r", token, self.run_id)
                 continue
@@ -123,12 +178,31 @@ class RunExecutor:
                 self.inputs.append(_Input(hook_taken=(cid, token, holder.run_id)))
                 self.kick()
 
-    def _waits_on_others(self, state: RunState) -> bool:
+    def others(self, state: RunState) -> set[str]:
+        """Other workers that run attempts of this run's steps, as the state says."""
         me = self.rt.worker_id
-        return any(s.status == "running" and s.worker != me for s in state.open_steps.values())
+        return {
+            s.worker
+            for s in state.open_steps.values()
+            if s.status == "running" and s.worker and s.worker != me
+        }
+
+    def _holder(self, state: RunState) -> str | None:
+        """The worker whose attempts the run waits on: this one if it runs any, else the
+        one that started the latest running attempt; None when no attempt runs."""
+        me = self.rt.worker_id
+        latest: StepState | None = None
+        for s in state.open_steps.values():
+            if s.status == "running":
+                if s.worker == me:
+                    return me
+                if latest is None or s.cid > latest.cid:
+                    latest = s
+        return None if latest is None else latest.worker
 
     def kick(self) -> None:
         if self.inflight is not None or self.loading or not self.inputs:
+            self._settle()
             return
         if self.stale:
             self.stale = False
@@ -140,28 +214,32 @@ class RunExecutor:
         self._pass()
 
     async def _load(self) -> None:
+        events: list[Event] = []
         try:
-            events = await self.rt.world.read_events(self.run_id)
-            state = RunState.from_events(self.run_id, events, lean=True)
-            if events:
-                get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
-            else:
+            events = await self.rt.backend.read_events(self.run_id)
+            if not events:
                 self.loading = False
                 self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
                 self.rt.forget(self.run_id)
                 return
-            dead: set[str] = set()
-            me = self.rt.worker_id
-            for worker in {s.worker for s in state.steps.values() if s.status == "running"}:
-                if worker and worker != me and not await self.rt.world.worker_alive(worker):
-                    dead.add(worker)
-            self.dead_workers = dead
+            state = RunState.from_events(self.run_id, events, lean=True)
+            if not state.done:
+                get_workflow(state.workflow)  # WorkflowNotFound: another process may have it
+            self.dead_workers = await self._dead_workers(state)
             self.retry_delay = 0.1
             self.last_at = events[-1].at
             self.forget()
             self.state = state
+            self.holder = _UNKNOWN
             if state.status == "running" and not state.done:
                 self.instance = self._replay(state, events)
+        except CorruptLogError as exc:
+            # Stored data that cannot be read back is not a reason to try forever in
+            # silence, nor a code change: the run ends failed, saying which event.
+            self.loading = False
+            self.forget()
+            self._corrupt(events, exc)
+            return
         except Exception as exc:
             if not self.rt.closed and not isinstance(exc, WorkflowNotFound):
                 log.exception("worldflow: cannot load run %r", self.run_id)
@@ -170,6 +248,69 @@ class RunExecutor:
             return
         self.loading = False
         self.kick()
+
+    async def _dead_workers(self, state: RunState) -> set[str]:
+        dead: set[str] = set()
+        now = time.time()
+        for worker in self.others(state):
+            expiry = await self.rt.world.workers.expiry(worker)
+            if expiry is None or expiry < now:
+                dead.add(worker)
+        return dead
+
+    def _corrupt(self, events: list[Event], exc: CorruptLogError) -> None:
+        """End a run whose log cannot be read as failed with the CorruptLogError, so that
+        ``runs show`` says why; its messages are then acknowledged."""
+        log.error("worldflow: run %r cannot be read and is failed: %s", self.run_id, exc)
+        if not events or any(
+            e.kind in (EventKind.RUN_FAILED, EventKind.RUN_COMPLETED, EventKind.RUN_CANCELLED)
+            for e in events[-1:]
+        ):
+            self._reject(exc, retry=False)
+            return
+        error = describe_error(exc, with_traceback=False)
+        tokens = [
+            e.data["token"]
+            for e in events
+            if e.kind == EventKind.HOOK_CREATED
+            and isinstance(e.data, dict)
+            and isinstance(e.data.get("token"), str)
+        ]
+        at = max(self.rt.clock.now(), events[-1].at)
+        append = Append(
+            self.run_id,
+            events[-1].seq,
+            [NewEvent(EventKind.RUN_FAILED, {"error": error}, at)],
+            status="failed",
+            error=error,
+            hooks_removed=tokens,
+            holder=None,
+            holder_changed=True,
+        )
+        self.rt.spawn(self._write_corrupt(append, exc))
+
+    async def _fail_corrupt(self, exc: CorruptLogError) -> None:
+        """A pass met data it cannot read (a value decoded for the workflow): fail the run."""
+        try:
+            events = await self.rt.backend.read_events(self.run_id)
+        except Exception as read_error:
+            log.warning("worldflow: cannot read run %r again (%s)", self.run_id, read_error)
+            events = []
+        self.loading = False
+        if events:
+            self._corrupt(events, exc)
+        else:
+            self._reject(exc, retry=True)
+
+    async def _write_corrupt(self, append: Append, exc: CorruptLogError) -> None:
+        try:
+            ok = (await self.rt.backend.append([append]))[0]
+        except Exception as write_error:
+            log.warning("worldflow: cannot record run %r as failed (%s)", self.run_id, write_error)
+            ok = False
+        self._reject(exc, retry=not ok)
+        if ok:
+            self.rt.run_ended(self.run_id)
 
     def _reject(self, exc: BaseException, *, retry: bool) -> None:
         """Loading failed: messages go back to the World (redelivered later); results
@@ -188,11 +329,12 @@ class RunExecutor:
         if self.inputs and not self.rt.closed:
             self.rt.loop.call_later(self.retry_delay, self.kick)
             self.retry_delay = min(self.retry_delay * 2, 30.0)
+        self._settle()
 
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
         instance = self._new_instance(state.workflow, list(state.commands))
         for event in events:
-            if event.kind == "run_started":
+            if event.kind == EventKind.RUN_STARTED:
                 instance.start(event.at, state.input)
             elif event.kind in RESULT_KINDS:
                 if instance.done:
@@ -212,6 +354,8 @@ class RunExecutor:
         state = self.state
         assert state is not None
         inputs, self.inputs = self.inputs, []
+        if self.parked:  # looked at again in every pass: the one they wait for may be here
+            inputs[:0], self.parked = self.parked, []
         if state.done and self.inflight is None:
             self._finish_inputs(inputs)
             return
@@ -221,13 +365,28 @@ class RunExecutor:
             for inp in inputs:
                 self._apply(batch, inp)
             self._advance(batch)
+        except CorruptLogError as exc:
+            self.inputs[:0] = [i for i in inputs if i not in self.parked]
+            self.forget()
+            self.loading = True
+            self.rt.spawn(self._fail_corrupt(exc))
+            return
         except Exception:
             log.exception("worldflow: internal error in run %r", self.run_id)
+            self.inputs[:0] = [i for i in inputs if i not in self.parked]
             self.forget()
             self._reject(RuntimeError(f"internal error in run {self.run_id!r}"), retry=True)
             return
+        inputs = [i for i in inputs if i not in self.parked]
+        holder = self._holder(state)
+        if holder != self.holder and (batch.events or self.holder is not _UNKNOWN):
+            batch.append.holder = holder
+            batch.append.holder_changed = True
+        else:
+            batch.append.holder = holder
         if not batch.events:
             self._finish_inputs(inputs)
+            self._settle()
             return
         self.last_at = at
         self.inflight = (batch, inputs)
@@ -243,6 +402,8 @@ class RunExecutor:
         assert self.inflight is not None
         batch, inputs = self.inflight
         self.inflight = None
+        if ok:
+            self.holder = batch.append.holder
         if not ok:
             log.debug("worldflow: run %r: append lost a race; reloading", self.run_id)
             self.forget()
@@ -256,7 +417,7 @@ class RunExecutor:
         if batch.hooks:
             self.rt.spawn(self._check_hooks(batch.hooks))
         self._finish_inputs(inputs)
-        if batch.append.status in ("completed", "failed", "cancelled"):
+        if batch.append.status in TERMINAL:
             self.abandon()  # steps still running for an ended run have no one to report to
             self.rt.run_ended(self.run_id)
         elif self.rt.always_replay:
@@ -281,12 +442,12 @@ class RunExecutor:
         assert self.instance is not None
         for kind, data in self.instance.take_commands():
             self._record(batch, kind, data)
-            if kind == "hook_created":
+            if kind == EventKind.HOOK_CREATED:
                 batch.append.hooks_created.append(
                     HookInfo(data["token"], self.run_id, bool(data["webhook"]))
                 )
                 batch.hooks.append((data["cid"], data["token"]))
-            elif kind == "sleep_started":
+            elif kind == EventKind.SLEEP_STARTED:
                 self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
 
     def _wake_at(self, batch: _Batch, when: float, what: str) -> None:
@@ -302,15 +463,28 @@ class RunExecutor:
                 return
             if message.kind == "hook":
                 token = message.data["token"]
-                if token not in state.hooks:
+                hook = state.hooks.get(token)
+                if hook is None:
                     log.warning("worldflow: run %r has no hook %r; dropped", self.run_id, token)
                     return
+                n = message.data.get("n")
+                if type(n) is int and n > hook.next and not self._gap_given_up(inp):
+                    self.parked.append(inp)  # its predecessor has not come yet: wait for it
+                    return
                 data = {"token": token, "payload": message.data["payload"], "id": message.id}
+                if type(n) is int:
+                    data["n"] = n
                 if "trace" in message.data:
                     data["trace"] = message.data["trace"]
-                self._feed(batch, self._record(batch, "hook_received", data))
+                self._feed(batch, self._record(batch, EventKind.HOOK_RECEIVED, data))
+                if self.parked:  # the one a parked payload waited for may be this one
+                    waiting, self.parked = self.parked, []
+                    for other in sorted(waiting, key=_payload_number):
+                        self._apply(batch, other)
             elif message.kind == "cancel" and not state.cancel_requested:
-                self._feed(batch, self._record(batch, "cancel_requested", {"id": message.id}))
+                self._feed(
+                    batch, self._record(batch, EventKind.CANCEL_REQUESTED, {"id": message.id})
+                )
             elif message.kind == "wake":
                 wanted = message.data.get("cid")
                 for cid in sorted(state.timers):
@@ -318,7 +492,7 @@ class RunExecutor:
                         data = {"cid": cid, "early": True, "id": message.id}
                         if "trace" in message.data:
                             data["trace"] = message.data["trace"]
-                        self._feed(batch, self._record(batch, "sleep_fired", data))
+                        self._feed(batch, self._record(batch, EventKind.SLEEP_FIRED, data))
             return
         if inp.hook_taken is not None:
             cid, token, holder = inp.hook_taken
@@ -326,7 +500,7 @@ class RunExecutor:
             if hook is not None and hook.cid == cid:
                 error = describe_error(HookConflict(token, holder), with_traceback=False)
                 data = {"cid": cid, "token": token, "error": error}
-                self._feed(batch, self._record(batch, "hook_failed", data))
+                self._feed(batch, self._record(batch, EventKind.HOOK_FAILED, data))
             return
         assert inp.attempt is not None
         cid, attempt, ok, value = inp.attempt
@@ -340,14 +514,14 @@ class RunExecutor:
             return  # a late result of an attempt that was timed out, lost or superseded
         if ok:
             data = {"cid": cid, "attempt": attempt, "output": value}
-            self._feed(batch, self._record(batch, "step_completed", data))
+            self._feed(batch, self._record(batch, EventKind.STEP_COMPLETED, data))
             return
         options = self._options(step)
         error = describe_error(value)
         fatal = isinstance(value, FatalError | SerializationError | WorkflowNotFound)
         if fatal or attempt > options.max_retries:
             data = {"cid": cid, "attempt": attempt, "error": error}
-            self._feed(batch, self._record(batch, "step_failed", data))
+            self._feed(batch, self._record(batch, EventKind.STEP_FAILED, data))
             return
         delay = options.delay_before(attempt + 1)
         if isinstance(value, RetryableError) and value.retry_after is not None:
@@ -357,8 +531,27 @@ class RunExecutor:
                 error["message"] += f" ({bad}; used the step's backoff instead)"
         retry_at = batch.at + delay
         data = {"cid": cid, "attempt": attempt, "error": error, "retry_at": retry_at}
-        self._record(batch, "step_retrying", data)
+        self._record(batch, EventKind.STEP_RETRYING, data)
         self._wake_at(batch, retry_at, f"retry:{cid}:{attempt + 1}")
+
+    def _gap_given_up(self, inp: _Input) -> bool:
+        """A payload has waited for its predecessor long enough: apply it anyway.
+
+        The predecessor's sender may have died between numbering it and sending
+        it; one that comes later still is applied when it comes (out of order,
+        never lost)."""
+        now = self.rt.loop.time()
+        if not inp.parked_at:
+            inp.parked_at = now
+            self.rt.loop.call_later(self.rt.hook_gap + 0.01, self._unpark)
+            return False
+        return now - inp.parked_at >= self.rt.hook_gap
+
+    def _unpark(self) -> None:
+        if self.parked and not self.rt.closed:
+            waiting, self.parked = self.parked, []
+            self.inputs[:0] = waiting
+            self.kick()
 
     def _options(self, step: StepState) -> StepOptions:
         found = self._step_object(step)
@@ -381,7 +574,7 @@ class RunExecutor:
             if state.cancel_requested:
                 self._end(batch, "cancelled", None, None)
                 return
-            event = self._record(batch, "run_started", {})
+            event = self._record(batch, EventKind.RUN_STARTED, {})
             batch.append.status = "running"
             self.instance = self._new_instance(state.workflow, [])
             self.instance.start(event.at, state.input)
@@ -393,7 +586,7 @@ class RunExecutor:
             progress = False
             for cid, until in sorted(state.timers.items(), key=lambda item: item[1]):
                 if until <= batch.at:
-                    self._feed(batch, self._record(batch, "sleep_fired", {"cid": cid}))
+                    self._feed(batch, self._record(batch, EventKind.SLEEP_FIRED, {"cid": cid}))
                     progress = True
             for step in list(state.open_steps.values()):
                 if step.status == "running" and self._lost(step, batch.at):
@@ -429,7 +622,7 @@ class RunExecutor:
                 "traceback": "",
             }
             data = {"cid": step.cid, "attempt": step.attempt, "error": error}
-            self._feed(batch, self._record(batch, "step_failed", data))
+            self._feed(batch, self._record(batch, EventKind.STEP_FAILED, data))
             return True
         self._start_attempt(batch, step)
         return False
@@ -443,18 +636,18 @@ class RunExecutor:
             "worker": self.rt.worker_id,
             "lease_until": None if timeout is None else batch.at + timeout,
         }
-        self._record(batch, "step_started", data)
+        self._record(batch, EventKind.STEP_STARTED, data)
         batch.launch.append((step.cid, attempt))
 
     def _end(self, batch: _Batch, status: str, output: Any, error: dict[str, Any] | None) -> None:
         state = self.state
         assert state is not None
         if status == "completed":
-            self._record(batch, "run_completed", {"output": output})
+            self._record(batch, EventKind.RUN_COMPLETED, {"output": output})
         elif status == "failed":
-            self._record(batch, "run_failed", {"error": error})
+            self._record(batch, EventKind.RUN_FAILED, {"error": error})
         else:
-            self._record(batch, "run_cancelled", {})
+            self._record(batch, EventKind.RUN_CANCELLED, {})
         batch.append.status = state.status  # type: ignore[assignment]
         batch.append.output = output
         batch.append.error = error
@@ -506,3 +699,4 @@ class RunExecutor:
             if cancel is not None:
                 cancel()
         self.running.clear()
+        self._settle()

@@ -2,8 +2,12 @@
 
 It owns the warm cache of run executors, group-commits their batches (all
 the appends that pile up during one commit go into the next, one storage
-call for many runs), receives the World's messages and answers the API's
-questions (start a run, wait for its result, resume a hook, cancel).
+call for many runs), and answers the API's questions (start a run, wait for
+its result, resume a hook, cancel). A *serving* runtime also takes the
+World's messages (:mod:`worldflow._delivery`), heartbeats and adopts the runs
+of workers that died (:mod:`worldflow._sweeper`), and answers webhooks on an
+embedded World's local port (:mod:`worldflow._intake`). A client runtime
+(``serve=False``) only starts, looks at and signals runs.
 """
 
 from __future__ import annotations
@@ -18,11 +22,25 @@ from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
 
+from ._backend import Backend
 from ._codec import decode, encode
 from ._errors import HookNotFound, RunCancelled, RunFailed, RunNotFound
+from ._events import EventKind
 from ._executor import RunExecutor
+from ._hooks import WebhookRequest
 from ._otel import current_traceparent, tracing
-from ._world import Append, Event, Message, NewEvent, Outgoing, RunCreate, RunInfo, World
+from ._world import (
+    Append,
+    Delivery,
+    Disposition,
+    Event,
+    Message,
+    NewEvent,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    World,
+)
 
 __all__ = ["Runtime", "new_run_id"]
 
@@ -45,7 +63,15 @@ def new_run_id() -> str:
 
 
 class Runtime:
-    """Runs workflows against one World on the running event loop."""
+    """Runs workflows against one World on the running event loop.
+
+    ``serve``: take the World's messages and execute runs (a worker); False
+    for a client that only starts, looks at and signals runs. ``hook_gap``:
+    how long a hook payload waits for the one numbered before it before it is
+    applied anyway. ``start_safety``: on a World whose queue is not in its
+    store, a run started by a serving process starts right there, with a copy
+    of its start message due this many seconds later in case the process dies.
+    """
 
     def __init__(
         self,
@@ -54,14 +80,21 @@ class Runtime:
         always_replay: bool = False,
         max_cached: int = 10_000,
         serve: bool = True,
+        hook_gap: float = 60.0,
+        start_safety: float = 60.0,
     ):
         self.world = world
+        self.backend = Backend(world)
+        self.backend.on_unsent = self._unsent
         self.clock = world.clock
         self.worker_id = world.worker_id
         self.always_replay = always_replay
         self.max_cached = max_cached
-        self.serve = serve  # False: a client that never has the World deliver to it
+        self.serve = serve
+        self.hook_gap = hook_gap
+        self.start_safety = start_safety
         self.loop = asyncio.get_running_loop()
+        self.lease_until = 0.0  # wall-clock time until which this worker's heartbeat holds
         self._executors: OrderedDict[str, RunExecutor] = OrderedDict()
         self._pending: list[tuple[RunExecutor, Append]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -72,13 +105,37 @@ class Runtime:
         self._started = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._webhooks: Any = None
         self.tracing = tracing()  # None unless OpenTelemetry is installed and configured
 
+    def __repr__(self) -> str:
+        return f"<Runtime {self.world!r} serve={self.serve}>"
+
     async def start(self) -> None:
-        if not self._started:
-            self._started = True
-            if self.serve:
-                await self.world.start(self.handle)
+        if self._started:
+            return
+        self._started = True
+        if not self.serve:
+            return
+        from ._sweeper import heartbeat_and_sweep
+
+        await self.heartbeat()
+        self._sweeper = self.loop.create_task(heartbeat_and_sweep(self))
+        if self.world.webhook_listen is not None:
+            from ._intake import WebhookServer
+
+            host, port = self.world.webhook_listen
+            self._webhooks = await WebhookServer.open(
+                self, host, port, max_body=self.world.max_webhook_bytes
+            )
+        await self.world.queue.start(self.deliver)
+
+    async def heartbeat(self) -> None:
+        """Prove this worker alive for the World's lease from now."""
+        until = time.time() + self.world.lease
+        await self.world.workers.heartbeat(self.worker_id, until)
+        self.lease_until = until
 
     async def close(self) -> None:
         if self._closed:
@@ -86,10 +143,25 @@ class Runtime:
         self._closed = True
         if self._flusher is not None:
             self._flusher.cancel()
-        for executor in self._executors.values():
-            executor.abandon()
-            executor.forget()
-        await self.world.close()
+        for task in (self._sweeper, *self._tasks):
+            if task is not None:
+                task.cancel()
+        if self._webhooks is not None:
+            await self._webhooks.close()
+        try:
+            await self.world.queue.close()
+        finally:
+            for executor in self._executors.values():
+                executor.abandon()
+                executor.forget()
+            await self.backend.close()
+            if self.serve and self._started:
+                # Gone now: other workers adopt what this one held at once, not after its lease.
+                try:
+                    await self.world.workers.heartbeat(self.worker_id, time.time() - 1)
+                except Exception as exc:
+                    log.debug("worldflow: could not record this worker's end (%s)", exc)
+            await self.world.close()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background task of the engine's, keeping a reference until it ends."""
@@ -105,11 +177,24 @@ class Runtime:
         return f"{self._id_prefix}{next(self._ids)}"
 
     # -- the World's entry point ---------------------------------------------
-    async def handle(self, message: Message) -> None:
-        """Apply one message from the World's queue; returns once it is durable."""
-        await self._executor(message.run_id).handle(message)
+    async def deliver(
+        self, delivery: Delivery, *, hold: float | None = None, deadline: float | None = None
+    ) -> Disposition:
+        """Handle one delivered message and say what the World should do with it.
 
-    def _executor(self, run_id: str) -> RunExecutor:
+        ``hold``: how long this host may hold a message that came early (default
+        the World's ``hold``); ``deadline``: the loop time by which the host must
+        answer (a Lambda invocation's end), None for no limit.
+        """
+        from ._delivery import deliver
+
+        return await deliver(self, delivery, hold=hold, deadline=deadline)
+
+    async def handle(self, message: Message) -> None:
+        """Apply one message; returns once it is durable (tests drive runs with it)."""
+        await self.executor(message.run_id).handle(message)
+
+    def executor(self, run_id: str) -> RunExecutor:
         executor = self._executors.get(run_id)
         if executor is None:
             executor = self._executors[run_id] = RunExecutor(self, run_id)
@@ -119,6 +204,11 @@ class Runtime:
             self._executors.move_to_end(run_id)
         return executor
 
+    def _unsent(self, run_id: str, delta: int) -> None:
+        executor = self._executors.get(run_id)
+        if executor is not None:
+            executor.sent(delta)
+
     def _evict(self) -> None:
         """Drop the least recently used idle runs (they replay when next needed),
         down to 90% of the cache so that this does not run on every new run."""
@@ -127,7 +217,7 @@ class Runtime:
             if len(self._executors) <= target:
                 return
             executor = self._executors[run_id]
-            if executor.idle:
+            if executor.idle and not executor.parked:
                 executor.forget()
                 del self._executors[run_id]
 
@@ -151,7 +241,7 @@ class Runtime:
                     continue
                 items, self._pending = self._pending, []
                 try:
-                    results = await self.world.append([append for _, append in items])
+                    results = await self.backend.append([append for _, append in items])
                 except Exception:
                     if self._closed:
                         return
@@ -171,39 +261,19 @@ class Runtime:
         """No step attempt of this process is running and every batch is committed."""
         return not self._pending and all(e.idle for e in self._executors.values())
 
-    def _quiescent(self, run_id: str | None) -> bool:
-        if run_id is None:
-            return self.idle
-        executor = self._executors.get(run_id)
-        return executor is None or executor.idle  # idle: no input, batch or attempt in flight
-
-    async def drain(self, timeout: float, run_id: str | None = None) -> bool:
-        """Wait until :attr:`idle` (with ``run_id``: until that run has nothing in flight
-        here, whatever other runs do), at most ``timeout`` seconds; True if it got there."""
+    async def drain(self, timeout: float) -> bool:
+        """Wait until :attr:`idle`, at most ``timeout`` seconds; True if it got there."""
         deadline = self.loop.time() + timeout
-        while not self._quiescent(run_id):
+        while not self.idle:
             if self.loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
         return True
 
-    def waits_on_others(self, run_id: str) -> bool:
-        """The run, as this process last loaded it, has a step attempt running on another
-        worker, which the engine leaves alone while that worker is alive.
-
-        A serverless World must then not acknowledge the message that brought the run
-        here: acknowledged, nothing would bring the run back if that worker died
-        (it may have died already, its heartbeat not yet stale). Kept, the message
-        comes again, and the engine looks again whether the worker is still alive.
-        """
-        executor = self._executors.get(run_id)
-        state = None if executor is None else executor.state
-        return state is not None and executor is not None and executor._waits_on_others(state)
-
     def forget(self, run_id: str) -> None:
         """Drop an executor with nothing to do (a message for a run that does not exist)."""
         executor = self._executors.get(run_id)
-        if executor is not None and executor.idle:
+        if executor is not None and executor.idle and not executor.parked:
             del self._executors[run_id]
 
     def run_ended(self, run_id: str) -> None:
@@ -211,46 +281,90 @@ class Runtime:
             if not fut.done():
                 fut.set_result(None)
         executor = self._executors.get(run_id)
-        if executor is not None and not executor.running and not executor.inputs:
+        if executor is not None and executor.idle and not executor.parked:
             del self._executors[run_id]
 
     # -- what the public API asks ------------------------------------------------
     async def start_run(
-        self, workflow: str, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None
+        self,
+        workflow: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_id: str | None,
+        *,
+        conflict: bool = False,
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
-        return await self.create_run(workflow, tree, run_id)
+        return await self.create_run(workflow, tree, run_id, conflict=conflict)
 
-    async def create_run(self, workflow: str, tree: Any, run_id: str | None) -> str:
-        """Create a run whose input is the already encoded ``[args, kwargs]`` tree."""
+    async def create_run(
+        self, workflow: str, tree: Any, run_id: str | None, *, conflict: bool = False
+    ) -> str:
+        """Create a run whose input is the already encoded ``[args, kwargs]`` tree, and see
+        that it starts: by a message in the store's own transaction, or sent afterwards,
+        or (a serving process on a World whose queue is not its store) started right here
+        with a delayed copy of its start message as a safety net.
+
+        ``conflict``: if a run with this id exists with other input, raise
+        ``wf.RunConflict`` instead of returning it.
+        """
+        from ._errors import RunConflict
+
         run_id = run_id or new_run_id()
         at = self.clock.now()
-        data = {"workflow": workflow, "input": tree}
+        data: dict[str, Any] = {"workflow": workflow, "input": tree}
         if self.tracing is not None and (parent := current_traceparent()) is not None:
             data["trace"] = parent  # the run's spans join the caller's trace
-        create = RunCreate(
-            run_id,
-            workflow,
-            NewEvent("run_created", data, at),
-            Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start"),
-        )
-        info, created = await self.world.create_run(create)
-        if created and self.serve:
-            # Its whole log is known here: the start message finds the run warm.
-            first = Event(run_id, 1, "run_created", data, at)
-            self._executor(run_id).prime(first)
+        start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
+        event = NewEvent(EventKind.RUN_CREATED, data, at)
+        transactional = self.world.capabilities.transactional_messages
+        here = self.serve and not transactional
+        if here:
+            safety = Outgoing(start.message, at + self.start_safety, f"{run_id}:start:safety")
+            await self.backend.send([safety])
+        create = RunCreate(run_id, workflow, event, [start] if transactional else [])
+        info, created = await self.backend.create_run(create)
         if info.workflow != workflow:
-            raise ValueError(
+            raise RunConflict(
                 f"run id {run_id!r} already belongs to a run of workflow {info.workflow!r}, "
                 f"not {workflow!r}"
             )
+        if not created and conflict:
+            events = await self.backend.read_events(run_id)
+            recorded = events[0].data.get("input") if events else None
+            if recorded != tree:
+                raise RunConflict(
+                    f"run id {run_id!r} already exists with other arguments; start it with "
+                    "another id, or without conflict=True to get the existing run"
+                )
+        if created and self.serve:
+            # Its whole log is known here: the start message finds the run warm.
+            self.executor(run_id).prime(Event(run_id, 1, EventKind.RUN_CREATED, data, at))
+        if created or info.status == "pending":
+            # A run found still pending may have been created by a caller that died
+            # before its start message went: sending it again is harmless.
+            if here:
+                self.spawn(self._start_here(start.message))
+            elif not transactional:
+                await self.backend.send([start])
         return run_id
 
+    async def _start_here(self, message: Message) -> None:
+        try:
+            await self.executor(message.run_id).handle(message)
+        except Exception as exc:  # the safety copy starts it later
+            if not self._closed:
+                log.warning("worldflow: starting run %r here failed (%s)", message.run_id, exc)
+
     async def get_run(self, run_id: str) -> RunInfo:
-        info = await self.world.get_run(run_id)
+        info = await self.backend.get_run(run_id)
         if info is None:
             raise RunNotFound(run_id)
         return info
+
+    async def read_events(self, run_id: str) -> list[Event]:
+        await self.get_run(run_id)
+        return await self.backend.read_events(run_id)
 
     async def result(self, run_id: str, timeout: float | None) -> Any:
         deadline = None if timeout is None else self.loop.time() + timeout
@@ -278,6 +392,10 @@ class Runtime:
                     del self._ended[run_id]
 
     def _outcome(self, info: RunInfo) -> Any:
+        if info.unreadable:
+            from ._errors import CorruptLogError
+
+            raise CorruptLogError(f"run {info.id!r}: {info.unreadable}")
         if info.status == "completed":
             return decode(info.output)
         if info.status == "cancelled":
@@ -285,9 +403,11 @@ class Runtime:
         error = info.error or {}
         raise RunFailed(info.id, str(error.get("type", "Error")), str(error.get("message", "")))
 
-    def _traced(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A message's data, with the sender's trace context when tracing."""
-        if self.tracing is not None and (parent := current_traceparent()) is not None:
+    def _traced(self, data: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+        """A message's data, with the sender's trace context when there is one."""
+        if parent is None and self.tracing is not None:
+            parent = current_traceparent()
+        if parent is not None:
             data["trace"] = parent
         return data
 
@@ -295,21 +415,35 @@ class Runtime:
         info = await self.get_run(run_id)
         if not info.done:
             data = self._traced({})
-            await self.world.send([Outgoing(Message(self.new_id(), run_id, "cancel", data))])
+            await self.backend.send([Outgoing(Message(self.new_id(), run_id, "cancel", data))])
 
     async def wake(self, run_id: str, position: int | None) -> None:
         """Fire the run's pending sleep at ``position`` (all of them when None) now."""
         info = await self.get_run(run_id)
         if not info.done:
             data = self._traced({} if position is None else {"cid": position})
-            await self.world.send([Outgoing(Message(self.new_id(), run_id, "wake", data))])
+            await self.backend.send([Outgoing(Message(self.new_id(), run_id, "wake", data))])
 
     async def resume_hook(self, token: str, payload: Any) -> str:
+        """Send ``payload`` to the hook; numbered first, so that payloads reach the
+        workflow in the order these calls returned, whatever the queue does."""
         tree = encode(payload, where=f"the payload for hook {token!r}")
-        hook = await self.world.get_hook(token)
+        return await self._resume(token, tree, webhook=False)
+
+    async def _resume(
+        self, token: str, tree: Any, *, webhook: bool, parent: str | None = None
+    ) -> str:
+        hook = await self.backend.next_payload(token, webhook=webhook)
         if hook is None:
             raise HookNotFound(token)
-        data = self._traced({"token": token, "payload": tree})
+        data = self._traced({"token": token, "payload": tree, "n": hook.n}, parent)
         message = Message(self.new_id(), hook.run_id, "hook", data)
-        await self.world.send([Outgoing(message)])
+        await self.backend.send([Outgoing(message)])
         return hook.run_id
+
+    async def webhook(self, token: str, request: WebhookRequest) -> str:
+        """Deliver an HTTP request to the webhook with this token (``HookNotFound`` if
+        no live webhook has it); the caller's ``traceparent`` header joins its trace."""
+        tree = encode(request, where="a webhook request")
+        parent = request.headers.get("traceparent") if self.tracing is not None else None
+        return await self._resume(token, tree, webhook=True, parent=parent)

@@ -4,26 +4,7 @@ The engine folds events into a :class:`RunState` to decide what is due
 (steps to start or retry, timers to fire); tools fold the same events to
 show a run's steps. No workflow code runs here.
 
-Event kinds (``data`` keys):
-
-=================  ==========================================================
-run_created        workflow, input (+ trace)             (written by start)
-run_started        -
-step_scheduled     cid, name, input                      (a command)
-step_started       cid, attempt, worker, lease_until
-step_retrying      cid, attempt, error, retry_at
-step_completed     cid, attempt, output
-step_failed        cid, attempt, error
-sleep_started      cid, until                            (a command)
-sleep_fired        cid (+ early, id: woken by a "wake" message)
-hook_created       cid, token, webhook, url              (a command)
-hook_received      token, payload, id (+ trace)
-hook_failed        cid, token, error                     (the token was taken)
-cancel_requested   id
-run_completed      output
-run_failed         error
-run_cancelled      -
-=================  ==========================================================
+The event kinds and their data are listed once, in :mod:`worldflow._events`.
 """
 
 from __future__ import annotations
@@ -33,23 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._errors import CorruptLogError
+from ._events import COMMAND_KINDS, RESULT_KINDS, EventKind
 from ._world import TERMINAL, Event
 
-__all__ = ["COMMAND_KINDS", "RESULT_KINDS", "RunState", "StepState"]
-
-#: Events a workflow's code makes; replay checks them in call order.
-COMMAND_KINDS = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
-#: Events fed into the workflow's code, in log order, on replay.
-RESULT_KINDS = frozenset(
-    {
-        "step_completed",
-        "step_failed",
-        "sleep_fired",
-        "hook_received",
-        "hook_failed",
-        "cancel_requested",
-    }
-)
+__all__ = ["COMMAND_KINDS", "RESULT_KINDS", "HookState", "RunState", "StepState"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -76,6 +44,7 @@ class HookState:
     webhook: bool
     url: str | None
     received: int = 0
+    next: int = 1  # the number (``n``) of the next payload to apply, in resume order
 
 
 @dataclasses.dataclass(slots=True)
@@ -240,6 +209,9 @@ def _hook_received(s: RunState, e: Event, d: dict[str, Any]) -> None:
             f"run {s.run_id!r}: event {e.seq} delivers to hook {d['token']!r}, never created"
         )
     hook.received += 1
+    n = d.get("n")
+    if type(n) is int and n >= hook.next:
+        hook.next = n + 1
     s.seen.add(d["id"])
 
 
@@ -264,21 +236,21 @@ def _ended(status: str) -> Any:
     return apply
 
 
-_APPLY = {
-    "run_created": _run_created,
-    "run_started": _run_started,
-    "step_scheduled": _step_scheduled,
-    "step_started": _step_started,
-    "step_retrying": _step_retrying,
-    "step_completed": _step_completed,
-    "step_failed": _step_failed,
-    "sleep_started": _sleep_started,
-    "sleep_fired": _sleep_fired,
-    "hook_created": _hook_created,
-    "hook_received": _hook_received,
-    "hook_failed": _hook_failed,
-    "cancel_requested": _cancel_requested,
-    "run_completed": _ended("completed"),
-    "run_failed": _ended("failed"),
-    "run_cancelled": _ended("cancelled"),
+_APPLY: dict[str, Any] = {
+    EventKind.RUN_CREATED: _run_created,
+    EventKind.RUN_STARTED: _run_started,
+    EventKind.STEP_SCHEDULED: _step_scheduled,
+    EventKind.STEP_STARTED: _step_started,
+    EventKind.STEP_RETRYING: _step_retrying,
+    EventKind.STEP_COMPLETED: _step_completed,
+    EventKind.STEP_FAILED: _step_failed,
+    EventKind.SLEEP_STARTED: _sleep_started,
+    EventKind.SLEEP_FIRED: _sleep_fired,
+    EventKind.HOOK_CREATED: _hook_created,
+    EventKind.HOOK_RECEIVED: _hook_received,
+    EventKind.HOOK_FAILED: _hook_failed,
+    EventKind.CANCEL_REQUESTED: _cancel_requested,
+    EventKind.RUN_COMPLETED: _ended("completed"),
+    EventKind.RUN_FAILED: _ended("failed"),
+    EventKind.RUN_CANCELLED: _ended("cancelled"),
 }

@@ -1,39 +1,53 @@
-"""The World seam: the small protocols a World implements, and the typed data crossing it.
+"""The World seam: the parts a World is made of, and the typed data crossing it.
 
-A World decides where runs are stored, how work is queued and how the engine's
-handler is invoked. It is a composition of small protocols:
+A World is a composition of small parts (:class:`World` holds them):
 
-- :class:`Storage`: runs and their append-only event logs, the hook index;
-- :class:`Queue`: durable messages to the engine, optionally delayed;
-- :class:`Workers`: which worker processes are alive (for step leases);
-- :class:`World`: the three together, plus a clock, declared capabilities
-  and a lifecycle (``start(handler)`` / ``close()``).
+- :class:`Storage`: runs and their append-only event logs, the hook index,
+  and which worker a run waits on;
+- :class:`Queue`: durable messages to the engine, optionally delayed, and
+  (for queues that are pulled) a consumer that hands them to the engine;
+- :class:`Workers`: heartbeats, so the engine knows which workers are alive;
+- :class:`Blobs` (optional): big values that do not fit in the store or a message;
+- :class:`Scheduler` (optional): delivers a message at a time however far off.
 
-Nothing here imports a cloud SDK or SQLite; worlds translate their errors
-into :mod:`worldflow._errors` at the seam.
+Everything else is the engine's, once, for every World: webhook intake, the
+outbox of messages an append must send, blob offload, delays longer than the
+queue allows, the rule for when a delivered message may be acknowledged, the
+adoption of runs whose worker died. :class:`Capabilities` tell the engine
+what it must bridge. A World never interprets event kinds.
 
-Every event a writer appends carries only JSON-compatible data (values are
-encoded by the codec before they get here). The engine computes the
-projection a World keeps beside the log (run status, result, hook index) and
-hands it over with the append, so a World never interprets event kinds.
+The public face of this module is :mod:`worldflow.world`; nothing here
+imports a cloud SDK or a database driver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from urllib.parse import quote
 
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 
 __all__ = [
+    "ACK",
     "MESSAGE_KINDS",
+    "TERMINAL",
+    "WEBHOOK_PREFIX",
     "Append",
+    "Blobs",
     "Capabilities",
+    "Deliver",
+    "Delivery",
+    "Disposition",
     "Event",
     "HookInfo",
+    "Log",
     "Message",
-    "MessageHandler",
     "MessageKind",
     "NewEvent",
     "Outgoing",
@@ -42,9 +56,12 @@ __all__ = [
     "RunInfo",
     "RunPage",
     "RunStatus",
+    "Scheduler",
     "Storage",
+    "Unsent",
     "Workers",
     "World",
+    "new_worker_id",
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -52,6 +69,11 @@ MessageKind = Literal["resume", "hook", "cancel", "wake"]
 #: Every message kind; a World that checks kinds when it decodes a message uses this.
 MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: The path under a World's public URL where webhooks are served: ``/webhooks/<token>``.
+WEBHOOK_PREFIX = "/webhooks/"
+
+
+# -- events --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,14 +96,18 @@ class Event:
     at: float
 
 
+# -- messages --------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     """A unit of work for the engine, delivered by a World's queue at least once.
 
     ``kind`` is ``"resume"`` (look at the run and do what is due), ``"hook"``
-    (``data`` has ``token``, ``payload``), ``"cancel"`` or ``"wake"`` (fire
-    the pending sleep ``data["cid"]`` now, or all of them without it). ``id`` is unique per
-    send, so a redelivery can be recognised in the log.
+    (``data`` has ``token``, ``payload`` and ``n``), ``"cancel"`` or ``"wake"``
+    (fire the pending sleep ``data["cid"]`` now, or all of them without it).
+    ``id`` is unique per send, so a redelivery can be recognised in the log.
+    A World carries ``kind`` and ``data`` as they are (``data`` is JSON).
     """
 
     id: str
@@ -92,11 +118,65 @@ class Message:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message to send, not before ``not_before`` (epoch seconds), de-duplicated by ``key``."""
+    """A message to send, not before ``not_before`` (epoch seconds on the World's
+    clock), de-duplicated by ``key`` while an earlier one with that key is queued.
+
+    A queue must carry ``not_before`` and ``key`` with the message (they come
+    back in the :class:`Delivery`): the engine holds or re-sends a message that
+    arrives early, so a queue's own delay is only an optimisation.
+    """
 
     message: Message
     not_before: float | None = None
     key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message as a queue hands it to the engine: what was sent, and how many times
+    the queue has delivered it (1 the first time; it sets the backoff of a retry)."""
+
+    message: Message
+    not_before: float | None = None
+    key: str | None = None
+    attempt: int = 1
+
+    @classmethod
+    def of(cls, out: Outgoing, attempt: int = 1) -> Delivery:
+        return cls(out.message, out.not_before, out.key, attempt)
+
+    @property
+    def outgoing(self) -> Outgoing:
+        return Outgoing(self.message, self.not_before, self.key)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Disposition:
+    """What the engine tells the World to do with a message it was given.
+
+    ``ack``: forget it, its effect is durable. Otherwise deliver it again, not
+    before ``after`` seconds from now (its run still has a step running, here
+    or on another live worker, or handling it failed); ``reason`` says why,
+    for logs.
+    """
+
+    ack: bool = True
+    after: float = 0.0
+    reason: str = ""
+
+    @classmethod
+    def later(cls, after: float, reason: str) -> Disposition:
+        return cls(False, max(0.0, after), reason)
+
+
+#: The disposition of a message whose effect is durable and needs nothing more.
+ACK = Disposition()
+
+#: The engine's entry point a Queue delivers to.
+Deliver = Callable[[Delivery], Awaitable[Disposition]]
+
+
+# -- the write path --------------------------------------------------------------------
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,11 +185,24 @@ class Append:
 
     With the events go the projection changes the engine derived from them
     (``status``, ``output``/``error`` when the run ends, hooks created and
-    removed) and the messages to send once the append is durable (a World
-    with a transactional store writes them in the same transaction).
-    Several appends of one run in one call form a chain: once one fails, the
-    ones after it fail too. A hook token already held by another run stays
-    with that run (the engine then fails the newer hook with HookConflict).
+    removed, the ``holder``) and the messages to send once the append is
+    durable. Several appends of one run in one call form a chain: once one
+    fails, the ones after it fail too. A hook token already held by another
+    run stays with that run (the engine then fails the newer hook with
+    ``HookConflict``).
+
+    ``messages``: a World whose capabilities say ``transactional_messages``
+    enqueues them in the append's transaction. Any other World keeps them
+    durably with the append (an outbox): the engine sends them once the
+    append returns and then calls :meth:`Storage.mark_sent` with the append's
+    ``expected_seq``; until then :meth:`Storage.read_log` returns them as
+    :class:`Unsent`.
+
+    ``holder``: the worker whose step attempts the run waits on after this
+    append (``None``: none; the run waits on a timer or a hook, or has ended).
+    A World keeps it beside the run, for :meth:`Storage.runs_held_by`;
+    ``holder_changed`` says it differs from the previous append's, so a World
+    may skip writing it otherwise.
     """
 
     run_id: str
@@ -121,6 +214,8 @@ class Append:
     hooks_created: list[HookInfo] = dataclasses.field(default_factory=list)
     hooks_removed: list[str] = dataclasses.field(default_factory=list)
     messages: list[Outgoing] = dataclasses.field(default_factory=list)
+    holder: str | None = None
+    holder_changed: bool = False
 
     @property
     def last_seq(self) -> int:
@@ -129,17 +224,46 @@ class Append:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunCreate:
-    """A new run: its first event (``run_created``) and the message that starts it."""
+    """A new run and its first event (``run_created``).
+
+    ``messages`` (only for Worlds with ``transactional_messages``; empty
+    otherwise): enqueue them in the same transaction as the run.
+    """
 
     run_id: str
     workflow: str
     event: NewEvent
-    start: Outgoing
+    messages: list[Outgoing] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unsent:
+    """The messages of an append that are not known to have been sent (its outbox)."""
+
+    seq: int  # the append's expected_seq: what mark_sent takes
+    messages: list[Outgoing]
+    written_at: float  # wall-clock seconds when the append was written
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Log:
+    """A run's events after some sequence number, and the outbox entries found with them."""
+
+    events: list[Event]
+    unsent: list[Unsent] = dataclasses.field(default_factory=list)
+
+
+# -- the projection ----------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The projection of a run a World keeps beside its log."""
+    """The projection of a run a World keeps beside its log.
+
+    ``unreadable``: the World could not read part of this run's stored
+    projection (a corrupt row); it says what, and the fields hold what could
+    be read. One bad run never hides or breaks another in a listing.
+    """
 
     id: str
     workflow: str
@@ -149,6 +273,7 @@ class RunInfo:
     last_seq: int
     output: Any = None  # the encoded return value, once completed
     error: dict[str, Any] | None = None  # {"type", "message", "traceback"}, once failed
+    unreadable: str | None = None
 
     @property
     def done(self) -> bool:
@@ -163,9 +288,16 @@ class RunPage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HookInfo:
+    """A live hook: its token, its run, whether it is a webhook.
+
+    ``n``: from :meth:`Storage.next_payload`, the number of the payload being
+    sent (1 for the first): the engine applies payloads in that order.
+    """
+
     token: str
     run_id: str
     webhook: bool = False
+    n: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,35 +305,53 @@ class Capabilities:
     """What a World can do, so the engine never asks ``if world == "aws"``.
 
     ``max_delay``: the longest delay one queue message can carry (seconds);
-    the World bridges longer sleeps itself (SQS stops at 15 minutes, Cloud
-    Tasks at 30 days). ``max_event_bytes``: the largest event the store takes
-    before the World must put the payload in blob storage.
-    ``process_private``: the World's storage is private to this process
-    (an in-memory database), so nothing outside the process can see it.
+    the engine re-sends a message that comes early ("hops"), or hands it to
+    the World's :class:`Scheduler` if it has one. ``max_event_bytes``: the
+    largest append the store takes (the JSON of its events' data); past it the
+    engine puts the largest values in :class:`Blobs` and stores a reference.
+    ``max_message_bytes``: the same for a message's data.
+    ``transactional_messages``: the store enqueues an append's messages in the
+    append's own transaction (a queue in the same database); otherwise the
+    engine keeps an outbox through the store. ``embedded``: a plain process
+    serves work by default (the local and postgres worlds); a cloud World says
+    no, its functions execute. ``process_private``: the storage is private to
+    this process (an in-memory database).
     """
 
     max_delay: float | None = None
     max_event_bytes: int | None = None
+    max_message_bytes: int | None = None
+    transactional_messages: bool = False
+    embedded: bool = False
     process_private: bool = False
 
 
-MessageHandler = Callable[[Message], Awaitable[None]]
+# -- the parts ------------------------------------------------------------------------------
 
 
 @runtime_checkable
 class Storage(Protocol):
+    """Runs, their logs, the hook index. Every method is safe to call concurrently."""
+
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
-        """Create the run, or return the existing one with that id (and False)."""
+        """Create the run (status ``pending``), or return the existing one with that id
+        (and False)."""
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
         """Apply each append atomically; False where its sequence was taken.
 
         A World may commit several appends in one transaction (group commit);
-        a lost race for one never affects another.
+        a lost race for one never affects another (except later appends of the
+        same run in the same call: a chain).
         """
 
-    async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
-        """The run's events with ``seq > after_seq``, in order."""
+    async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
+        """The run's events with ``seq > after_seq``, in order, and its unsent outbox
+        entries (always empty for a World with ``transactional_messages``)."""
+
+    async def mark_sent(self, run_id: str, seqs: Sequence[int]) -> None:
+        """The messages of these appends (by their ``expected_seq``) have been sent: forget
+        them."""
 
     async def get_run(self, run_id: str) -> RunInfo | None: ...
 
@@ -213,37 +363,142 @@ class Storage(Protocol):
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        """Runs, newest first."""
+        """Runs, newest first, from indexes (never a scan)."""
 
     async def get_hook(self, token: str) -> HookInfo | None: ...
+
+    async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        """Atomically count one more payload for the hook; its ``n`` is the new count.
+
+        None if no live hook has the token (or, with ``webhook``, it is not a
+        webhook: nothing is counted then).
+        """
+
+    async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
+        """Unfinished runs whose last append named ``worker_id`` as their holder."""
 
 
 @runtime_checkable
 class Queue(Protocol):
+    """Durable messages to the engine, delivered at least once, not before they are due."""
+
     async def send(self, messages: Sequence[Outgoing]) -> None:
-        """Durably queue messages for the engine's handler (at least once)."""
+        """Queue the messages (a delay up to ``Capabilities.max_delay``)."""
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin handing due messages to ``deliver`` on the running loop, doing what
+        each :class:`Disposition` says. A queue that pushes to a host (Lambda, Cloud
+        Run) does nothing here: the host calls the engine itself."""
+
+    async def close(self) -> None:
+        """Stop delivering; messages taken but not acknowledged become visible again."""
 
 
 @runtime_checkable
 class Workers(Protocol):
-    @property
-    def worker_id(self) -> str:
-        """This process's identity, recorded with each step attempt it starts."""
+    """Heartbeats: a worker is alive until the time its last heartbeat said."""
 
-    async def worker_alive(self, worker_id: str) -> bool:
-        """False once the World knows that worker is gone (its attempts are lost)."""
+    async def heartbeat(self, worker_id: str, until: float) -> None:
+        """Record that the worker is alive until ``until`` (wall-clock seconds)."""
+
+    async def expiry(self, worker_id: str) -> float | None:
+        """Until when the worker is known to be alive; None if it is not known."""
+
+    async def expired(self, before: float, limit: int) -> list[str]:
+        """Workers whose last heartbeat ran out before ``before`` (and not yet forgotten)."""
+
+    async def forget(self, worker_id: str) -> None:
+        """Drop the worker's record: it is dead and holds no run."""
 
 
 @runtime_checkable
-class World(Storage, Queue, Workers, Protocol):
-    clock: Clock
-    capabilities: Capabilities
+class Blobs(Protocol):
+    """Big values: the engine picks unique keys and stores references to them."""
 
-    async def start(self, handler: MessageHandler) -> None:
-        """Begin delivering due messages to ``handler`` (on the running loop)."""
+    async def put(self, key: str, data: bytes) -> None: ...
 
-    async def close(self) -> None:
-        """Stop delivering; release connections. Idempotent."""
+    async def get(self, key: str) -> bytes: ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """Delivers each message at its ``not_before``, however far off (e.g. EventBridge
+    Scheduler): used for delays longer than the queue's ``max_delay``."""
+
+    async def schedule(self, messages: Sequence[Outgoing]) -> None: ...
+
+
+def new_worker_id() -> str:
+    """A worker id: host, process and a random part (a restart is a new worker)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(eq=False)
+class World:
+    """A World: its parts, its clock and capabilities, and where webhooks are reachable.
+
+    >>> world = World(storage=store, queue=store, workers=store, clock=clock,
+    ...               capabilities=Capabilities(transactional_messages=True, embedded=True))
+
+    ``public_url``: the base URL of ``/webhooks/<token>``. ``webhook_listen``
+    (``(host, port)``): an embedded World's serving process answers webhooks
+    there itself (the first one to bind it). ``heartbeat`` and ``lease``: how
+    often a serving process proves it is alive, and for how long each proof
+    holds. ``hold``: how long a consumer that pulls messages may hold one that
+    came early before re-sending it. ``max_webhook_bytes``: the largest webhook
+    body taken (413 past it). ``close()`` closes each part once.
+    """
+
+    storage: Storage
+    queue: Queue
+    workers: Workers
+    blobs: Blobs | None = None
+    scheduler: Scheduler | None = None
+    clock: Clock = dataclasses.field(default_factory=SystemClock)
+    capabilities: Capabilities = dataclasses.field(default_factory=Capabilities)
+    public_url: str | None = None
+    webhook_listen: tuple[str, int] | None = None
+    heartbeat: float = 10.0
+    lease: float = 30.0
+    hold: float = 60.0
+    max_webhook_bytes: int = 1 << 20
+    name: str = "world"
+    worker_id: str = dataclasses.field(default_factory=new_worker_id)
+    on_close: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    _closed: bool = dataclasses.field(default=False, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<World {self.name} {self.storage!r}>"
+
+    @property
+    def real_time(self) -> bool:
+        """The World runs on the wall clock (not a test's virtual clock)."""
+        return isinstance(self.clock, SystemClock)
 
     def webhook_url(self, token: str) -> str:
-        """The public URL that resumes the webhook with this token."""
+        """The absolute URL that resumes the webhook with this token."""
+        if not self.public_url:
+            raise ValueError(
+                f"the {self.name} world has no public URL for webhooks: set "
+                "WORLDFLOW_PUBLIC_URL to the base URL where /webhooks/ is reachable"
+            )
+        return f"{self.public_url.rstrip('/')}{WEBHOOK_PREFIX}{quote(token, safe='')}"
+
+    async def close(self) -> None:
+        """Close every part once (a part that is several roles is closed once). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for hook in self.on_close:
+            with contextlib.suppress(Exception):
+                await hook()
+        seen: set[int] = set()
+        for part in (self.queue, self.scheduler, self.workers, self.blobs, self.storage):
+            if part is None or id(part) in seen:
+                continue
+            seen.add(id(part))
+            close = getattr(part, "close", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result

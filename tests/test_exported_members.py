@@ -15,6 +15,7 @@ PUBLIC = [
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunConflict",
     "RunDetail",
     "RunFailed",
     "RunInfo",

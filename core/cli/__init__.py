@@ -32,17 +32,32 @@ runtime and import none of the user's code.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Protocol
 
 from worldflow._errors import WorldflowError
 
-from ._common import EXIT_FAILED, EXIT_USAGE, CliError, say
+from ._common import EXIT_FAILED, EXIT_USAGE, CliError, say, write_json
 from ._parser import build_parser
 
-__all__ = ["main"]
+__all__ = ["EXIT_USAGE", "CliError", "WorldCommand", "main", "say", "write_json"]
+
+
+class WorldCommand(Protocol):
+    """A command a World brings (``worldflow setup <world>``): list it in the world
+    package's ``CLI_COMMANDS`` as ``{"setup": "mypkg.cli:SETUP"}``."""
+
+    help: str
+    description: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
 

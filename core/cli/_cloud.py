@@ -1,87 +1,89 @@
-"""``worldflow setup WORLD`` and ``worldflow package WORLD``: a cloud world's resources
-for development, and its deployment artifact.
+"""Commands a World brings: ``worldflow setup WORLD``, ``worldflow package WORLD``, ...
 
-Each cloud world provides the work in its own package (``worldflow.worlds.<name>``
-modules ``_setup_cli`` and ``_package_cli``, each with ``add_arguments(parser)``
-and ``run(args) -> int``), so the CLI imports no cloud SDK until one is asked for.
+A World registers its commands where it registers itself: its package (the
+module of its factory, ``worldflow.worlds.<name>`` for the built-in worlds, or
+the module an entry point of the ``worldflow.worlds`` group names) has a
+``CLI_COMMANDS`` mapping of command name to ``"module:attribute"``, an object
+with ``help``, ``description``, ``add_arguments(parser)`` and ``run(args) ->
+int`` (:class:`worldflow.cli.WorldCommand`). Nothing of a World's SDK is
+imported until its command runs; a World whose package cannot be imported
+(its extra is missing) still gets its commands listed only if the package
+itself imports, which the built-in worlds' do without their SDKs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._common import EXIT_USAGE, CliError
+from ._common import CliError
 
-__all__ = ["add_cloud_commands"]
-
-#: command -> (world -> what provides it: "module" or "module:attribute"; an object
-#: with ``add_arguments(parser)`` and ``run(args) -> int``)
-_PROVIDERS = {
-    "setup": {
-        "aws": "worldflow.worlds.aws._setup_cli",
-        "gcp": "worldflow.worlds.gcp.cli:SETUP",
-    },
-    "package": {
-        "aws": "worldflow.worlds.aws._package_cli",
-        "gcp": "worldflow.worlds.gcp.cli:PACKAGE",
-    },
-}
+__all__ = ["add_world_commands", "world_commands"]
 
 _SUMMARIES = {
-    "setup": (
-        "create a cloud world's resources (development and tests) and print the settings",
-        "Create what the world needs (for aws: the DynamoDB table, the SQS queue and its "
-        "dead-letter queue, the S3 bucket; for gcp: the Cloud Tasks queue and the bucket) "
-        "against the cloud or an emulator (aws: --endpoint-url or AWS_ENDPOINT_URL; gcp: the "
-        "WORLDFLOW_GCP_* settings), then print the environment variables to export. "
-        "Production uses infra/.",
-    ),
-    "package": (
-        "build a cloud world's deployment artifact from a project, print how to deploy it",
-        "Build what the cloud runs (for aws: a Lambda zip of the project's modules, "
-        "worldflow and their dependencies; for gcp: the Cloud Run service's Dockerfile and "
-        "requirements) and print the exact deployment commands.",
-    ),
+    "setup": "create a world's resources (development and tests) and print the settings",
+    "package": "build a world's deployment artifact from a project, print how to deploy it",
 }
 
 
 def _load(spec: str) -> Any:
-    """The provider ``"module"`` or ``"module:attribute"`` names."""
     module, _, attribute = spec.partition(":")
     loaded = importlib.import_module(module)
     return getattr(loaded, attribute) if attribute else loaded
 
 
-def _provider(command: str, world: str) -> Any:
-    module = _PROVIDERS[command].get(world)
-    if module is None:
-        known = ", ".join(sorted(_PROVIDERS[command]))
-        raise CliError(f"`worldflow {command}` knows the worlds {known}, not {world!r}", EXIT_USAGE)
-    try:
-        return _load(module)
-    except ImportError as exc:
-        raise CliError(
-            f"`worldflow {command} {world}` needs {exc.name!r}: pip install 'worldflow[{world}]'"
-        ) from exc
+def _world_packages() -> Iterator[tuple[str, str]]:
+    """(world name, package module) for every world this installation knows."""
+    from worldflow._config import KNOWN_WORLDS
+
+    for name, (path, _) in KNOWN_WORLDS.items():
+        yield name, path.partition(":")[0]
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="worldflow.worlds"):
+        if ep.name not in KNOWN_WORLDS:
+            yield ep.name, ep.value.partition(":")[0]
 
 
-def add_cloud_commands(
+def world_commands() -> dict[str, dict[str, str]]:
+    """command -> world -> the ``"module:attribute"`` that provides it."""
+    found: dict[str, dict[str, str]] = {}
+    for world, package in _world_packages():
+        try:
+            commands = getattr(importlib.import_module(package), "CLI_COMMANDS", {})
+        except ImportError:
+            continue  # a third-party world that does not import here: no commands
+        for command, spec in commands.items():
+            found.setdefault(command, {})[world] = spec
+    return found
+
+
+def add_world_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     command: Callable[..., argparse.ArgumentParser],
 ) -> None:
-    """Register ``setup`` and ``package`` (one sub-command per world under each)."""
-    for name, providers in _PROVIDERS.items():
-        summary, description = _SUMMARIES[name]
-        parent = commands.add_parser(name, help=summary, description=description)
+    """Register each world command (``setup``, ``package``...) with a sub-command per world."""
+    for name, providers in sorted(world_commands().items()):
+        summary = _SUMMARIES.get(name, f"the worlds' {name!r} commands")
+        parent = commands.add_parser(name, help=summary, description=summary)
         worlds = parent.add_subparsers(title="worlds", metavar="WORLD", required=True)
-        for world, module in providers.items():
+        for world, spec in sorted(providers.items()):
+            try:
+                provider = _load(spec)
+            except ImportError as exc:
+                raise CliError(f"`worldflow {name} {world}` cannot be loaded: {exc}") from exc
 
-            def handler(args: argparse.Namespace, _c: str = name, _w: str = world) -> int:
-                return int(_provider(_c, _w).run(args))
+            def handler(args: argparse.Namespace, _p: Any = provider) -> int:
+                try:
+                    return int(_p.run(args))
+                except ImportError as exc:
+                    raise CliError(
+                        f"`worldflow {args.command_name}` needs {exc.name!r}: "
+                        f"pip install 'worldflow[{args.world_name}]'"
+                    ) from exc
 
-            sub = command(worlds, world, handler, f"{summary} ({world})", description)
-            # The world's module declares the arguments; it imports its SDK only in run().
-            _load(module).add_arguments(sub)
+            sub = command(worlds, world, handler, provider.help, provider.description)
+            sub.set_defaults(command_name=f"{name} {world}", world_name=world)
+            provider.add_arguments(sub)

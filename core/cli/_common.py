@@ -13,11 +13,11 @@ from typing import Any, TextIO, cast
 from rich.console import Console
 from rich.text import Text
 
+from worldflow._backend import Backend
 from worldflow._codec import to_display
 from worldflow._config import create_world
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError
-from worldflow._world import World
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -118,15 +118,18 @@ class _TrimmedLines:
 
 
 @contextlib.asynccontextmanager
-async def open_world() -> AsyncIterator[World]:
-    """The configured World, not started (no background work), closed afterwards."""
+async def open_world() -> AsyncIterator[Backend]:
+    """The configured World, not started (no background work), closed afterwards: its
+    storage as the engine reads it (big values from blobs, unsent messages sent)."""
     try:
         world = create_world(read_only=True)
     except (ValueError, ImportError) as exc:
         raise CliError(f"cannot set up the world: {exc}", EXIT_USAGE) from None
+    backend = Backend(world)
     try:
-        yield world
+        yield backend
     finally:
+        await backend.close()
         await world.close()
 
 

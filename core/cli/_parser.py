@@ -8,7 +8,7 @@ from collections.abc import Callable
 from worldflow._duration import parse_duration
 
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
-from ._cloud import add_cloud_commands
+from ._cloud import add_world_commands
 from ._runs import list_runs, show_events
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
@@ -263,5 +263,5 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
     )
     web.add_argument("--open", action="store_true", help="open the UI in a browser")
-    add_cloud_commands(commands, command)
+    add_world_commands(commands, command)
     return parser

@@ -19,8 +19,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from worldflow._backend import Backend
 from worldflow._inspect import call_args
-from worldflow._world import Event, RunInfo, RunPage, Storage
+from worldflow._world import Event, RunInfo, RunPage
 
 from ._common import (
     EXIT_OK,
@@ -60,7 +61,7 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
     return doc
 
 
-async def _page(storage: Storage, args: argparse.Namespace) -> RunPage:
+async def _page(storage: Backend, args: argparse.Namespace) -> RunPage:
     try:
         return await storage.list_runs(
             status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor

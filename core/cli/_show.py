@@ -22,10 +22,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from worldflow._backend import Backend
 from worldflow._duration import format_duration
 from worldflow._errors import RunNotFound
 from worldflow._inspect import RunDetail, StepInfo, WaitInfo, inspect_run
-from worldflow._world import Storage
 
 from ._common import (
     EXIT_CANCELLED,
@@ -47,7 +47,7 @@ from ._common import (
 __all__ = ["detail_doc", "load_detail", "run_view", "show_run"]
 
 
-async def load_detail(storage: Storage, run_id: str) -> RunDetail:
+async def load_detail(storage: Backend, run_id: str) -> RunDetail:
     info = await storage.get_run(run_id)
     if info is None:
         raise RunNotFound(run_id)
@@ -307,7 +307,7 @@ async def _follow(args: argparse.Namespace) -> int:
 
 
 async def _until_done(
-    storage: Storage,
+    storage: Backend,
     detail: RunDetail,
     args: argparse.Namespace,
     redraw: Callable[[RunDetail], None] | None,

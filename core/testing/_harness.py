@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
+import random
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -13,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import worldflow as wf
-from worldflow import _api
+from worldflow._api import _serving
 from worldflow._clock import VirtualClock
 from worldflow._definitions import get_workflow
+from worldflow._events import RESULT_KINDS
 from worldflow._instance import WorkflowInstance
 from worldflow._runtime import Runtime
-from worldflow._state import RESULT_KINDS, RunState
-from worldflow._world import Event, Message, MessageHandler, World
+from worldflow._state import RunState
+from worldflow._world import Deliver, Delivery, Disposition, Event, Outgoing, Queue, World
 
 __all__ = [
+    "ChaoticQueue",
     "DuplicatingWorld",
     "Harness",
+    "chaotic",
     "dump_log",
     "http_call",
     "load_log",
@@ -40,6 +45,7 @@ class Harness:
         self.always_replay = always_replay
         self.world: World = make_world()
         self._stack: contextlib.AsyncExitStack | None = None
+        self._runtime: Runtime | None = None
 
     async def __aenter__(self) -> Harness:
         await self._open()
@@ -50,14 +56,15 @@ class Harness:
 
     async def _open(self) -> None:
         self._stack = contextlib.AsyncExitStack()
-        await self._stack.enter_async_context(
-            wf.worker(self.world, always_replay=self.always_replay)
+        self._runtime = await self._stack.enter_async_context(
+            _serving(self.world, self.always_replay, serve=True)
         )
 
     @property
     def runtime(self) -> Runtime:
         """The runtime serving this harness's World (to deliver messages by hand)."""
-        return _api._runtimes[asyncio.get_running_loop()].result()
+        assert self._runtime is not None, "the harness is not open"
+        return self._runtime
 
     async def close(self) -> None:
         if self._stack is not None:
@@ -157,20 +164,93 @@ def replay_log(events: Sequence[Event]) -> Any:
     return state
 
 
-class DuplicatingWorld:
-    """Wraps a World so its queue delivers every message twice, at once."""
+class _DuplicatingQueue:
+    """Delivers every message twice, at once (both deliveries must agree it is done)."""
 
-    def __init__(self, inner: World) -> None:
-        self._inner = inner
+    def __init__(self, inner: Queue) -> None:
+        self.inner = inner
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        await self.inner.send(messages)
 
-    async def start(self, handler: MessageHandler) -> None:
-        async def twice(message: Message) -> None:
-            await asyncio.gather(handler(message), handler(message))
+    async def start(self, deliver: Deliver) -> None:
+        async def twice(delivery: Delivery) -> Disposition:
+            first, second = await asyncio.gather(deliver(delivery), deliver(delivery))
+            return first if not first.ack else second
 
-        await self._inner.start(twice)
+        await self.inner.start(twice)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def DuplicatingWorld(inner: World) -> World:
+    """The World with a queue that delivers every message twice, at once."""
+    world = copy.copy(inner)
+    world.queue = _DuplicatingQueue(inner.queue)
+    return world
+
+
+class ChaoticQueue:
+    """A queue that sends every message late by a random 0..``max_delay`` seconds
+    (so messages sent one after the other arrive in any order) and, with
+    ``duplicate``, twice, each copy with its own delay. What a standard SQS queue
+    may do, all the time. Pending sends go out at once on close."""
+
+    def __init__(
+        self,
+        inner: Queue,
+        *,
+        max_delay: float = 0.3,
+        duplicate: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.inner = inner
+        self.max_delay = max_delay
+        self.duplicate = duplicate
+        self.random = random.Random(seed)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._held: dict[int, Outgoing] = {}
+        self.sent = 0
+
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        loop = asyncio.get_running_loop()
+        for out in messages:
+            for _ in range(2 if self.duplicate else 1):
+                task = loop.create_task(self._later(out, self.random.uniform(0, self.max_delay)))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _later(self, out: Outgoing, delay: float) -> None:
+        key = id(out) ^ self.random.getrandbits(32)
+        self._held[key] = out
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            return  # close() sends what is held
+        if self._held.pop(key, None) is not None:
+            await self.inner.send([out])
+            self.sent += 1
+
+    async def start(self, deliver: Deliver) -> None:
+        await self.inner.start(deliver)
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        held, self._held = list(self._held.values()), {}
+        if held:
+            with contextlib.suppress(Exception):
+                await self.inner.send(held)
+        await self.inner.close()
+
+
+def chaotic(inner: World, *, max_delay: float = 0.3, duplicate: bool = True) -> World:
+    """The World with a :class:`ChaoticQueue`: every message late by a random delay (so
+    reordered) and, with ``duplicate``, sent twice. For any World's tests."""
+    world = copy.copy(inner)
+    world.queue = ChaoticQueue(inner.queue, max_delay=max_delay, duplicate=duplicate)
+    return world
 
 
 _VOLATILE = {"at", "worker", "lease_until", "retry_at", "id", "traceback", "until"}

@@ -33,7 +33,7 @@ from worldflow._state import RunState
 from worldflow._world import Message, World
 
 from . import _workflows as w
-from ._harness import DuplicatingWorld, Harness, http_call, normalized, replay_log
+from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
 
 __all__ = ["WorldConformance"]
 
@@ -339,6 +339,21 @@ class WorldConformance:
         for i in range(4):
             await wf.resume_hook(token, i)
         assert await run.result(timeout=10) == [0, 1, 2, 3]
+
+    @conformance
+    async def test_hook_payloads_keep_their_order_whatever_the_queue_does(self, h: Harness) -> None:
+        await h.close()
+        inner = h.make_world
+        h.make_world = lambda: chaotic(inner(), max_delay=0.25, duplicate=True)
+        await h.restart()
+        token = _tag()
+        run = await wf.start(w.many_payloads, token, 6)
+        await h.wait_event(run, "hook_created")
+        for i in range(6):
+            await wf.resume_hook(token, i)
+        assert await run.result(timeout=20) == list(range(6))
+        received = [e.data.get("n") for e in await run.events() if e.kind == "hook_received"]
+        assert received == [1, 2, 3, 4, 5, 6]
 
     @conformance
     async def test_payloads_wait_for_the_workflow(self, h: Harness) -> None:

@@ -34,10 +34,11 @@ from starlette.staticfiles import StaticFiles
 
 import worldflow as wf
 from worldflow._api import client
+from worldflow._backend import Backend as Reader
 from worldflow._config import create_world
 from worldflow._errors import HookNotFound, RunNotFound, SerializationError, WorldflowError
 from worldflow._inspect import RunDetail, inspect_run
-from worldflow._world import RunInfo, RunPage, World
+from worldflow._world import RunInfo, RunPage
 
 from ._documents import detail_doc, event_doc, page_doc, run_doc
 from ._html import h, page
@@ -77,17 +78,17 @@ class Backend:
     def __init__(self, world: str | None) -> None:
         self.world_name = world
         self.token = secrets.token_urlsafe(32)
-        self._reader: World | None = None
-        self._retired: World | None = None
+        self._reader: Reader | None = None
+        self._retired: Reader | None = None
         self._reopened = 0.0
         self._actions = contextlib.AsyncExitStack()
         self._acting = False
         self._lock = asyncio.Lock()
 
     @property
-    def reader(self) -> World:
+    def reader(self) -> Reader:
         if self._reader is None:
-            self._reader = create_world(self.world_name, read_only=True)
+            self._reader = Reader(create_world(self.world_name, read_only=True))
         return self._reader
 
     async def reopen(self) -> None:
@@ -100,7 +101,7 @@ class Backend:
             return
         self._reopened = now
         if self._retired is not None:
-            await self._retired.close()
+            await self._retired.world.close()
         self._retired, self._reader = self._reader, None
 
     async def act(self) -> None:
@@ -112,9 +113,9 @@ class Backend:
 
     async def close(self) -> None:
         await self._actions.aclose()
-        for world in (self._reader, self._retired):
-            if world is not None:
-                await world.close()
+        for reader in (self._reader, self._retired):
+            if reader is not None:
+                await reader.world.close()
         self._reader = self._retired = None
 
 

@@ -96,7 +96,7 @@ def test_runs_survive_workers_killed_at_random(tmp_path: Path) -> None:
                 time.time(),
             )
             start = Outgoing(Message(f"start-{i}", run_id, "resume"))
-            await world.create_run(RunCreate(run_id, "chaosflows.chaos", event, start))
+            await world.storage.create_run(RunCreate(run_id, "chaosflows.chaos", event, [start]))
         world.store.close()
 
     asyncio.run(create())

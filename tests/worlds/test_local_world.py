@@ -70,7 +70,9 @@ def test_two_processes_share_a_database_and_each_step_runs_once(tmp_path: Path) 
                 time.time(),
             )
             start = Outgoing(Message(f"m-{i}", run_id, "resume"))
-            await world.create_run(RunCreate(run_id, "sharedflows.five_steps", event, start))
+            await world.storage.create_run(
+                RunCreate(run_id, "sharedflows.five_steps", event, [start])
+            )
         world.store.close()
 
     env = {**os.environ, "STEP_LOG": str(log), "PYTHONPATH": str(tmp_path)}
@@ -221,6 +223,6 @@ def test_a_database_of_another_schema_version_is_refused_clearly(tmp_path: Path)
     db.commit()
     db.close()
     with pytest.raises(
-        wf.WorldError, match=r"another version of worldflow \(schema 1; this one reads 2\)"
+        wf.WorldError, match=r"another version of worldflow \(schema 1; this one reads 3\)"
     ):
         LocalWorld(tmp_path)

@@ -1,5 +1,10 @@
 """SQLite storage for the local world: runs, event logs, hooks, messages, workers.
 
+It is three of the World's parts at once: :class:`~worldflow.world.Storage`,
+:class:`~worldflow.world.Workers` (heartbeats in the same database) and the
+durable half of the queue (the ``messages`` table, written in the same
+transaction as the append that sends them: ``transactional_messages``).
+
 One connection, used on the event loop's thread: a thread hop per write (as
 aiosqlite does) costs more than the write. WAL with ``synchronous=NORMAL``:
 a commit survives the process being killed (``kill -9``); on power loss the
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -22,22 +26,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from worldflow._errors import CorruptLogError, WorldError
-from worldflow._world import (
+from worldflow.world import (
     Append,
+    Clock,
+    CorruptLogError,
     Event,
     HookInfo,
+    Log,
     Outgoing,
     RunCreate,
     RunInfo,
     RunPage,
+    WorldError,
+    json_dumps,
+    json_loads,
 )
 
 __all__ = ["Store", "StoredMessage"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 2: runs has no last_seq column (the events table fences appends)
+# 2: runs has no last_seq column (the events table fences appends).
+# 3: runs.holder (the worker whose step attempts a run waits on), hooks.n (payloads
+#    counted, so they are applied in order), workers.until (a heartbeat's expiry).
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL,
     owner TEXT,
     output TEXT,
-    error TEXT
+    error TEXT,
+    holder TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at DESC, id DESC);
@@ -64,7 +77,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS hooks (
     token TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
-    webhook INTEGER NOT NULL
+    webhook INTEGER NOT NULL,
+    n INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,10 +90,18 @@ CREATE TABLE IF NOT EXISTS messages (
     dedup TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS messages_by_run ON messages (run_id);
-CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, until REAL NOT NULL);
 """
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# From schema 2 to 3: new columns; heartbeats are transient, so that table is remade.
+_MIGRATE_2_TO_3 = """
+ALTER TABLE runs ADD COLUMN holder TEXT;
+ALTER TABLE hooks ADD COLUMN n INTEGER NOT NULL DEFAULT 0;
+DROP TABLE IF EXISTS workers;
+CREATE TABLE workers (id TEXT PRIMARY KEY, until REAL NOT NULL);
+"""
+
+_dumps = json_dumps
 
 
 class StoredMessage:
@@ -95,16 +117,26 @@ class StoredMessage:
 
 
 def _run_info(row: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
+    """A run's row; a value that cannot be read makes this run unreadable, not the query."""
     id_, workflow, status, created, updated, last_seq, output, error = row
+    values: dict[str, Any] = {"output": None, "error": None}
+    unreadable = None
+    for name, text in (("output", output), ("error", error)):
+        if text is not None:
+            try:
+                values[name] = json_loads(text, f"the {name} of run {id_!r}")
+            except CorruptLogError as exc:
+                unreadable = str(exc)
     return RunInfo(
         id=id_,
         workflow=workflow,
         status=status,
         created_at=created,
         updated_at=updated,
-        last_seq=last_seq,
-        output=None if output is None else json.loads(output),
-        error=None if error is None else json.loads(error),
+        last_seq=last_seq or 0,
+        output=values["output"],
+        error=values["error"],
+        unreadable=unreadable,
     )
 
 
@@ -117,9 +149,12 @@ _RUN_COLUMNS = (
 class Store:
     """The SQLite database of one local world."""
 
-    def __init__(self, path: str, worker_id: str, *, busy_timeout_ms: int = 20) -> None:
+    def __init__(
+        self, path: str, worker_id: str, clock: Clock, *, busy_timeout_ms: int = 20
+    ) -> None:
         self.path = path
         self.worker_id = worker_id
+        self.clock = clock
         self.commits = 0  # write transactions committed (the benchmark counts them)
         self.messages_queued = 0
         self._creates: list[tuple[RunCreate, float, asyncio.Future[tuple[RunInfo, bool]]]] = []
@@ -161,12 +196,21 @@ class Store:
             self.db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
+        elif int(found[0]) == 2:
+            for statement in filter(None, (x.strip() for x in _MIGRATE_2_TO_3.split(";"))):
+                self.db.execute(statement)
+            self.db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+            )
         elif int(found[0]) != SCHEMA_VERSION:
             raise WorldError(
                 f"{self.path} was written by another version of worldflow (schema "
                 f"{found[0]}; this one reads {SCHEMA_VERSION}): use that version to finish "
                 "its runs, or move the data directory aside to start afresh"
             )
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS runs_by_holder ON runs (holder) WHERE holder IS NOT NULL"
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -223,11 +267,11 @@ class Store:
             self.on_messages(stored)
 
     # -- Storage -------------------------------------------------------------------
-    async def create_run(self, create: RunCreate, now: float) -> tuple[RunInfo, bool]:
+    async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         """Create a run; runs created during one turn of the loop share one transaction."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[RunInfo, bool]] = loop.create_future()
-        self._creates.append((create, now, done))
+        self._creates.append((create, self.clock.now(), done))
         if len(self._creates) == 1:
             self._creating = loop.create_task(self._create_pending())
         return await done
@@ -277,9 +321,11 @@ class Store:
             "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
             (create.run_id, event.kind, event.at, _dumps(event.data)),
         )
-        return True, self._insert_messages([create.start], now)
+        return True, self._insert_messages(create.messages, now)
 
-    async def append(self, appends: Sequence[Append], now: float) -> list[bool]:
+    async def append(self, appends: Sequence[Append]) -> list[bool]:
+        now = self.clock.now()
+
         def body() -> tuple[list[bool], list[StoredMessage]]:
             db = self.db
             results: list[bool] = []
@@ -327,6 +373,8 @@ class Store:
                 elif a.run_id not in self.owned:
                     db.execute("UPDATE runs SET owner = ? WHERE id = ?", (self.worker_id, a.run_id))
                     self.owned.add(a.run_id)
+                if a.holder_changed:
+                    db.execute("UPDATE runs SET holder = ? WHERE id = ?", (a.holder, a.run_id))
                 if a.hooks_created:
                     db.executemany(
                         "INSERT INTO hooks (token, run_id, webhook) VALUES (?, ?, ?) "
@@ -347,23 +395,21 @@ class Store:
         self._announce(stored)
         return results
 
-    async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+    async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
         rows = self.db.execute(
             "SELECT seq, kind, at, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after_seq),
         ).fetchall()
         events = []
         for seq, kind, at, data in rows:
-            try:
-                decoded = json.loads(data)
-            except ValueError as exc:
-                raise CorruptLogError(
-                    f"run {run_id!r}: event {seq} ({kind}) in {self.path} is not valid JSON: {exc}"
-                ) from exc
+            decoded = json_loads(data, f"run {run_id!r}: event {seq} ({kind}) in {self.path}")
             if not isinstance(decoded, dict):
                 raise CorruptLogError(f"run {run_id!r}: event {seq} ({kind}) is not an object")
             events.append(Event(run_id, seq, kind, decoded, at))
-        return events
+        return Log(events)
+
+    async def mark_sent(self, run_id: str, seqs: Sequence[int]) -> None:
+        """Nothing to do: an append's messages are queued in its own transaction."""
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         row = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -411,8 +457,27 @@ class Store:
         ).fetchone()
         return None if row is None else HookInfo(row[0], row[1], bool(row[2]))
 
+    async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        sql = "UPDATE hooks SET n = n + 1 WHERE token = ?"
+        if webhook:
+            sql += " AND webhook = 1"
+
+        def body() -> Any:
+            return self.db.execute(sql + " RETURNING run_id, webhook, n", (token,)).fetchone()
+
+        row = await self.write(body)
+        return None if row is None else HookInfo(token, row[0], bool(row[1]), int(row[2]))
+
+    async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE holder = ? AND status IN ('pending', 'running') LIMIT ?",
+            (worker_id, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
     # -- Queue ---------------------------------------------------------------------
-    async def send(self, messages: Sequence[Outgoing], now: float) -> None:
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        now = self.clock.now()
         stored = await self.write(lambda: self._insert_messages(messages, now))
         self._announce(stored)
 
@@ -425,28 +490,31 @@ class Store:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     async def claimable(
-        self, live: list[str], workflows: list[str], known: set[int], after: int = 0
+        self, workflows: list[str], known: set[int], after: int = 0
     ) -> list[StoredMessage]:
         """Messages (with ``id > after``) of runs this process may take: its own,
-        unowned, or a dead worker's."""
+        unowned, or a dead worker's (liveness read here, from the heartbeats)."""
         rows = self.db.execute(
             "SELECT m.id, m.run_id, m.msg_id, m.kind, m.data, m.due FROM messages m "
             "JOIN runs r ON r.id = m.run_id "
             "WHERE m.id > ? AND r.workflow IN (SELECT value FROM json_each(?)) "
-            "AND (r.owner IS NULL OR r.owner = ? OR r.owner NOT IN (SELECT value FROM json_each(?)))"
-            " ORDER BY m.id",
-            (after, _dumps(workflows), self.worker_id, _dumps(live)),
+            "AND (r.owner IS NULL OR r.owner = ? "
+            "OR r.owner NOT IN (SELECT id FROM workers WHERE until >= ?)) ORDER BY m.id",
+            (after, _dumps(workflows), self.worker_id, time.time()),
         ).fetchall()
         return [StoredMessage(*row) for row in rows if row[0] not in known]
 
-    async def claim(self, run_id: str, live: list[str]) -> bool:
-        """Take ownership of a run that is unowned, ours, or a dead worker's."""
+    async def claim(self, run_id: str) -> bool:
+        """Take ownership of a run that is unowned, ours, or a dead worker's. Whether its
+        owner is alive is read in the same transaction, never from a cached list: a
+        worker that has just started (its first heartbeat newer than a list) keeps its
+        runs."""
 
         def body() -> bool:
             cur = self.db.execute(
                 "UPDATE runs SET owner = ? WHERE id = ? AND (owner IS NULL OR owner = ? "
-                "OR owner NOT IN (SELECT value FROM json_each(?)))",
-                (self.worker_id, run_id, self.worker_id, _dumps(live)),
+                "OR owner NOT IN (SELECT id FROM workers WHERE until >= ?))",
+                (self.worker_id, run_id, self.worker_id, time.time()),
             )
             if cur.rowcount == 1:
                 self.owned.add(run_id)
@@ -454,38 +522,33 @@ class Store:
 
         return await self.write(body)
 
-    async def orphans(self, live: list[str], workflows: list[str], limit: int) -> list[str]:
-        """Unfinished runs whose owner is gone (it crashed mid-step, say), a few at random
-        so that several workers share them out."""
-        rows = self.db.execute(
-            "SELECT id FROM runs WHERE status IN ('pending', 'running') "
-            "AND workflow IN (SELECT value FROM json_each(?)) "
-            "AND (owner IS NULL OR owner NOT IN (SELECT value FROM json_each(?))) "
-            "ORDER BY random() LIMIT ?",
-            (_dumps(workflows), _dumps(live), limit),
-        ).fetchall()
-        return [row[0] for row in rows]
-
     # -- Workers ---------------------------------------------------------------------
-    async def heartbeat(self, now: float) -> None:
+    async def heartbeat(self, worker_id: str, until: float) -> None:
         await self.write(
             lambda: self.db.execute(
-                "INSERT OR REPLACE INTO workers (id, heartbeat) VALUES (?, ?)",
-                (self.worker_id, now),
+                "INSERT OR REPLACE INTO workers (id, until) VALUES (?, ?)", (worker_id, until)
             )
         )
 
-    def live_workers(self, since: float) -> list[str]:
-        rows = self.db.execute("SELECT id FROM workers WHERE heartbeat >= ?", (since,)).fetchall()
+    async def expiry(self, worker_id: str) -> float | None:
+        row = self.db.execute("SELECT until FROM workers WHERE id = ?", (worker_id,)).fetchone()
+        return None if row is None else float(row[0])
+
+    async def expired(self, before: float, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM workers WHERE until < ? ORDER BY until LIMIT ?", (before, limit)
+        ).fetchall()
         return [row[0] for row in rows]
 
-    def leave(self) -> None:
-        """Say this worker is gone, so others take its runs at once (best effort)."""
-        # If another process holds the lock, our heartbeat simply expires instead.
-        with contextlib.suppress(sqlite3.Error):
-            self._write(
-                lambda: self.db.execute("DELETE FROM workers WHERE id = ?", (self.worker_id,))
-            )
+    def live_workers(self) -> list[str]:
+        """The workers whose heartbeat holds now, sorted."""
+        rows = self.db.execute(
+            "SELECT id FROM workers WHERE until >= ? ORDER BY id", (time.time(),)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def forget(self, worker_id: str) -> None:
+        await self.write(lambda: self.db.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -1,0 +1,327 @@
+"""The engine's view of a World: its parts, with the delivery machinery every World shares.
+
+A World is only adapters (storage, queue, workers, blobs). What sits between
+them and the engine is here, once, driven by :class:`~worldflow._world.Capabilities`:
+
+- **blob offload**: an append whose events' JSON is past ``max_event_bytes``
+  has its largest event data put in the World's blobs and replaced by a
+  reference (``{"$t": "blob", "k": key}``: a tag no user value encodes to);
+  a run's output or error past it likewise, and a message's data past
+  ``max_message_bytes``. References are resolved when read back.
+- **the outbox**: a World whose queue is not in its store's transaction keeps
+  an append's messages with the append; they are sent once the append is
+  durable and then marked sent. Whoever reads the log next sends what a dead
+  writer left unsent (after ``outbox_grace``, so a live writer is not raced).
+- **long delays**: a message due later than ``max_delay`` goes to the World's
+  :class:`~worldflow._world.Scheduler` if it has one; otherwise the queue
+  carries it as far as it can and the engine re-sends it when it comes early
+  (a hop, see :mod:`worldflow._delivery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._errors import CorruptLogError
+from ._world import (
+    Append,
+    Event,
+    HookInfo,
+    Log,
+    Message,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    RunPage,
+    Unsent,
+    World,
+)
+
+__all__ = ["BLOB_TAG", "Backend"]
+
+log = logging.getLogger("worldflow")
+
+BLOB_TAG = "blob"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _blob_ref(value: Any) -> str | None:
+    """The key of a blob reference, or None if ``value`` is not one."""
+    if type(value) is dict and len(value) == 2 and value.get("$t") == BLOB_TAG:
+        key = value.get("k")
+        if isinstance(key, str):
+            return key
+    return None
+
+
+class Backend:
+    """A World's parts, wrapped with offload, outbox and long-delay routing.
+
+    ``on_unsent(run_id, +1/-1)`` tells the runtime that an append's messages are
+    still to be sent (its run is not quiet until they are).
+    """
+
+    def __init__(self, world: World, *, outbox_grace: float = 60.0) -> None:
+        self.world = world
+        self.storage = world.storage
+        self.queue = world.queue
+        self.caps = world.capabilities
+        self.clock = world.clock
+        self.outbox_grace = outbox_grace
+        self.on_unsent: Callable[[str, int], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- blobs -----------------------------------------------------------------------
+    def _need_blobs(self, what: str, size: int) -> Any:
+        blobs = self.world.blobs
+        if blobs is None:
+            raise ValueError(
+                f"{what} is {size} bytes, over what the {self.world.name} world stores inline, "
+                "and the world has no blob storage configured (see its docs for the bucket setting)"
+            )
+        return blobs
+
+    async def _put(self, prefix: str, what: str, value: Any, text: str | None = None) -> Any:
+        data = (text if text is not None else _dumps(value)).encode()
+        blobs = self._need_blobs(what, len(data))
+        key = f"{prefix}-{secrets.token_hex(8)}.json"
+        await blobs.put(key, data)
+        return {"$t": BLOB_TAG, "k": key}
+
+    async def _get(self, value: Any, where: str) -> Any:
+        key = _blob_ref(value)
+        if key is None:
+            return value
+        blobs = self.world.blobs
+        if blobs is None:
+            raise CorruptLogError(f"{where} is stored in blob {key!r}, but no blob store is set up")
+        data = await blobs.get(key)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise CorruptLogError(f"{where}: blob {key!r} is not valid JSON: {exc}") from exc
+
+    async def _offload_append(self, append: Append) -> Append:
+        limit = self.caps.max_event_bytes
+        if limit is None:
+            return append
+        texts = [_dumps(e.data) for e in append.events]
+        total = sum(len(t) for t in texts)
+        if total > limit:
+            events = list(append.events)
+            for i in sorted(range(len(events)), key=lambda i: -len(texts[i])):
+                if total <= limit:
+                    break
+                e = events[i]
+                seq = append.expected_seq + 1 + i
+                ref = await self._put(
+                    f"runs/{append.run_id}/{seq}",
+                    f"event {seq} of run {append.run_id!r}",
+                    None,
+                    texts[i],
+                )
+                events[i] = type(e)(e.kind, ref, e.at)
+                total += len(_dumps(ref)) - len(texts[i])
+            append = dataclasses.replace(append, events=events)
+        # The run's output or error is kept beside the run as well (a projection
+        # read by every result() poll): a quarter of the limit keeps it small.
+        for name in ("output", "error"):
+            value = getattr(append, name)
+            if value is not None:
+                text = _dumps(value)
+                if len(text) > limit // 4:
+                    ref = await self._put(
+                        f"runs/{append.run_id}/{name}",
+                        f"the {name} of run {append.run_id!r}",
+                        None,
+                        text,
+                    )
+                    append = dataclasses.replace(append, **{name: ref})
+        return append
+
+    async def _offload_message(self, out: Outgoing) -> Outgoing:
+        limit = self.caps.max_message_bytes
+        if limit is None or not out.message.data:
+            return out
+        text = _dumps(out.message.data)
+        if len(text) <= limit:
+            return out
+        m = out.message
+        ref = await self._put(f"messages/{m.run_id}", f"a {m.kind} message's data", None, text)
+        return Outgoing(Message(m.id, m.run_id, m.kind, ref), out.not_before, out.key)
+
+    async def restore(self, message: Message) -> Message:
+        """A delivered message, its data read back from blobs if it was offloaded."""
+        if _blob_ref(message.data) is None:
+            return message
+        data = await self._get(message.data, f"a {message.kind} message of run {message.run_id!r}")
+        if not isinstance(data, dict):
+            raise CorruptLogError(
+                f"the data of a message of run {message.run_id!r} is not an object"
+            )
+        return Message(message.id, message.run_id, message.kind, data)
+
+    async def _restore_info(self, info: RunInfo) -> RunInfo:
+        if _blob_ref(info.output) is None and _blob_ref(info.error) is None:
+            return info
+        try:
+            output = await self._get(info.output, f"the output of run {info.id!r}")
+            error = await self._get(info.error, f"the error of run {info.id!r}")
+        except Exception as exc:  # a missing or corrupt blob: this run is unreadable, not all
+            return dataclasses.replace(info, unreadable=f"{type(exc).__name__}: {exc}")
+        return dataclasses.replace(info, output=output, error=error)
+
+    # -- storage -------------------------------------------------------------------------
+    async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
+        if self.caps.max_event_bytes is not None:
+            text = _dumps(create.event.data)
+            if len(text) > self.caps.max_event_bytes:
+                ref = await self._put(
+                    f"runs/{create.run_id}/1", f"the input of run {create.run_id!r}", None, text
+                )
+                event = type(create.event)(create.event.kind, ref, create.event.at)
+                create = RunCreate(create.run_id, create.workflow, event, create.messages)
+        return await self.storage.create_run(create)
+
+    async def append(self, appends: Sequence[Append]) -> list[bool]:
+        if self.caps.max_event_bytes is not None:
+            appends = [await self._offload_append(a) for a in appends]
+        results = await self.storage.append(appends)
+        if not self.caps.transactional_messages:
+            for append, ok in zip(appends, results, strict=True):
+                if ok and append.messages:
+                    self._outbox(append.run_id, append.expected_seq, append.messages)
+        return results
+
+    def _outbox(self, run_id: str, seq: int, messages: list[Outgoing]) -> None:
+        """Send a durable append's messages, then mark them sent; retried until they go."""
+        if self.on_unsent is not None:
+            self.on_unsent(run_id, 1)
+        self._spawn(self._send_outbox(run_id, seq, messages))
+
+    async def _send_outbox(self, run_id: str, seq: int, messages: list[Outgoing]) -> None:
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    await self.send(messages)
+                    break
+                except Exception as exc:
+                    if self.closed:
+                        return  # the outbox entry stays: the next reader of the log sends it
+                    log.warning(
+                        "worldflow: sending %d message(s) of run %r failed (%s); trying again",
+                        len(messages),
+                        run_id,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            try:
+                await self.storage.mark_sent(run_id, [seq])
+            except Exception as exc:  # sent already: a later reader sends a harmless copy
+                log.warning("worldflow: could not mark run %r's messages sent (%s)", run_id, exc)
+        finally:
+            if self.on_unsent is not None:
+                self.on_unsent(run_id, -1)
+
+    async def read_events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        """The run's events, blob references resolved; a dead writer's unsent messages
+        found on the way are sent."""
+        found: Log = await self.storage.read_log(run_id, after_seq)
+        if found.unsent and not self.closed:
+            await self._recover(run_id, found.unsent)
+        events = found.events
+        if self.world.blobs is not None or self.caps.max_event_bytes is not None:
+            events = [await self._restore_event(e) for e in events]
+        return events
+
+    async def _restore_event(self, e: Event) -> Event:
+        if _blob_ref(e.data) is None:
+            return e
+        data = await self._get(e.data, f"event {e.seq} of run {e.run_id!r}")
+        if not isinstance(data, dict):
+            raise CorruptLogError(f"run {e.run_id!r}: event {e.seq} ({e.kind}) is not an object")
+        return Event(e.run_id, e.seq, e.kind, data, e.at)
+
+    async def _recover(self, run_id: str, unsent: list[Unsent]) -> None:
+        stale = [u for u in unsent if time.time() - u.written_at > self.outbox_grace]
+        if not stale:
+            return
+        log.warning(
+            "worldflow: run %r had %d unsent message batch(es) (a writer stopped before "
+            "sending them); sending them now",
+            run_id,
+            len(stale),
+        )
+        try:
+            await self.send([m for u in stale for m in u.messages])
+            await self.storage.mark_sent(run_id, [u.seq for u in stale])
+        except Exception as exc:  # the next reader tries again
+            log.warning("worldflow: sending run %r's unsent messages failed (%s)", run_id, exc)
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        info = await self.storage.get_run(run_id)
+        return None if info is None else await self._restore_info(info)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        page = await self.storage.list_runs(
+            status=status, workflow=workflow, limit=limit, cursor=cursor
+        )
+        if self.world.blobs is None:
+            return page
+        return RunPage([await self._restore_info(i) for i in page.runs], page.cursor)
+
+    async def get_hook(self, token: str) -> HookInfo | None:
+        return await self.storage.get_hook(token)
+
+    async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        return await self.storage.next_payload(token, webhook=webhook)
+
+    # -- queue -------------------------------------------------------------------------------
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        """Send messages: offloaded if too big, and those due past the queue's longest
+        delay to the World's scheduler when it has one."""
+        if not messages:
+            return
+        if self.caps.max_message_bytes is not None:
+            messages = [await self._offload_message(m) for m in messages]
+        scheduler = self.world.scheduler
+        max_delay = self.caps.max_delay
+        if scheduler is not None and max_delay is not None and self.world.real_time:
+            now = self.clock.now()
+            far = [
+                m for m in messages if m.not_before is not None and m.not_before - now > max_delay
+            ]
+            if far:
+                await scheduler.schedule(far)
+                messages = [m for m in messages if m not in far]
+                if not messages:
+                    return
+        await self.queue.send(messages)

@@ -1,0 +1,196 @@
+"""The event kinds of a run's log, defined once, with the data each one carries.
+
+``EventKind`` is a ``StrEnum``: its members are the strings stored in every
+World's log, so a member compares equal to the stored kind and old logs read
+the same. Each kind has a ``TypedDict`` describing its ``data``; values
+(``input``, ``output``, ``payload``) are codec trees, errors are the dicts
+``describe_error`` makes (``{"type", "message", "traceback", ...}``).
+
+=================  ==========================================================
+run_created        workflow, input (+ trace)             (written by start)
+run_started        -
+step_scheduled     cid, name, input                      (a command)
+step_started       cid, attempt, worker, lease_until
+step_retrying      cid, attempt, error, retry_at
+step_completed     cid, attempt, output
+step_failed        cid, attempt, error
+sleep_started      cid, until                            (a command)
+sleep_fired        cid (+ early, id, trace: woken by a "wake" message)
+hook_created       cid, token, webhook, url              (a command)
+hook_received      token, payload, id (+ n, trace)
+hook_failed        cid, token, error                     (the token was taken)
+cancel_requested   id
+run_completed      output
+run_failed         error
+run_cancelled      -
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NotRequired, TypedDict
+
+__all__ = [
+    "COMMAND_KINDS",
+    "END_KINDS",
+    "RESULT_KINDS",
+    "EventKind",
+]
+
+
+class EventKind(enum.StrEnum):
+    """Every kind of event a run's log holds."""
+
+    RUN_CREATED = "run_created"
+    RUN_STARTED = "run_started"
+    STEP_SCHEDULED = "step_scheduled"
+    STEP_STARTED = "step_started"
+    STEP_RETRYING = "step_retrying"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    SLEEP_STARTED = "sleep_started"
+    SLEEP_FIRED = "sleep_fired"
+    HOOK_CREATED = "hook_created"
+    HOOK_RECEIVED = "hook_received"
+    HOOK_FAILED = "hook_failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+
+
+K = EventKind
+
+#: Events a workflow's code makes (commands), with the label replay errors use.
+COMMAND_KINDS: dict[str, str] = {
+    K.STEP_SCHEDULED: "step",
+    K.SLEEP_STARTED: "sleep",
+    K.HOOK_CREATED: "hook",
+}
+#: Events fed into the workflow's code, in log order, on replay.
+RESULT_KINDS: frozenset[str] = frozenset(
+    {
+        K.STEP_COMPLETED,
+        K.STEP_FAILED,
+        K.SLEEP_FIRED,
+        K.HOOK_RECEIVED,
+        K.HOOK_FAILED,
+        K.CANCEL_REQUESTED,
+    }
+)
+#: The events that end a run.
+END_KINDS: frozenset[str] = frozenset({K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED})
+
+
+# -- the data of each kind (documentation for tools that read logs; the engine
+# -- builds these dicts itself) --------------------------------------------------
+
+
+class ErrorData(TypedDict):
+    type: str
+    message: str
+    traceback: str
+    attrs: NotRequired[dict[str, Any]]
+
+
+class RunCreated(TypedDict):
+    workflow: str
+    input: Any
+    trace: NotRequired[str]
+
+
+class StepScheduled(TypedDict):
+    cid: int
+    name: str
+    input: Any
+
+
+class StepStarted(TypedDict):
+    cid: int
+    attempt: int
+    worker: str
+    lease_until: float | None
+
+
+class StepRetrying(TypedDict):
+    cid: int
+    attempt: int
+    error: ErrorData
+    retry_at: float
+
+
+class StepCompleted(TypedDict):
+    cid: int
+    attempt: int
+    output: Any
+
+
+class StepFailed(TypedDict):
+    cid: int
+    attempt: int
+    error: ErrorData
+
+
+class SleepStarted(TypedDict):
+    cid: int
+    until: float
+
+
+class SleepFired(TypedDict):
+    cid: int
+    early: NotRequired[bool]
+    id: NotRequired[str]
+    trace: NotRequired[str]
+
+
+class HookCreated(TypedDict):
+    cid: int
+    token: str
+    webhook: bool
+    url: str | None
+
+
+class HookReceived(TypedDict):
+    token: str
+    payload: Any
+    id: str
+    n: NotRequired[int]  # the payload's place in the order resume_hook calls returned
+    trace: NotRequired[str]
+
+
+class HookFailed(TypedDict):
+    cid: int
+    token: str
+    error: ErrorData
+
+
+class CancelRequested(TypedDict):
+    id: str
+
+
+class RunCompleted(TypedDict):
+    output: Any
+
+
+class RunFailed(TypedDict):
+    error: ErrorData
+
+
+#: kind -> the TypedDict of its data (kinds with no data map to an empty dict type).
+DATA_TYPES: dict[EventKind, type] = {
+    K.RUN_CREATED: RunCreated,
+    K.STEP_SCHEDULED: StepScheduled,
+    K.STEP_STARTED: StepStarted,
+    K.STEP_RETRYING: StepRetrying,
+    K.STEP_COMPLETED: StepCompleted,
+    K.STEP_FAILED: StepFailed,
+    K.SLEEP_STARTED: SleepStarted,
+    K.SLEEP_FIRED: SleepFired,
+    K.HOOK_CREATED: HookCreated,
+    K.HOOK_RECEIVED: HookReceived,
+    K.HOOK_FAILED: HookFailed,
+    K.CANCEL_REQUESTED: CancelRequested,
+    K.RUN_COMPLETED: RunCompleted,
+    K.RUN_FAILED: RunFailed,
+}
