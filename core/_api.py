@@ -23,6 +23,7 @@ from ._config import create_world
 from ._definitions import Workflow, get_workflow
 from ._duration import parse_duration
 from ._errors import CorruptLogError
+from ._events import EventKind
 from ._inspect import RunDetail, StepInfo, inspect_run
 from ._loop import current_instance
 from ._runtime import Runtime
@@ -309,7 +310,7 @@ class Run(Generic[R]):
         runtime = await _runtime()
         info = await runtime.get_run(self.id)
         events = await runtime.backend.read_events(self.id)
-        if not events or events[0].kind != "run_created":
+        if not events or events[0].kind != EventKind.RUN_CREATED:
             raise CorruptLogError(f"run {self.id!r}: its log does not start with run_created")
         tree = events[0].data.get("input")
         return Run(await runtime.create_run(info.workflow, tree, _valid_id(id)))

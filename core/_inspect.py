@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from ._decode import to_display
 from ._errors import CorruptLogError
+from ._events import EventKind
 from ._state import RunState
 from ._world import Event, RunInfo
 
@@ -250,10 +251,10 @@ def _fold(
 ) -> None:
     d = e.data
     kind = e.kind
-    if kind == "step_scheduled":
+    if kind == EventKind.STEP_SCHEDULED:
         cid = int(d["cid"])
         steps[cid] = _Step(run_id, cid, d["name"], d["input"], e.at)
-    elif kind == "step_started":
+    elif kind == EventKind.STEP_STARTED:
         st = steps[int(d["cid"])]
         st.end_attempt(e.at, "lost")  # a new attempt while one ran: that one was lost
         st.status = "running"
@@ -261,38 +262,38 @@ def _fold(
         if st.started_at is None:
             st.started_at = e.at
         st.attempts.append(AttemptInfo(int(d["attempt"]), e.at, None, d.get("worker"), "running"))
-    elif kind == "step_retrying":
+    elif kind == EventKind.STEP_RETRYING:
         st = steps[int(d["cid"])]
         st.status = "retrying"
         st.retry_at = d.get("retry_at")
         st.error = d.get("error")
         st.end_attempt(e.at, "retried", st.error)
-    elif kind == "step_completed":
+    elif kind == EventKind.STEP_COMPLETED:
         st = steps[int(d["cid"])]
         st.status = "completed"
         st.output = d.get("output")
         st.ended_at = e.at
         st.end_attempt(e.at, "completed")
-    elif kind == "step_failed":
+    elif kind == EventKind.STEP_FAILED:
         st = steps[int(d["cid"])]
         st.status = "failed"
         st.error = d.get("error")
         st.ended_at = e.at
         lost = (st.error or {}).get("type") == "StepLost"
         st.end_attempt(e.at, "lost" if lost else "failed", st.error)
-    elif kind == "sleep_started":
+    elif kind == EventKind.SLEEP_STARTED:
         cid = int(d["cid"])
         waits[cid] = WaitInfo("sleep", cid, e.at, until=float(d["until"]), name=d.get("name"))
-    elif kind == "sleep_fired":
+    elif kind == EventKind.SLEEP_FIRED:
         cid = int(d["cid"])
         waits[cid] = dataclasses.replace(waits[cid], ended_at=e.at, early=bool(d.get("early")))
-    elif kind == "hook_created":
+    elif kind == EventKind.HOOK_CREATED:
         cid = int(d["cid"])
         token = str(d["token"])
         hook_kind: Literal["hook", "webhook"] = "webhook" if d.get("webhook") else "hook"
         waits[cid] = WaitInfo(hook_kind, cid, e.at, token=token, url=d.get("url"))
         hook_cids[token] = cid
-    elif kind == "hook_received":
+    elif kind == EventKind.HOOK_RECEIVED:
         cid = hook_cids[str(d["token"])]
         wait = waits[cid]
         waits[cid] = dataclasses.replace(
@@ -301,7 +302,7 @@ def _fold(
             received=wait.received + 1,
             payloads_at=(*wait.payloads_at, e.at),
         )
-    elif kind == "hook_failed":
+    elif kind == EventKind.HOOK_FAILED:
         cid = int(d["cid"])
         if cid in waits:
             waits[cid] = dataclasses.replace(waits[cid], ended_at=e.at, token=None)

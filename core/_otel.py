@@ -38,6 +38,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._events import EventKind
+
 if TYPE_CHECKING:
     from ._state import RunState
     from ._world import Event, NewEvent
@@ -212,11 +214,15 @@ class Tracing:
         for event in events:
             kind = event.kind
             try:
-                if kind == "sleep_fired":
+                if kind == EventKind.SLEEP_FIRED:
                     self._sleep(state, event)
-                elif kind == "hook_received":
+                elif kind == EventKind.HOOK_RECEIVED:
                     self._hook(state, event)
-                elif kind in ("run_completed", "run_failed", "run_cancelled"):
+                elif kind in (
+                    EventKind.RUN_COMPLETED,
+                    EventKind.RUN_FAILED,
+                    EventKind.RUN_CANCELLED,
+                ):
                     self._run(state, event)
             except Exception:  # tracing must never stop the engine
                 log.exception(
@@ -290,11 +296,11 @@ class Tracing:
         finally:
             if reset is not None:
                 _PENDING_IDS.reset(reset)
-        if event.kind == "run_failed":
+        if event.kind == EventKind.RUN_FAILED:
             error = event.data.get("error") or {}
             description = f"{error.get('type', 'Error')}: {error.get('message', '')}"
             span.set_status(self._Status(self._StatusCode.ERROR, description))
-        elif event.kind == "run_completed":
+        elif event.kind == EventKind.RUN_COMPLETED:
             span.set_status(self._Status(self._StatusCode.OK))
         span.end(end_time=_ns(event.at))
 

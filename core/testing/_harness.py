@@ -18,7 +18,7 @@ import worldflow as wf
 from worldflow._api import _serving
 from worldflow._clock import VirtualClock
 from worldflow._definitions import get_workflow
-from worldflow._events import RESULT_KINDS
+from worldflow._events import RESULT_KINDS, EventKind
 from worldflow._instance import WorkflowInstance
 from worldflow._runtime import Runtime
 from worldflow._state import RunState
@@ -140,7 +140,7 @@ def replay_log(events: Sequence[Event]) -> Any:
     workflow = get_workflow(state.workflow)
     instance = WorkflowInstance(run_id, workflow, list(state.commands), lambda token: "")
     for event in events:
-        if event.kind == "run_started":
+        if event.kind == EventKind.RUN_STARTED:
             instance.start(event.at, state.input)
         elif event.kind in RESULT_KINDS and not instance.done:
             instance.feed(event)

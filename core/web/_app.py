@@ -37,6 +37,7 @@ from worldflow._api import client
 from worldflow._backend import Backend as Reader
 from worldflow._config import create_world
 from worldflow._errors import HookNotFound, RunNotFound, SerializationError, WorldflowError
+from worldflow._events import EventKind
 from worldflow._inspect import RunDetail, inspect_run
 from worldflow._world import RunInfo, RunPage
 
@@ -312,9 +313,9 @@ async def _cancel(request: Request, backend: Backend, body: Any) -> dict[str, An
     run = wf.get_run(request.path_params["run_id"])
     info = await run.info()
     if info.done:
-        return {"id": run.id, "status": info.status, "cancel_requested": False}
+        return {"id": run.id, "status": info.status, EventKind.CANCEL_REQUESTED: False}
     await run.cancel()
-    return {"id": run.id, "status": info.status, "cancel_requested": True}
+    return {"id": run.id, "status": info.status, EventKind.CANCEL_REQUESTED: True}
 
 
 async def _rerun(request: Request, backend: Backend, body: Any) -> dict[str, Any]:

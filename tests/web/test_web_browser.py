@@ -93,9 +93,9 @@ class Site:
         async def read() -> RunDetail:
             world = LocalWorld(self.store.path, read_only=True)
             try:
-                info = await world.get_run(run_id)
+                info = await world.storage.get_run(run_id)
                 assert info is not None, f"no run {run_id} in the store"
-                return inspect_run(info, await world.read_events(run_id))
+                return inspect_run(info, (await world.storage.read_log(run_id)).events)
             finally:
                 await world.close()
 

@@ -18,9 +18,9 @@ def detail_of(store: Store, run_id: str) -> RunDetail:
     async def read() -> RunDetail:
         world = LocalWorld(store.path, read_only=True)
         try:
-            info = await world.get_run(run_id)
+            info = await world.storage.get_run(run_id)
             assert info is not None
-            return inspect_run(info, await world.read_events(run_id))
+            return inspect_run(info, (await world.storage.read_log(run_id)).events)
         finally:
             await world.close()
 

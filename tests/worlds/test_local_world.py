@@ -226,3 +226,34 @@ def test_a_database_of_another_schema_version_is_refused_clearly(tmp_path: Path)
         wf.WorldError, match=r"another version of worldflow \(schema 1; this one reads 3\)"
     ):
         LocalWorld(tmp_path)
+
+
+def test_the_sweeper_adopts_a_run_held_by_a_dead_worker_with_no_message_left(
+    tmp_path: Path,
+) -> None:
+    """A worker dies mid-step and no message of its run is left anywhere: another
+    serving process finds the run by its holder and runs the step again."""
+    from worldflow._runtime import Runtime
+
+    async def main() -> list[int]:
+        first = Runtime(LocalWorld(tmp_path, serve_webhooks=False, heartbeat=0.1, lease=0.5))
+        await first.start()
+        run_id = await first.start_run(w.gated_workflow.name, ("swept",), {}, None)
+        run = wf.get_run(run_id)
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False, heartbeat=0.1, lease=0.5)):
+            for _ in range(500):
+                if "step_started" in [e.kind for e in await run.events()]:
+                    break
+                await asyncio.sleep(0.01)
+            await first.close()  # the first worker stops mid-step
+            db = sqlite3.connect(tmp_path / "worldflow.sqlite3")
+            db.execute("DELETE FROM messages")  # nothing left to bring the run back
+            db.commit()
+            held = db.execute("SELECT holder FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            db.close()
+            assert held == first.worker_id
+            w.GATES["swept"] = True
+            assert await run.result(timeout=10) == 2  # the lost attempt counted
+            return [e.data["attempt"] for e in await run.events() if e.kind == "step_started"]
+
+    assert asyncio.run(asyncio.wait_for(main(), 20)) == [1, 2]
