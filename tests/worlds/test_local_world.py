@@ -13,11 +13,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 import worldflow as wf
+from worldflow import _api
 from worldflow._world import Message, NewEvent, Outgoing, RunCreate
 from worldflow.testing import Harness
 from worldflow.testing import _workflows as w
@@ -257,3 +259,58 @@ def test_the_sweeper_adopts_a_run_held_by_a_dead_worker_with_no_message_left(
             return [e.data["attempt"] for e in await run.events() if e.kind == "step_started"]
 
     assert asyncio.run(asyncio.wait_for(main(), 20)) == [1, 2]
+
+
+def test_a_process_that_does_not_serve_only_enqueues(tmp_path: Path) -> None:
+    """WORLDFLOW_SERVE=never: a plain process's wf.start + result() executes nothing;
+    a worker (another loop here, another process in production) does."""
+
+    async def client() -> tuple[str, str]:
+        run = await wf.start(w.sequential, "client-only", 3)
+        with pytest.raises(TimeoutError):
+            await run.result(timeout=0.5)
+        return run.id, await run.status()
+
+    wf.configure(world=lambda: LocalWorld(tmp_path, serve_webhooks=False), serve="never")
+    try:
+        run_id, status = asyncio.run(client())
+    finally:
+        wf.configure(serve="auto")
+        _api._config.world = None
+    assert status == "pending"
+
+    async def serve() -> Any:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            return await wf.get_run(run_id).result(timeout=10)
+
+    assert asyncio.run(serve()) == 3
+
+
+def test_the_implicit_runtime_is_closed_when_asyncio_run_ends(tmp_path: Path) -> None:
+    """A plain script: the runtime made by its first wf.start is closed with its loop,
+    so the worker says it has left (others adopt at once) and nothing is left open."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, threading
+            import worldflow as wf
+            from worldflow.testing import _workflows as w
+            from worldflow.worlds.local import LocalWorld
+
+            wf.configure(world=lambda: LocalWorld({str(tmp_path)!r}, serve_webhooks=False))
+
+            async def main():
+                run = await wf.start(w.sequential, "script", 2)
+                print(await run.result(timeout=10))
+
+            asyncio.run(main())
+            print(sorted(t.name for t in threading.enumerate() if not t.daemon))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["1", "['MainThread']"], done.stderr
+    assert _count(tmp_path, "SELECT count(*) FROM workers WHERE until > strftime('%s','now')") == 0
