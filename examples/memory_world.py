@@ -175,9 +175,13 @@ class MemoryQueue:
                 if out.key in self._keys:
                     continue  # one with this key is queued already
                 self._keys.add(out.key)
-            due = out.not_before if out.not_before is not None else self.clock.now()
-            heapq.heappush(self._heap, (due, next(self._order), out, attempt))
+            heapq.heappush(self._heap, (self.due(out), next(self._order), out, attempt))
         self._woken.set()
+
+    def due(self, out: Outgoing) -> float:
+        """When the queue hands the message over (a queue with a longest delay, such
+        as SQS's 15 minutes, hands it over earlier; the engine then re-sends it)."""
+        return out.not_before if out.not_before is not None else self.clock.now()
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
         self.enqueue(messages)

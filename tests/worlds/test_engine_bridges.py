@@ -1,0 +1,250 @@
+"""What the engine bridges for a World, tested once with an in-memory World that needs it all.
+
+A World whose queue is not in its store's transaction (an outbox), whose store
+and queue take only small values (blob offload) and whose queue carries short
+delays only (hops): the conformance suite passes on it, and each bridge is
+seen to work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+import worldflow as wf
+from examples.memory_world import MemoryQueue, MemoryStore
+from worldflow.testing import WorldConformance
+from worldflow.world import (
+    Append,
+    Capabilities,
+    Clock,
+    Log,
+    Message,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    SystemClock,
+    Unsent,
+    World,
+    WorldError,
+    json_dumps,
+    new_worker_id,
+)
+
+LIMIT = 2_000  # bytes of events per append, and of a message's data
+
+
+class OutboxStore(MemoryStore):
+    """A store that keeps an append's messages as an outbox (not transactional) and
+    refuses values larger than its limit (the engine must offload them)."""
+
+    def __init__(self, queue: MemoryQueue) -> None:
+        super().__init__(queue)
+        self.unsent: dict[str, dict[int, Unsent]] = {}
+        self.biggest = 0
+
+    async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
+        assert not create.messages, "not transactional: create_run gets no messages"
+        self._check_size(create.event.data)
+        return await super().create_run(create)
+
+    async def append(self, appends: Sequence[Append]) -> list[bool]:
+        for a in appends:
+            self._check_size([e.data for e in a.events])
+        held = [(a, a.messages) for a in appends]
+        for a in appends:
+            a.messages = []  # this store does not queue them: it keeps them
+        results = await super().append(appends)
+        for (a, messages), ok in zip(held, results, strict=True):
+            a.messages = messages
+            if ok and messages:
+                self.unsent.setdefault(a.run_id, {})[a.expected_seq] = Unsent(
+                    a.expected_seq, list(messages), time.time()
+                )
+        return results
+
+    def _check_size(self, data: Any) -> None:
+        size = len(json_dumps(data))
+        self.biggest = max(self.biggest, size)
+        if size > LIMIT * 1.5:
+            raise WorldError(f"{size} bytes: too big for this store")
+
+    async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
+        found = await super().read_log(run_id, after_seq)
+        return Log(found.events, list(self.unsent.get(run_id, {}).values()))
+
+    async def mark_sent(self, run_id: str, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self.unsent.get(run_id, {}).pop(seq, None)
+
+
+class SmallQueue(MemoryQueue):
+    """Takes small messages only, and carries a delay of at most ``max_delay``."""
+
+    def __init__(self, clock: Clock, max_delay: float | None = None) -> None:
+        super().__init__(clock)
+        self.biggest = 0
+        self.max_delay = max_delay
+
+    def due(self, out: Outgoing) -> float:
+        due = super().due(out)
+        if self.max_delay is None:
+            return due
+        return min(due, self.clock.now() + self.max_delay)
+
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        for out in messages:
+            size = len(json_dumps(out.message.data))
+            self.biggest = max(self.biggest, size)
+            if size > LIMIT:
+                raise WorldError(f"a message of {size} bytes: too big for this queue")
+        await super().send(messages)
+
+
+class MemoryBlobs:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def put(self, key: str, data: bytes) -> None:
+        assert key not in self.data
+        self.data[key] = data
+
+    async def get(self, key: str) -> bytes:
+        return self.data[key]
+
+
+def bridged_world(clock: Clock, *, max_delay: float | None = None) -> World:
+    queue = SmallQueue(clock, max_delay)
+    store = OutboxStore(queue)
+    return World(
+        storage=store,
+        queue=queue,
+        workers=store,
+        blobs=MemoryBlobs(),
+        clock=clock,
+        capabilities=Capabilities(
+            max_delay=max_delay,
+            max_event_bytes=LIMIT,
+            max_message_bytes=LIMIT,
+            transactional_messages=False,
+            embedded=True,
+        ),
+        heartbeat=0.5,
+        lease=2.0,
+        hold=0.05,
+        name="bridged",
+    )
+
+
+class TestBridgedWorld(WorldConformance):
+    @pytest.fixture
+    def make_world(self) -> Callable[[], World]:
+        world = bridged_world(wf.VirtualClock())
+        world.public_url = None
+
+        def again() -> World:
+            import copy
+
+            fresh = copy.copy(world)  # the same parts: a restarted process over them
+            fresh._closed = False
+            fresh.worker_id = new_worker_id()
+            return fresh
+
+        return again
+
+    # This World has no HTTP face for webhooks.
+    test_webhook = None  # type: ignore[assignment]
+    test_malformed_webhook_body_fails_clearly = None  # type: ignore[assignment]
+    test_payment_webhook = None  # type: ignore[assignment]
+
+
+class TestBridgedWorldAlwaysReplay(TestBridgedWorld):
+    always_replay = True
+
+
+@wf.step
+async def big(n: int) -> str:
+    return "x" * n
+
+
+@wf.workflow
+async def big_values(n: int, payload: str) -> int:
+    value = await big(n)
+    return len(value) + len(payload)
+
+
+def test_big_values_go_to_blobs_and_come_back() -> None:
+    async def main() -> None:
+        world = bridged_world(wf.VirtualClock())
+        async with wf.worker(world):
+            run = await wf.start(big_values, 50_000, "p" * 30_000)
+            assert await run.result(timeout=10) == 80_000
+            events = await run.events()  # references resolved on the way back
+            assert events[0].data["input"] == [[50_000, "p" * 30_000], {}]
+        store = world.storage
+        assert isinstance(store, OutboxStore) and isinstance(world.blobs, MemoryBlobs)
+        assert store.biggest <= LIMIT * 1.5 and len(world.blobs.data) >= 2
+
+    asyncio.run(main())
+
+
+@wf.workflow
+async def naps(count: int) -> str:
+    for _ in range(count):
+        await wf.sleep(0.6)
+    return "rested"
+
+
+def test_sleeps_past_the_queue_longest_delay_hop_on_the_wall_clock() -> None:
+    async def main() -> None:
+        world = bridged_world(SystemClock(), max_delay=0.2)
+        queue = world.queue
+        assert isinstance(queue, SmallQueue)
+        sent: list[Outgoing] = []
+        original = queue.send
+
+        async def counting(messages: Sequence[Outgoing]) -> None:
+            sent.extend(messages)
+            await original(messages)
+
+        queue.send = counting  # type: ignore[method-assign]
+        async with wf.worker(world):
+            run = await wf.start(naps, 2)
+            assert await run.result(timeout=10) == "rested"
+        hops = [m for m in sent if m.key and "#hop" in m.key]
+        assert len(hops) >= 2  # each 0.6 s sleep outlived a 0.2 s queue at least once
+
+    asyncio.run(main())
+
+
+def test_an_outbox_left_by_a_dead_writer_is_sent_by_the_next_reader() -> None:
+    async def main() -> None:
+        clock = wf.VirtualClock()
+        world = bridged_world(clock)
+        store = world.storage
+        assert isinstance(store, OutboxStore)
+        async with wf.worker(world):
+            run = await wf.start(naps, 1)
+            for _ in range(200):
+                if any(e.kind == "sleep_started" for e in await run.events()):
+                    break
+                await asyncio.sleep(0.01)
+        # As if the writer had died before sending: its timer is only in the outbox.
+        queue = world.queue
+        assert isinstance(queue, MemoryQueue)
+        queue._heap.clear()
+        queue._keys.clear()
+        assert not store.unsent.get(run.id)  # its timer was sent and marked sent
+        timer = Outgoing(Message("m-timer", run.id, "resume"), clock.now() + 0.6)
+        store.unsent[run.id] = {2: Unsent(2, [timer], time.time() - 120)}
+        world._closed = False
+        async with wf.worker(world):
+            await run.events()  # a reader: it sends what was left
+            clock.advance("1s")
+            assert await run.result(timeout=10) == "rested"
+
+    asyncio.run(main())
