@@ -66,7 +66,7 @@ def load_settings(name: str, env: Mapping[str, str] | None = None) -> dict[str, 
     for key, setting in _SHARED.get(name, {}).items():
         if key in env:
             settings[setting] = env[key]
-    for key in ("WORLDFLOW_MODULES", "WORLDFLOW_PUBLIC_URL"):
+    for key in ("WORLDFLOW_MODULES", "WORLDFLOW_PUBLIC_URL", "WORLDFLOW_RETENTION"):
         if key in env:
             settings[key[len("WORLDFLOW_") :].lower()] = env[key]
     return settings
@@ -120,4 +120,9 @@ def create_world(
     settings = load_settings(key, env)
     if read_only:
         settings["read_only"] = "1"
-    return _factory(name)(settings)
+    world = _factory(name)(settings)
+    if settings.get("retention"):
+        from ._duration import parse_duration
+
+        world.retention = parse_duration(settings["retention"], what="WORLDFLOW_RETENTION")
+    return world

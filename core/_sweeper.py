@@ -7,6 +7,7 @@ running there, as their last append said) get a ``resume`` message, which
 makes whoever takes it see the attempt as lost and run it again; once a dead
 worker holds nothing it is forgotten. Runs still pending well after they were
 created (their starter died before their start message went) get one too.
+With a ``World.retention``, runs that ended longer ago are deleted.
 
 Most deaths need no sweep: a message is acknowledged only once its run is
 quiet (see :mod:`worldflow._delivery`), so the queue brings a run back when
@@ -23,7 +24,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from ._world import Message, Outgoing
+from ._world import Message, Outgoing, Pruning
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -74,6 +75,10 @@ async def sweep(rt: Runtime) -> int:
             ]
         )
         sent += len(held)
+    if world.retention is not None and isinstance(world.storage, Pruning):
+        pruned = await world.storage.prune(rt.clock.now() - world.retention, RUNS_PER_WORKER)
+        if pruned:
+            log.info("worldflow: deleted %d run(s) ended over %ss ago", pruned, world.retention)
     page = await rt.backend.list_runs(status="pending", limit=RUNS_PER_WORKER)
     old = rt.clock.now() - 2 * rt.start_safety
     stuck = [info.id for info in page.runs if info.created_at < old]

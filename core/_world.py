@@ -51,6 +51,7 @@ __all__ = [
     "MessageKind",
     "NewEvent",
     "Outgoing",
+    "Pruning",
     "Queue",
     "RunCreate",
     "RunInfo",
@@ -421,6 +422,16 @@ class Blobs(Protocol):
 
 
 @runtime_checkable
+class Pruning(Protocol):
+    """Optional, on a World's storage: delete old finished runs (retention)."""
+
+    async def prune(self, ended_before: float, limit: int) -> int:
+        """Delete up to ``limit`` runs that ended (completed, failed or cancelled) before
+        ``ended_before`` (the World clock's seconds): each with its log, outbox and hooks.
+        Returns how many were deleted; a run that has not ended is never touched."""
+
+
+@runtime_checkable
 class Scheduler(Protocol):
     """Delivers each message at its ``not_before``, however far off (e.g. EventBridge
     Scheduler): used for delays longer than the queue's ``max_delay``."""
@@ -446,7 +457,9 @@ class World:
     often a serving process proves it is alive, and for how long each proof
     holds. ``hold``: how long a consumer that pulls messages may hold one that
     came early before re-sending it. ``max_webhook_bytes``: the largest webhook
-    body taken (413 past it). ``close()`` closes each part once.
+    body taken (413 past it). ``retention`` (seconds): serving processes delete
+    runs that ended longer ago than this, if the storage implements
+    :class:`Pruning` (None: keep them). ``close()`` closes each part once.
     """
 
     storage: Storage
@@ -462,6 +475,7 @@ class World:
     lease: float = 30.0
     hold: float = 60.0
     max_webhook_bytes: int = 1 << 20
+    retention: float | None = None
     name: str = "world"
     worker_id: str = dataclasses.field(default_factory=new_worker_id)
     on_close: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)

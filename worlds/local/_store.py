@@ -468,6 +468,28 @@ class Store:
         row = await self.write(body)
         return None if row is None else HookInfo(token, row[0], bool(row[1]), int(row[2]))
 
+    async def prune(self, ended_before: float, limit: int) -> int:
+        """Delete up to ``limit`` runs that ended before ``ended_before``, with their
+        logs, messages and hooks."""
+
+        def body() -> int:
+            rows = self.db.execute(
+                "SELECT id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') "
+                "AND updated_at < ? LIMIT ?",
+                (ended_before, limit),
+            ).fetchall()
+            ids = [(row[0],) for row in rows]
+            for table, column in (
+                ("events", "run_id"),
+                ("messages", "run_id"),
+                ("hooks", "run_id"),
+                ("runs", "id"),
+            ):
+                self.db.executemany(f"DELETE FROM {table} WHERE {column} = ?", ids)
+            return len(ids)
+
+        return await self.write(body)
+
     async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
         rows = self.db.execute(
             "SELECT id FROM runs WHERE holder = ? AND status IN ('pending', 'running') LIMIT ?",
