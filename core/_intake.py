@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +38,7 @@ from ._world import WEBHOOK_PREFIX
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["DEFAULT_MAX_BODY", "WebhookServer", "answer", "asgi_app"]
+__all__ = ["DEFAULT_MAX_BODY", "ASGIApp", "WebhookServer", "answer", "asgi_app"]
 
 log = logging.getLogger("worldflow")
 
@@ -50,6 +50,11 @@ _DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 Reply = tuple[int, dict[str, Any]]
+# ASGI's types, spelled as Starlette and uvicorn spell them.
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def answer(
@@ -259,7 +264,7 @@ def _content_length(headers: dict[str, str]) -> int:
 
 def asgi_app(
     runtime: Callable[[], Awaitable[Runtime]] | None = None, *, max_body: int = DEFAULT_MAX_BODY
-) -> Callable[..., Awaitable[None]]:
+) -> ASGIApp:
     """The webhook intake as an ASGI app: mount it in your web app (at the root of the
     World's public URL, so that ``/webhooks/<token>`` reaches it).
 
@@ -275,7 +280,7 @@ def asgi_app(
 
         return await _runtime()
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 event = await receive()
@@ -307,8 +312,8 @@ def asgi_app(
 
 
 async def _asgi_request(
-    scope: dict[str, Any],
-    receive: Any,
+    scope: Scope,
+    receive: Receive,
     headers: dict[str, str],
     max_body: int,
     get_runtime: Callable[[], Awaitable[Runtime]],
