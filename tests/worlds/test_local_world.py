@@ -314,3 +314,23 @@ def test_the_implicit_runtime_is_closed_when_asyncio_run_ends(tmp_path: Path) ->
     )
     assert done.stdout.split() == ["1", "['MainThread']"], done.stderr
     assert _count(tmp_path, "SELECT count(*) FROM workers WHERE until > strftime('%s','now')") == 0
+
+
+def test_a_live_worker_never_takes_a_run_from_another_live_worker(tmp_path: Path) -> None:
+    """The claim reads the owner's liveness in its own transaction: a worker that has
+    just started (its heartbeat newer than anything another worker cached) keeps its
+    runs; once its heartbeat runs out, they can be taken."""
+
+    async def main() -> None:
+        x = LocalWorld(tmp_path, serve_webhooks=False)
+        y = LocalWorld(tmp_path, serve_webhooks=False)
+        await y.store.heartbeat(y.worker_id, time.time() + 2.0)
+        event = NewEvent("run_created", {"workflow": w.sequential.name, "input": [[], {}]}, 1.0)
+        await y.store.create_run(RunCreate("r-y", w.sequential.name, event))
+        assert not await x.store.claim("r-y")  # y is alive
+        await y.store.heartbeat(y.worker_id, time.time() - 1.0)  # y's lease ran out
+        assert await x.store.claim("r-y")
+        x.store.close()
+        y.store.close()
+
+    asyncio.run(main())
