@@ -1,8 +1,9 @@
 """The GCP world passes the whole conformance suite, warm and always replaying.
 
-Against real protocol endpoints these tests start (tests/worlds/gcp_support):
+Against real protocol endpoints these tests start (worldflow.worlds.gcp.testing):
 Google's Firestore emulator, the Cloud Tasks emulator and a Cloud Storage
-emulator, with the service app served by uvicorn in the test's process.
+emulator, with the Cloud Run app served by uvicorn in the test's process: every
+message goes through the emulator to the app's task route, then to the engine.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import pytest
 import worldflow as wf
 from worldflow.testing import WorldConformance
 from worldflow.worlds.gcp import GcpWorld
+from worldflow.worlds.gcp.testing import world_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gcp_support.emulators import emulators
-from gcp_support.world import world_factory
+from gcp_support import emulators
 
 
 class TestGcpWorld(WorldConformance):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from worldflow.worlds.gcp import GcpSettings
 from worldflow.worlds.gcp._package import DOCKERFILE
+from worldflow.worlds.gcp._queue import make_client
 from worldflow.worlds.gcp._setup import delete_queue
-from worldflow.worlds.gcp._tasks import make_client
+from worldflow.worlds.gcp.testing import settings_for_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gcp_support.emulators import emulators
-from gcp_support.world import settings_for_test
+from gcp_support import emulators
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "gcp"
 

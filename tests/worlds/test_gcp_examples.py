@@ -1,21 +1,21 @@
-"""The seed's examples run unchanged on the GCP world, against the emulators.
+"""The seed's examples run unchanged on the GCP world, against the emulators; and the
+processes of a deployment: the Cloud Run service, a plain script, a crash.
 
 In-process: each example's workflow on a GCP world (its app served on a local
 port). Across processes, as deployed: the Cloud Run service is ``uvicorn
-worldflow.worlds.gcp.app:app`` in a process of its own, and
-``WORLDFLOW_WORLD=gcp python -m examples.hail_ride`` (and the research agent)
-start their runs from another; retries and timers reach the service through
-Cloud Tasks.
+worldflow.worlds.gcp.app:app`` in a process of its own, and a plain script
+(``python -m examples.hail_ride``, the CLI) is a client that starts runs the
+service executes; retries and timers reach the service through Cloud Tasks. A
+service killed mid-step is resumed by the queue's redelivery, and a run whose
+process died mid-step with no task pending is adopted by another's sweeper.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -30,10 +30,12 @@ import worldflow as wf
 from worldflow._state import RunState
 from worldflow.worlds.gcp import GcpSettings, GcpWorld
 from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
+from worldflow.worlds.gcp.testing import Service, free_port, service_env, settings_for_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gcp_support.emulators import emulators, free_port
-from gcp_support.world import SECRET, settings_for_test
+from gcp_support import emulators
+
+HERE = Path(__file__).resolve().parent
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -121,64 +123,29 @@ def test_research_agent(settings: GcpSettings) -> None:
 
 
 # -- across processes, as deployed ---------------------------------------------------------------
-def _env(settings: GcpSettings, modules: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")}
-    env.update(
-        {
-            "WORLDFLOW_WORLD": "gcp",
-            "WORLDFLOW_GCP_PROJECT": settings.project,
-            "WORLDFLOW_GCP_LOCATION": settings.location,
-            "WORLDFLOW_GCP_QUEUE": settings.queue,
-            "WORLDFLOW_GCP_SERVICE_URL": settings.service_url or "",
-            "WORLDFLOW_GCP_BUCKET": settings.bucket or "",
-            "WORLDFLOW_GCP_TASKS_ENDPOINT": settings.tasks_endpoint or "",
-            "WORLDFLOW_GCP_SHARED_SECRET": SECRET,
-            "WORLDFLOW_GCP_DRAIN_TIMEOUT": "10",
-        }
-    )
-    if modules:
-        env["WORLDFLOW_MODULES"] = modules  # the service imports the workflows it serves
-    return env
+def _deployed(settings: GcpSettings) -> tuple[GcpSettings, int]:
+    """Settings for a service process on a port of its own (nothing served in the test's)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return dataclasses.replace(settings, service_url=url, public_url=None, listen=None), port
 
 
-@contextlib.contextmanager
-def service(
-    settings: GcpSettings,
-    port: int,
-    modules: str = "examples.hail_ride,examples.research_agent",
-    extra: dict[str, str] | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """The Cloud Run stand-in: uvicorn serving worldflow.worlds.gcp.app:app."""
-    args = [sys.executable, "-m", "uvicorn", "worldflow.worlds.gcp.app:app"]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(
-        args,
+def _run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
-        env={**_env(settings, modules), **(extra or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
-    try:
-        deadline = time.monotonic() + 20
-        import urllib.request
 
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    out = process.stdout.read().decode() if process.stdout else ""
-                    raise AssertionError(f"the service did not start:\n{out}") from None
-                time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(10)
-        process.logs = process.stdout.read().decode() if process.stdout else ""  # type: ignore[attr-defined]
-        if process.stdout:
-            process.stdout.close()
+
+def _service(settings: GcpSettings, port: int, modules: str, **env: str) -> Service:
+    return Service(settings, port, modules, cwd=ROOT, env={"PYTHONPATH": str(HERE), **env})
 
 
 @pytest.mark.slow
@@ -186,68 +153,69 @@ def service(
 def test_example_scripts_run_unchanged_against_a_service_process(
     settings: GcpSettings, example: str
 ) -> None:
-    port = free_port()
-    settings = dataclasses.replace(
-        settings, service_url=f"http://127.0.0.1:{port}", public_url=None, listen=None
-    )
-    with service(settings, port) as process:
-        done = subprocess.run(
-            [sys.executable, "-m", f"examples.{example}"],
-            cwd=ROOT,
-            env=_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    settings, port = _deployed(settings)
+    with _service(settings, port, "examples.hail_ride,examples.research_agent") as service:
+        done = _run(["-m", f"examples.{example}"], service_env(settings))
         assert done.returncode == 0, done.stderr
         assert "completed" in done.stdout
-    logs: str = process.logs  # type: ignore[attr-defined]
-    # The service's logs are Cloud Logging entries; the retry ran there, under its run id.
-    entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    # The service's logs are Cloud Logging entries; the run's work came to it as tasks.
+    entries = [json.loads(line) for line in service.logs.splitlines() if line.startswith("{")]
     assert entries and all("severity" in e and "time" in e for e in entries)
     (run_id,) = set(re.findall(r"\brun (wrun_\w+)", done.stdout))
     about_run = [e for e in entries if e.get("run_id") == run_id]
-    assert about_run, logs  # a timer or retry of the run came to the service as a task
+    assert about_run, service.logs
     assert about_run[0]["logging.googleapis.com/labels"] == {"run_id": run_id}
+
+
+@pytest.mark.slow
+def test_a_plain_script_is_a_client_and_the_service_runs_every_step(settings: GcpSettings) -> None:
+    """``wf.start`` + ``run.result()`` in a plain script (``WORLDFLOW_SERVE`` left to the
+    World: gcp says a plain process is a client) only records the run and queues its
+    start; every step attempt runs in the service's process, none in the script's."""
+    settings, port = _deployed(settings)
+    with _service(settings, port, "gcp_support.flows") as service:
+        env = {**service_env(settings), "PYTHONPATH": str(HERE)}
+        done = _run(["-m", "gcp_support.flows", "plain"], env)
+        assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["result"] == sum(range(4)) + 100
+    pids = {int(worker.split(":")[1]) for worker in out["workers"]}
+    assert len(out["workers"]) == 5 and pids == {service.pid}
+    assert out["pid"] != service.pid
 
 
 @pytest.mark.slow
 def test_the_cli_starts_a_run_that_the_service_executes(settings: GcpSettings) -> None:
     """``worldflow start`` is a client: it records the run and queues its start; the
     service process runs it; ``worldflow runs show`` reads it from Firestore."""
-    port = free_port()
-    settings = dataclasses.replace(
-        settings, service_url=f"http://127.0.0.1:{port}", public_url=None, listen=None
-    )
+    settings, port = _deployed(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worldflow", *args],
-            cwd=ROOT,
-            env=_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return _run(["-m", "worldflow", *args], service_env(settings))
 
-    with service(settings, port):
+    with _service(settings, port, "examples.hail_ride,examples.research_agent"):
         started = cli("start", "examples.hail_ride:hail_ride", '"req-43"', "--json")
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["id"]
-        deadline = time.monotonic() + 30
-        while True:
-            shown = cli("runs", "show", run_id, "--json")
-            assert shown.returncode == 0, shown.stderr
-            doc = json.loads(shown.stdout)
-            if doc["status"] == "completed" or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
+        doc = _wait_done(cli, run_id, 30)
     assert doc["status"] == "completed", doc
     assert doc["result"]["rider"] == "Bo"
     listed = json.loads(cli("runs", "list", "--status", "completed", "--json").stdout)
     assert run_id in json.dumps(listed)
+
+
+def _wait_done(cli: Any, run_id: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = cli("runs", "show", run_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        doc = json.loads(shown.stdout)
+        if doc["status"] == "completed" or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.3)
+
+
+FAST_LEASE = {"WORLDFLOW_GCP_HEARTBEAT": "0.3", "WORLDFLOW_GCP_LEASE": "1.5"}
 
 
 @pytest.mark.slow
@@ -255,51 +223,90 @@ def test_the_cli_starts_a_run_that_the_service_executes(settings: GcpSettings) -
 def test_a_service_killed_mid_step_is_resumed_by_the_queue(
     settings: GcpSettings, tmp_path: Path
 ) -> None:
-    """kill -9 the service while a step runs: Cloud Tasks redelivers the unacknowledged
-    task to the next instance, which waits for the dead worker's lease to pass (the
-    redelivery is refused meanwhile), then runs the step again as attempt 2."""
-    port = free_port()
-    settings = dataclasses.replace(
-        settings, service_url=f"http://127.0.0.1:{port}", public_url=None, listen=None
-    )
-    extra = {
-        "WORLDFLOW_GCP_HEARTBEAT": "0.3",
-        "WORLDFLOW_GCP_LEASE": "1.5",
-        "PYTHONPATH": str(Path(__file__).resolve().parent),
-    }
+    """kill -9 the service while a step runs inside a task's request: Cloud Tasks redelivers
+    the unanswered task to the next instance, which (once the dead worker's lease has run
+    out) runs the step again as attempt 2."""
+    settings, port = _deployed(settings)
     marker = tmp_path / "marks"
     marker.mkdir()
+    env = {**service_env(settings), **FAST_LEASE, "PYTHONPATH": str(HERE)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worldflow", *args],
-            cwd=ROOT,
-            env={**_env(settings), **extra},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return _run(["-m", "worldflow", *args], env)
 
-    modules = "gcp_support.crashflows"
-    with service(settings, port, modules=modules, extra=extra) as first:
+    modules = "gcp_support.flows"
+    with _service(settings, port, modules, **FAST_LEASE) as first:
         started = cli("start", f"{modules}:flow", json.dumps(str(marker)), "--json")
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["id"]
-        deadline = time.monotonic() + 20
-        while not list(marker.glob("attempt-1-*")):
-            assert time.monotonic() < deadline, "the first attempt never started"
-            time.sleep(0.05)
-        first.kill()  # mid-step: no result, no acknowledgement
-        first.wait()
-    with service(settings, port, modules=modules, extra=extra):
-        deadline = time.monotonic() + 30
-        while True:
-            doc = json.loads(cli("runs", "show", run_id, "--json").stdout)
-            if doc["status"] == "completed" or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
+        _wait_for(lambda: list(marker.glob("attempt-1-*")), 20, "the first attempt never started")
+        first.kill()  # mid-step: no result, no answer to the task
+    with _service(settings, port, modules, **FAST_LEASE):
+        doc = _wait_done(cli, run_id, 30)
     assert doc["status"] == "completed", doc
     assert doc["result"] == 2  # the lost attempt counted
     attempts = sorted(p.name.split("-pid-")[0] for p in marker.iterdir())
     assert attempts == ["attempt-1", "attempt-2"]
+
+
+@pytest.mark.slow
+@pytest.mark.crash
+def test_a_run_whose_process_died_mid_step_with_no_task_pending_is_adopted(
+    settings: GcpSettings, tmp_path: Path
+) -> None:
+    """A serving script (``WORLDFLOW_SERVE=always``) starts a run and runs its step itself;
+    the only task queued for the run is the start's safety copy, 60 s off. kill -9 the
+    script mid-step: the service's sweeper finds the dead worker (its heartbeat ran out)
+    and the run it held, and sends it a message; the service runs the step again, long
+    before the safety copy is due."""
+    settings, port = _deployed(settings)
+    marker = tmp_path / "marks"
+    marker.mkdir()
+    env = {
+        **service_env(settings),
+        **FAST_LEASE,
+        "PYTHONPATH": str(HERE),
+        "WORLDFLOW_SERVE": "always",
+    }
+    with _service(settings, port, "gcp_support.flows", **FAST_LEASE) as service:
+        script = subprocess.Popen(
+            [sys.executable, "-m", "gcp_support.flows", "crash", str(marker)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert script.stdout is not None
+            run_id = json.loads(script.stdout.readline())["run_id"]
+            first = _wait_for(lambda: list(marker.glob("attempt-1-*")), 20, "no first attempt")
+            assert first[0].name.endswith(f"-pid-{script.pid}")  # the script ran it
+            script.kill()
+            script.wait()
+            killed = time.monotonic()
+        finally:
+            if script.poll() is None:
+                script.kill()
+            script.wait()
+            if script.stdout is not None:
+                script.stdout.close()
+        second = _wait_for(lambda: list(marker.glob("attempt-2-*")), 30, "never adopted")
+        adopted_after = time.monotonic() - killed
+        assert second[0].name.endswith(f"-pid-{service.pid}")
+
+        async def outcome() -> Any:
+            async with wf.worker(GcpWorld(settings)):
+                return await wf.get_run(run_id).result(timeout=10)
+
+        assert run(outcome()) == 2
+    # The lease (1.5 s) and a sweep or two (about a lease each), far from the safety copy.
+    assert adopted_after < 15, adopted_after
+
+
+def _wait_for(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return found

@@ -1,13 +1,16 @@
 """What the GCP world does beyond the conformance suite: its settings, the service's
-routes (authentication, size caps), big payloads in Cloud Storage, run listing,
-long sleeps bridged past Cloud Tasks' 30 days, Cloud Logging's format, errors.
+routes (authentication, size caps, a half-sent webhook body, what a task that must
+come again is answered), big payloads in Cloud Storage, run listing, long sleeps
+bridged past Cloud Tasks' 30 days, the outbox, Cloud Logging's format, errors.
 
-Against the emulators of gcp_support (Firestore, Cloud Tasks, Cloud Storage).
+Against the emulators of worldflow.worlds.gcp.testing (Firestore, Cloud Tasks,
+Cloud Storage).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -20,17 +23,18 @@ import pytest
 
 import worldflow as wf
 from worldflow._config import create_world
-from worldflow._world import Message
+from worldflow.testing import normalized
 from worldflow.testing._harness import http_call
+from worldflow.world import Message, Outgoing
 from worldflow.worlds.gcp import GcpError, GcpSettings, GcpWorld
 from worldflow.worlds.gcp._errors import translate
 from worldflow.worlds.gcp._logs import CloudLoggingFormatter, current_run
+from worldflow.worlds.gcp._queue import TASK_ROUTE, encode_task, make_client
 from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
-from worldflow.worlds.gcp._tasks import TASK_ROUTE, encode_task, make_client
+from worldflow.worlds.gcp.testing import SECRET, settings_for_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gcp_support.emulators import emulators
-from gcp_support.world import SECRET, settings_for_test
+from gcp_support import emulators
 
 T = TypeVar("T")
 
@@ -126,7 +130,7 @@ def test_google_errors_are_translated_at_the_seam() -> None:
 
 # -- the service's internal route: authentication -----------------------------------------
 async def _task_call(settings: GcpSettings, run_id: str, headers: dict[str, str]) -> int:
-    body = encode_task(Message("m-" + run_id, run_id, "cancel"), None, None)
+    body = encode_task(Outgoing(Message("m-" + run_id, run_id, "cancel")))
     status, _ = await http_call(
         "POST",
         settings.service_url + TASK_ROUTE,
@@ -339,7 +343,7 @@ def test_a_webhook_body_too_big_for_a_task_travels_through_cloud_storage(
             (created,) = await _wait_event(handle, "hook_created")
             assert (await http_call("POST", created.data["url"], body))[0] == 202
             assert await handle.result(timeout=20) == len(body)
-            assert world.blobs.writes >= 2  # the message, then the event
+            assert world.cloud_storage.writes >= 2  # the message, then the event
 
     run(main())
 
@@ -352,7 +356,7 @@ def test_payloads_past_firestores_limit_go_to_cloud_storage(settings: GcpSetting
         async with wf.worker(world):
             handle = await wf.start(echo_flow, big)
             assert await handle.result(timeout=20) == big
-            assert world.blobs.writes >= 3  # the input, the step's output, the run's output
+            assert world.cloud_storage.writes >= 3  # the input, the step's output, the run's output
             assert [e.kind for e in await handle.events()][-1] == "run_completed"
         # A cold process reads the same log back from both services.
         async with wf.worker(GcpWorld(settings)):
@@ -391,24 +395,24 @@ def test_list_runs_newest_first_with_filters_and_cursors(settings: GcpSettings) 
             clock.advance(1)
             waiting = await wf.start(waits_for_hook, f"list-{settings.queue}")
             await _wait_event(waiting, "hook_created")
-            page = await world.list_runs(limit=2)
+            page = await wf.list_runs(limit=2)
             assert [r.id for r in page.runs] == [waiting.id, ids[4]]
             seen = [r.id for r in page.runs]
             while page.cursor:
-                page = await world.list_runs(limit=2, cursor=page.cursor)
+                page = await wf.list_runs(limit=2, cursor=page.cursor)
                 seen += [r.id for r in page.runs]
             assert seen == [waiting.id, *reversed(ids)]
-            done = await world.list_runs(status="completed", workflow="gcp-test-echo", limit=3)
+            done = await wf.list_runs(status="completed", workflow="gcp-test-echo", limit=3)
             assert [r.id for r in done.runs] == ids[:1:-1]
-            rest = await world.list_runs(
+            rest = await wf.list_runs(
                 status="completed", workflow="gcp-test-echo", limit=3, cursor=done.cursor
             )
             assert [r.id for r in rest.runs] == ids[1::-1] and rest.cursor is None
-            running = await world.list_runs(status="running")
+            running = await wf.list_runs(status="running")
             assert [r.id for r in running.runs] == [waiting.id]
-            assert (await world.list_runs(workflow="nope")).runs == []
+            assert (await wf.list_runs(workflow="nope")).runs == []
             with pytest.raises(ValueError, match="not a cursor"):
-                await world.list_runs(cursor="%%%")
+                await wf.list_runs(cursor="%%%")
 
     run(main())
 
@@ -458,38 +462,233 @@ def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) 
 
 # -- the outbox: messages of a durable append survive the writer's death --------------------
 def test_messages_a_dead_writer_did_not_send_go_at_the_next_read(settings: GcpSettings) -> None:
-    from worldflow._world import Append, NewEvent, Outgoing, RunCreate
+    """The append's document keeps its messages until they are marked sent; a reader of the
+    log finds what a writer that died in between left, and (once it is stale, so a live
+    writer is not raced) the engine sends it and marks it sent."""
+    from worldflow._api import client
+    from worldflow.world import Append, NewEvent, RunCreate
 
-    async def queued(client: Any) -> list[str]:
-        tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
-        return [json.loads(t.http_request.body)["id"] for t in tasks]
+    settings = dataclasses.replace(settings, listen=None)
+
+    async def queued(tasks: Any) -> list[str]:
+        found = (await tasks.list_tasks(parent=settings.queue_path)).tasks
+        return [json.loads(t.http_request.body)["id"] for t in found]
 
     async def main() -> None:
-        clock = wf.VirtualClock()
-        writer = GcpWorld(settings, clock=clock)  # a client: storage and queue, no serving
-        now = clock.now()
-        start = Outgoing(Message("start-1", "run-o", "resume"))
+        writer = GcpWorld(settings)  # the real clock: the timer's task waits in the queue
+        store = writer.store
+        now = writer.clock.now()
         event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, now)
-        await writer.create_run(RunCreate("run-o", "w", event, start))
+        assert (await store.create_run(RunCreate("run-o", "w", event)))[1] is True
         timer = Outgoing(Message("timer-1", "run-o", "resume"), now + 3600, "run-o:timer:1")
-        # The batch commits, then the writer dies before sending its timer.
         started = Append("run-o", 1, [NewEvent("run_started", {}, now)], messages=[timer])
-        assert await writer.store.append([started]) == [True]
+        assert await store.append([started]) == [True]  # ... and the writer dies here
+        log = await store.read_log("run-o")
+        assert [e.kind for e in log.events] == ["run_created", "run_started"]
+        (unsent,) = log.unsent
+        assert (unsent.seq, unsent.messages) == (1, [timer])
+        assert unsent.written_at == pytest.approx(time.time(), abs=30)
+        batch = store.client.collection("runs").document("run-o").collection("events")
+        await batch.document(f"{1:012d}").update({"written_at": time.time() - 3600})
         await writer.close()
-        client = make_client(settings)
+        tasks = make_client(settings)
         try:
-            assert await queued(client) == ["start-1"]
-            reader = GcpWorld(settings, clock=clock)
-            assert [e.kind for e in await reader.read_events("run-o")] == [
-                "run_created",
-                "run_started",
-            ]
-            assert await queued(client) == ["start-1", "timer-1"]
-            await reader.read_events("run-o")  # marked sent: not again
-            assert await queued(client) == ["start-1", "timer-1"]
+            assert await queued(tasks) == []
+            async with client(GcpWorld(settings)):
+                kinds = [e.kind for e in await wf.get_run("run-o").events()]
+                assert kinds == ["run_created", "run_started"]
+                assert await queued(tasks) == ["timer-1"]
+                await wf.get_run("run-o").events()  # marked sent: not again
+                assert await queued(tasks) == ["timer-1"]
+            reader = GcpWorld(settings)
+            assert (await reader.store.read_log("run-o")).unsent == []
             await reader.close()
         finally:
-            await client.transport.close()
+            await tasks.transport.close()
+
+    run(main())
+
+
+# -- the task route's answers ---------------------------------------------------------------
+@wf.step(name="gcp-test-gate")
+async def gate(tag: str) -> str:
+    await GATES.setdefault(tag, asyncio.Event()).wait()
+    return "through"
+
+
+@wf.workflow(name="gcp-test-gated")
+async def gated(tag: str) -> str:
+    return await gate(tag)
+
+
+GATES: dict[str, asyncio.Event] = {}
+
+
+@pytest.mark.parametrize(("lease", "answer"), [(2.0, 503), (12.0, 200)], ids=["soon", "later"])
+def test_a_task_that_must_come_again_is_retried_soon_or_copied_for_later(
+    settings: GcpSettings, lease: float, answer: int
+) -> None:
+    """A run whose step runs on another live worker is not acknowledged (that worker may die
+    with nothing else to bring the run back): the task must come again once the worker's
+    lease has run out. Within a few seconds, a 503 (Cloud Tasks retries); later than that,
+    a copy of the task scheduled for then, and a 200."""
+    from worldflow._runtime import Runtime
+
+    settings = dataclasses.replace(settings, lease=lease, heartbeat=1.0)
+    tag = f"gate-{settings.queue}"
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):  # serves the app (the real clock)
+            other = Runtime(GcpWorld(settings))  # a second worker: the address is taken
+            await other.start()
+            tasks = make_client(settings)
+            try:
+                run_id = await other.start_run(gated.name, (tag,), {}, None)
+                (started,) = await _wait_event(wf.get_run(run_id), "step_started")
+                assert started.data["worker"] == other.worker_id
+                out = Outgoing(Message(f"m-{tag}", run_id, "resume"))
+                status, body = await http_call(
+                    "POST",
+                    settings.service_url + TASK_ROUTE,
+                    encode_task(out),
+                    {"Authorization": f"Bearer {SECRET}", "X-CloudTasks-TaskName": "t1"},
+                )
+                assert status == answer, body
+                copies = [
+                    t
+                    for t in (await tasks.list_tasks(parent=settings.queue_path)).tasks
+                    if json.loads(t.http_request.body)["id"] == out.message.id
+                ]
+                if answer == 503:
+                    assert copies == []
+                else:
+                    again = json.loads(body)["again_in"]
+                    assert lease < again <= lease + 2
+                    (copy,) = copies
+                    due = copy.schedule_time.timestamp()
+                    assert due == pytest.approx(time.time() + again, abs=3)
+                    assert json.loads(copy.http_request.body)["not_before"] == pytest.approx(
+                        due, abs=3
+                    )
+            finally:
+                GATES.setdefault(tag, asyncio.Event()).set()
+                await tasks.transport.close()
+                await other.close()
+
+    run(main())
+
+
+def test_every_task_delivered_twice_through_the_app_leaves_the_same_log(
+    settings: GcpSettings,
+) -> None:
+    """Every message sent twice, each copy late by a random delay (so reordered): two
+    tasks per message, both through the emulator to the app's task route. The logs are
+    the same as with one task each, every step ran as often, and the queue settles."""
+    from worldflow.testing import _workflows as w
+    from worldflow.testing._harness import chaotic
+
+    clock = wf.VirtualClock()
+
+    async def scenario() -> list[Any]:
+        logs = []
+        tag, token = f"twice-{settings.queue}", f"twice-token-{settings.queue}"
+        handle: wf.Run[Any] = await wf.start(w.hail_ride, tag, "r1")
+        await handle.result(timeout=20)
+        logs.append(normalized(await handle.events()))
+        handle = await wf.start(w.hook_before_await, tag, token)
+        await _wait_event(handle, "sleep_started")
+        await wf.resume_hook(token, "a")
+        await wf.resume_hook(token, "b")
+        await _wait_event(handle, "hook_received", count=2)
+        clock.advance("1h")
+        await handle.result(timeout=20)
+        logs.append(normalized(await handle.events()))
+        handle = await wf.start(w.retrying, tag, 1)
+        await handle.result(timeout=20)
+        logs.append(normalized(await handle.events()))
+        handle = await wf.start(w.cancellable, tag)
+        await _wait_event(handle, "sleep_started")
+        await handle.cancel()
+        with pytest.raises(wf.RunCancelled):
+            await handle.result(timeout=20)
+        logs.append(normalized(await handle.events()))
+        return logs
+
+    async def settled(tasks: Any) -> None:
+        """No task left in the queue, nor one in flight, for a while."""
+        quiet_since = time.monotonic()
+        deadline = quiet_since + 20
+        while time.monotonic() - quiet_since < 1.0:
+            assert time.monotonic() < deadline, "the queue never settled"
+            if (await tasks.list_tasks(parent=settings.queue_path)).tasks:
+                quiet_since = time.monotonic()
+            await asyncio.sleep(0.1)
+
+    async def main() -> None:
+        w.CALLS.clear()
+        async with wf.worker(GcpWorld(settings, clock=clock)):
+            plain = await scenario()
+        once = dict(w.CALLS)
+        w.CALLS.clear()
+        world = chaotic(GcpWorld(settings, clock=clock), max_delay=0.2, duplicate=True)
+        tasks = make_client(settings)
+        try:
+            async with wf.worker(world):
+                doubled = await scenario()
+                assert doubled == plain
+                assert dict(w.CALLS) == once  # each step as often as with one task each
+                # The starts' safety copies and the cancelled run's timer come due: no-ops.
+                clock.advance("2h")
+                await settled(tasks)
+        finally:
+            await tasks.transport.close()
+
+    run(main())
+
+
+def test_a_task_body_that_is_not_one_is_refused(settings: GcpSettings) -> None:
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            auth = {"Authorization": f"Bearer {SECRET}"}
+            url = settings.service_url + TASK_ROUTE
+            assert (await http_call("POST", url, b"{not json", auth))[0] == 400
+            assert (await http_call("POST", url, b'{"kind": "explode"}', auth))[0] == 400
+            assert (await http_call("GET", url, b"", auth))[0] == 405
+
+    run(main())
+
+
+def test_a_half_sent_webhook_body_is_never_delivered(settings: GcpSettings) -> None:
+    """A client that leaves before its body is complete delivers nothing (the app is
+    uvicorn's, as on Cloud Run); a complete request afterwards goes through."""
+    from urllib.parse import urlsplit
+
+    @wf.workflow(name="gcp-test-webhook-text")
+    async def hooked() -> str:
+        request = await wf.create_webhook()
+        return request.text()
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            handle = await wf.start(hooked)
+            (created,) = await _wait_event(handle, "hook_created")
+            url = urlsplit(created.data["url"])
+            assert url.hostname is not None and url.port is not None
+            _, writer = await asyncio.open_connection(url.hostname, url.port)
+            head = (
+                f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                "Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+            )
+            writer.write(head.encode() + b"only the first part")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.transport.abort()  # gone, 81 bytes short
+            await asyncio.sleep(0.5)
+            kinds = [e.kind for e in await handle.events()]
+            assert "hook_received" not in kinds and await handle.status() == "running"
+            status, _ = await http_call("POST", created.data["url"], b"all of it")
+            assert status == 202
+            assert await handle.result(timeout=10) == "all of it"
 
     run(main())
 
@@ -510,11 +709,13 @@ def test_logs_are_cloud_logging_json_with_the_run_id() -> None:
     assert entry["time"].endswith("+00:00")
 
 
-async def _wait_event(handle: wf.Run[Any], kind: str, timeout: float = 10) -> list[Any]:
+async def _wait_event(
+    handle: wf.Run[Any], kind: str, timeout: float = 10, count: int = 1
+) -> list[Any]:
     deadline = time.monotonic() + timeout
     while True:
         found = [e for e in await handle.events() if e.kind == kind]
-        if found:
+        if len(found) >= count:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"no {kind} in {timeout}s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from worldflow._errors import WorldError
+from worldflow.world import WorldError
 
 __all__ = ["GcpError", "translate"]
 

@@ -91,13 +91,13 @@ def plan(settings: GcpSettings, modules: list[str], out: Path, infra: str = "inf
         raise ValueError(
             f"name the modules that define your workflows (e.g. --modules shop.flows), got {bad or modules}"
         )
-    from worldflow import __version__
+    import worldflow
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     kept: list[str] = []
     _write(out / "Dockerfile", DOCKERFILE, written, kept)
-    _write(out / "requirements.txt", f"worldflow[gcp]=={__version__}\n", written, kept)
+    _write(out / "requirements.txt", f"worldflow[gcp]=={worldflow.__version__}\n", written, kept)
     _write(out / ".dockerignore", DOCKERIGNORE, written, kept)
 
     p, r = settings.project, settings.location

@@ -1,10 +1,11 @@
-"""Serving the app inside the World's own process (``listen=host:port``).
+"""Serving the app inside this process (``listen=host:port``): the Cloud Run stand-in.
 
-The Cloud Run stand-in for tests and local development: uvicorn on the
-running loop, on a socket bound here so that a second World in the same
-process (a restart, a second worker) finds the address taken and simply
-does not serve, as a second Cloud Run instance behind one URL would not
-matter either.
+For tests and local development: uvicorn on the running loop, on a socket
+bound here, so that a second World in the same process (a restart, a second
+worker) finds the address taken and simply does not serve, as a second Cloud
+Run instance behind one URL would not matter either. The app runs without
+its lifespan: its routes hand work to this loop's engine (the one that
+started the queue).
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._world import GcpWorld
+    from ._queue import TaskQueue
 
 __all__ = ["EmbeddedServer"]
 
 
 class EmbeddedServer:
-    def __init__(self, world: GcpWorld, listen: str) -> None:
+    def __init__(self, listen: str, queue: TaskQueue) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
-        self.world = world
+        self.queue = queue
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -33,7 +34,7 @@ class EmbeddedServer:
         """Serve; False when the address is taken (another World of the process serves it)."""
         import uvicorn
 
-        from .app import create_app
+        from ._host import create_app
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,7 +44,7 @@ class EmbeddedServer:
             sock.close()
             return False
         config = uvicorn.Config(
-            create_app(self.world),
+            create_app(self.queue),
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -13,7 +13,8 @@ from typing import Any
 
 __all__ = ["GcpSettings"]
 
-# Cloud Tasks refuses a schedule_time more than 30 days ahead; stay under it.
+# Cloud Tasks refuses a schedule_time more than 30 days ahead; stay a day under it
+# (the engine re-sends a message that comes early: a hop).
 MAX_TASK_DELAY = 29 * 86400.0
 
 
@@ -49,8 +50,7 @@ class GcpSettings:
     listen: str | None = None  # "host:port": serve the app in this process (tests, dev)
     heartbeat: float = 10.0  # seconds between a worker's heartbeats
     lease: float = 30.0  # a worker silent this long is dead; its step attempts are lost
-    start_delay: float = 60.0  # the backup start task of a run started in-process
-    drain_timeout: float = 540.0  # how long a request waits for its run to be quiescent
+    drain_timeout: float = 540.0  # how long a task request may take (Cloud Run allows 600 s)
     max_webhook_bytes: int = 1 << 20
 
     @classmethod
@@ -81,7 +81,6 @@ class GcpSettings:
             listen=text("listen"),
             heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
             lease=_float(settings, "lease", _DEFAULTS["lease"]),
-            start_delay=_float(settings, "start_delay", _DEFAULTS["start_delay"]),
             drain_timeout=_float(settings, "drain_timeout", _DEFAULTS["drain_timeout"]),
             max_webhook_bytes=int(
                 _float(settings, "max_webhook_bytes", _DEFAULTS["max_webhook_bytes"])

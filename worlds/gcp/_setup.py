@@ -13,8 +13,8 @@ import shlex
 from typing import Any
 
 from ._errors import translate
+from ._queue import make_client
 from ._settings import GcpSettings
-from ._tasks import make_client
 
 __all__ = ["delete_queue", "ensure_bucket", "ensure_queue", "exports", "setup"]
 

@@ -1,7 +1,7 @@
 """The GCP world's commands: ``worldflow setup gcp`` and ``worldflow package gcp``.
 
-``core/cli/_cloud.py`` registers them through :data:`SETUP` and :data:`PACKAGE`
-(``add_arguments(parser)`` and ``run(args)``), so the command line imports a
+The package's ``CLI_COMMANDS`` names :data:`SETUP` and :data:`PACKAGE`
+(:class:`worldflow.cli.WorldCommand` objects), so the command line imports a
 cloud SDK only when one of these commands runs.
 """
 
@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from worldflow._config import load_settings
-from worldflow.cli._common import EXIT_USAGE, CliError, write_json
+from worldflow.cli import EXIT_USAGE, CliError, write_json
+from worldflow.world import load_settings
 
 from ._package import plan
 from ._settings import GcpSettings
@@ -55,9 +55,12 @@ def cli_package(args: argparse.Namespace) -> int:
 class _Command:
     def __init__(
         self,
+        help: str,
         run: Callable[[argparse.Namespace], int],
         add: Callable[[argparse.ArgumentParser], None],
     ) -> None:
+        self.help = help
+        self.description = help
         self.run = run
         self.add_arguments = add
 
@@ -75,5 +78,13 @@ def _package(args: argparse.Namespace) -> int:
 
 
 #: What ``worldflow setup gcp`` and ``worldflow package gcp`` run.
-SETUP = _Command(cli_setup, lambda parser: None)
-PACKAGE = _Command(_package, _package_arguments)
+SETUP = _Command(
+    "create the Cloud Tasks queue (and bucket) from WORLDFLOW_GCP_*, print the exports",
+    cli_setup,
+    lambda parser: None,
+)
+PACKAGE = _Command(
+    "write the Cloud Run service's build files, print the gcloud and terraform commands",
+    _package,
+    _package_arguments,
+)

@@ -1,0 +1,459 @@
+"""Firestore: the GCP world's Storage and Workers.
+
+The data model (docs/gcp.md draws it):
+
+- ``runs/{run_id}``: the projection (``workflow``, ``status``, ``created_at``,
+  ``updated_at``, ``last_seq``, ``output``/``error`` as JSON text, ``holder``).
+- ``runs/{run_id}/events/{expected_seq:012d}``: one document per append, the
+  events numbered ``expected_seq + 1`` .. ``last`` as JSON text, and its
+  outbox (``out``, ``sent``, ``written_at``) when the append has messages. The
+  id is the sequence number the append expected, so two writers appending at
+  one position collide on one id: the document is created with a
+  must-not-exist precondition and the loser fails whole, writing nothing.
+- ``hooks/{sha256(token)}``: ``token``, ``run_id``, ``webhook``, ``n`` (payloads
+  counted).
+- ``workers/{worker_id}``: ``until`` (wall-clock seconds the heartbeat holds).
+
+Values are JSON text, not Firestore maps: Firestore has no nested arrays, and
+text keeps a document's size exact. Big values never reach this module: the
+engine puts them in Cloud Storage first and stores a reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from worldflow.world import (
+    TERMINAL,
+    Append,
+    CorruptLogError,
+    Event,
+    HookInfo,
+    Log,
+    Message,
+    Outgoing,
+    RunCreate,
+    RunInfo,
+    RunPage,
+    Unsent,
+    WorldError,
+    json_dumps,
+    json_loads,
+)
+
+from ._errors import translate
+
+__all__ = ["FirestoreStore"]
+
+
+def hook_doc_id(token: str) -> str:
+    """Tokens may hold '/' or be long: the document id is a hash, the token a field."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _already_exists(exc: BaseException) -> bool:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return type(cause).__name__ in ("AlreadyExists", "Conflict")
+
+
+def _encode_out(messages: Sequence[Outgoing]) -> str:
+    return json_dumps(
+        [
+            {
+                "id": o.message.id,
+                "run_id": o.message.run_id,
+                "kind": o.message.kind,
+                "data": o.message.data,
+                "not_before": o.not_before,
+                "key": o.key,
+            }
+            for o in messages
+        ]
+    )
+
+
+def _decode_out(text: str, where: str) -> list[Outgoing]:
+    try:
+        return [
+            Outgoing(
+                Message(str(m["id"]), str(m["run_id"]), m["kind"], dict(m["data"] or {})),
+                None if m["not_before"] is None else float(m["not_before"]),
+                m["key"],
+            )
+            for m in json_loads(text, where)
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptLogError(f"{where} is not a list of messages: {exc}") from None
+
+
+class FirestoreStore:
+    """Storage and Workers over an ``AsyncClient`` (created on first use, on the running loop)."""
+
+    def __init__(self, project: str, database: str = "(default)") -> None:
+        self.project = project
+        self.database = database
+        self._client: Any = None
+        self._closed = False
+        # Billable operations, counted at the client (bench/bench_gcp.py).
+        self.reads = 0
+        self.writes = 0
+        self.run_reads = 0  # get_run: what result() polls, apart from the engine's reads
+
+    def __repr__(self) -> str:
+        return f"<FirestoreStore {self.project}/{self.database}>"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self._closed:
+                raise WorldError(f"{self!r} is closed")
+            from google.cloud import firestore
+
+            with translate("create a Firestore client"):
+                self._client = firestore.AsyncClient(project=self.project, database=self.database)
+        return self._client
+
+    def close(self) -> None:
+        self._closed = True
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+    def _run_ref(self, run_id: str) -> Any:
+        return self.client.collection("runs").document(run_id)
+
+    def _batch_ref(self, run_id: str, expected_seq: int) -> Any:
+        return self._run_ref(run_id).collection("events").document(f"{expected_seq:012d}")
+
+    def _hook_ref(self, token: str) -> Any:
+        return self.client.collection("hooks").document(hook_doc_id(token))
+
+    def _worker_ref(self, worker_id: str) -> Any:
+        return self.client.collection("workers").document(worker_id)
+
+    @staticmethod
+    def _info(run_id: str, doc: dict[str, Any]) -> RunInfo:
+        """A run document; a value that cannot be read makes this run unreadable, not the
+        caller's page."""
+        values: dict[str, Any] = {"output": None, "error": None}
+        unreadable = None
+        for name in values:
+            text = doc.get(name)
+            if text is not None:
+                try:
+                    values[name] = json_loads(text, f"the {name} of run {run_id!r} in Firestore")
+                except CorruptLogError as exc:
+                    unreadable = str(exc)
+        return RunInfo(
+            id=run_id,
+            workflow=str(doc.get("workflow", "")),
+            status=doc.get("status", "pending"),
+            created_at=float(doc.get("created_at", 0.0)),
+            updated_at=float(doc.get("updated_at", 0.0)),
+            last_seq=int(doc.get("last_seq", 0)),
+            output=values["output"],
+            error=values["error"],
+            unreadable=unreadable,
+        )
+
+    # -- Storage -------------------------------------------------------------------
+    async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
+        at = create.event.at
+        doc = {
+            "workflow": create.workflow,
+            "status": "pending",
+            "created_at": at,
+            "updated_at": at,
+            "last_seq": 1,
+            "output": None,
+            "error": None,
+            "holder": None,
+        }
+        log = json_dumps([{"kind": create.event.kind, "at": at, "data": create.event.data}])
+        batch = self.client.batch()
+        batch.create(self._run_ref(create.run_id), doc)
+        batch.create(self._batch_ref(create.run_id, 0), {"last": 1, "log": log})
+        self.writes += 2
+        try:
+            with translate(f"create run {create.run_id!r} in Firestore"):
+                await batch.commit()
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+            info = await self.get_run(create.run_id)
+            if info is None:  # pragma: no cover - a run is never deleted
+                raise
+            return info, False
+        return self._info(create.run_id, doc), True
+
+    async def append(self, appends: Sequence[Append]) -> list[bool]:
+        by_run: dict[str, list[int]] = {}
+        for i, a in enumerate(appends):
+            by_run.setdefault(a.run_id, []).append(i)
+        results = [False] * len(appends)
+
+        async def chain(indices: list[int]) -> None:
+            for i in indices:  # a chain: once one fails, the rest fail too
+                if not await self._append_one(appends[i]):
+                    return
+                results[i] = True
+
+        await asyncio.gather(*(chain(ix) for ix in by_run.values()))
+        return results
+
+    @staticmethod
+    def _run_update(a: Append) -> dict[str, Any] | None:
+        """The run document changes only with the status or the holder: a sequential step
+        is one document write."""
+        update: dict[str, Any] = {}
+        if a.status is not None:
+            update["status"] = a.status
+            update["updated_at"] = a.events[-1].at if a.events else time.time()
+            update["last_seq"] = a.last_seq
+            if a.output is not None:
+                update["output"] = json_dumps(a.output)
+            if a.error is not None:
+                update["error"] = json_dumps(a.error)
+            if a.status in TERMINAL:
+                update["holder"] = None
+        if a.holder_changed:
+            update.setdefault("holder", a.holder)
+        return update or None
+
+    async def _append_one(self, a: Append) -> bool:
+        doc: dict[str, Any] = {
+            "last": a.last_seq,
+            "log": json_dumps([{"kind": e.kind, "at": e.at, "data": e.data} for e in a.events]),
+        }
+        if a.messages:
+            # The outbox: the engine sends these once this write is durable, then marks
+            # them sent; a reader of the log sends them if the writer died in between.
+            doc.update(out=_encode_out(a.messages), sent=False, written_at=time.time())
+        update = self._run_update(a)
+        if a.hooks_created or a.hooks_removed:
+            return await self._append_with_hooks(a, doc, update)
+        batch = self.client.batch()
+        batch.create(self._batch_ref(a.run_id, a.expected_seq), doc)
+        if update is not None:
+            batch.update(self._run_ref(a.run_id), update)
+        try:
+            with translate(f"append to run {a.run_id!r} in Firestore"):
+                await batch.commit()
+        except Exception as exc:
+            if _already_exists(exc):
+                return False
+            raise
+        self.writes += 1 if update is None else 2
+        return True
+
+    async def _append_with_hooks(
+        self, a: Append, doc: dict[str, Any], update: dict[str, Any] | None
+    ) -> bool:
+        """Hooks change rarely: a transaction reads their documents, then writes all."""
+        from google.cloud import firestore
+
+        batch_ref = self._batch_ref(a.run_id, a.expected_seq)
+        tokens = [h.token for h in a.hooks_created] + list(a.hooks_removed)
+
+        @firestore.async_transactional  # type: ignore[untyped-decorator]
+        async def txn(transaction: Any) -> bool:
+            snap = await batch_ref.get(transaction=transaction)
+            held: dict[str, str | None] = {}
+            for token in tokens:
+                hook = await self._hook_ref(token).get(transaction=transaction)
+                held[token] = hook.get("run_id") if hook.exists else None
+            self.reads += 1 + len(tokens)
+            if snap.exists:
+                return False
+            transaction.create(batch_ref, doc)
+            writes = 1
+            if update is not None:
+                transaction.update(self._run_ref(a.run_id), update)
+                writes += 1
+            for h in a.hooks_created:
+                if held[h.token] is None:  # another run's token stays its own
+                    data = {"token": h.token, "run_id": h.run_id, "webhook": h.webhook, "n": 0}
+                    transaction.set(self._hook_ref(h.token), data)
+                    writes += 1
+            for token in a.hooks_removed:
+                if held[token] == a.run_id:
+                    transaction.delete(self._hook_ref(token))
+                    writes += 1
+            self.writes += writes
+            return True
+
+        with translate(f"append to run {a.run_id!r} (with hooks) in Firestore"):
+            ok: bool = await txn(self.client.transaction())
+        return ok
+
+    async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
+        """One query: one document read per batch (append) of the run."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._run_ref(run_id)
+            .collection("events")
+            .where(filter=FieldFilter("last", ">", after_seq))
+            .order_by("last")
+        )
+        with translate(f"read the events of run {run_id!r} from Firestore"):
+            docs = [snap async for snap in query.stream()]
+        self.reads += max(1, len(docs))
+        events: list[Event] = []
+        unsent: list[Unsent] = []
+        for snap in docs:
+            doc = snap.to_dict()
+            where = f"run {run_id!r}: events document {snap.id} in Firestore"
+            try:
+                items = json_loads(doc["log"], where)
+                last = int(doc["last"])
+                first = last - len(items) + 1
+                for i, item in enumerate(items):
+                    data = item["data"]
+                    if not isinstance(data, dict):
+                        raise TypeError(f"event {first + i} is not an object")
+                    events.append(Event(run_id, first + i, item["kind"], data, float(item["at"])))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptLogError(f"{where}: {exc}") from None
+            if doc.get("out") and not doc.get("sent"):
+                messages = _decode_out(doc["out"], f"{where}, its outbox")
+                unsent.append(Unsent(int(snap.id), messages, float(doc.get("written_at", 0.0))))
+        return Log([e for e in events if e.seq > after_seq], unsent)
+
+    async def mark_sent(self, run_id: str, seqs: Sequence[int]) -> None:
+        """The outbox of these appends is in Cloud Tasks: no reader sends it again."""
+        if not seqs:
+            return
+        batch = self.client.batch()
+        for seq in seqs:
+            batch.update(self._batch_ref(run_id, seq), {"sent": True})
+        with translate(f"mark the outbox of run {run_id!r} sent in Firestore"):
+            await batch.commit()
+        self.writes += len(seqs)
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        with translate(f"read run {run_id!r} from Firestore"):
+            snap = await self._run_ref(run_id).get()
+        self.reads += 1
+        self.run_reads += 1
+        return self._info(run_id, snap.to_dict()) if snap.exists else None
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query: Any = self.client.collection("runs")
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", status))
+        if workflow is not None:
+            query = query.where(filter=FieldFilter("workflow", "==", workflow))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "__name__", direction=firestore.Query.DESCENDING
+        )
+        if cursor:
+            try:
+                created_at, last_id = json_loads(base64.urlsafe_b64decode(cursor.encode()), "")
+                position = {"created_at": float(created_at), "__name__": self._run_ref(last_id)}
+            except (ValueError, TypeError, CorruptLogError):
+                raise ValueError(f"not a cursor of list_runs: {cursor!r}") from None
+            query = query.start_after(position)
+        with translate("list runs in Firestore"):
+            docs = [snap async for snap in query.limit(limit + 1).stream()]
+        self.reads += max(1, len(docs))
+        runs = [self._info(snap.id, snap.to_dict()) for snap in docs[:limit]]
+        next_cursor = None
+        if len(docs) > limit and runs:
+            last = runs[-1]
+            raw = json_dumps([last.created_at, last.id]).encode()
+            next_cursor = base64.urlsafe_b64encode(raw).decode()
+        return RunPage(runs, next_cursor)
+
+    async def get_hook(self, token: str) -> HookInfo | None:
+        with translate(f"read hook {token!r} from Firestore"):
+            snap = await self._hook_ref(token).get()
+        self.reads += 1
+        if not snap.exists:
+            return None
+        doc = snap.to_dict()
+        return HookInfo(doc["token"], doc["run_id"], bool(doc.get("webhook")), int(doc.get("n", 0)))
+
+    async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        """A transaction: read the hook, count one more payload, return its number."""
+        from google.cloud import firestore
+
+        ref = self._hook_ref(token)
+
+        @firestore.async_transactional  # type: ignore[untyped-decorator]
+        async def txn(transaction: Any) -> HookInfo | None:
+            snap = await ref.get(transaction=transaction)
+            self.reads += 1
+            if not snap.exists:
+                return None
+            doc = snap.to_dict()
+            if webhook and not doc.get("webhook"):
+                return None
+            n = int(doc.get("n", 0)) + 1
+            transaction.update(ref, {"n": n})
+            self.writes += 1
+            return HookInfo(token, doc["run_id"], bool(doc.get("webhook")), n)
+
+        with translate(f"count a payload of hook {token!r} in Firestore"):
+            found: HookInfo | None = await txn(self.client.transaction())
+        return found
+
+    async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
+        """One equality query on ``holder`` (Firestore's automatic single-field index)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self.client.collection("runs")
+            .where(filter=FieldFilter("holder", "==", worker_id))
+            .limit(limit)
+        )
+        with translate(f"find the runs worker {worker_id!r} held in Firestore"):
+            docs = [snap async for snap in query.stream()]
+        self.reads += max(1, len(docs))
+        return [snap.id for snap in docs if snap.get("status") not in TERMINAL]
+
+    # -- Workers -------------------------------------------------------------------------
+    async def heartbeat(self, worker_id: str, until: float) -> None:
+        with translate(f"write the heartbeat of worker {worker_id!r} to Firestore"):
+            await self._worker_ref(worker_id).set({"until": until})
+        self.writes += 1
+
+    async def expiry(self, worker_id: str) -> float | None:
+        with translate(f"read the heartbeat of worker {worker_id!r} from Firestore"):
+            snap = await self._worker_ref(worker_id).get()
+        self.reads += 1
+        return float(snap.get("until")) if snap.exists else None
+
+    async def expired(self, before: float, limit: int) -> list[str]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self.client.collection("workers")
+            .where(filter=FieldFilter("until", "<", before))
+            .order_by("until")
+            .limit(limit)
+        )
+        with translate("find stopped workers in Firestore"):
+            docs = [snap async for snap in query.stream()]
+        self.reads += max(1, len(docs))
+        return [snap.id for snap in docs]
+
+    async def forget(self, worker_id: str) -> None:
+        with translate(f"remove worker {worker_id!r} from Firestore"):
+            await self._worker_ref(worker_id).delete()
+        self.writes += 1
