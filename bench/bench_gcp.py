@@ -2,11 +2,12 @@
 
     python bench/bench_gcp.py [--steps 50 100]
 
-Starts the emulators of tests/worlds/gcp_support (Firestore, Cloud Tasks,
+Starts the emulators of worldflow.worlds.gcp.testing (Firestore, Cloud Tasks,
 Cloud Storage), runs one run of N sequential no-op steps, a run sleeping
 between steps, and a run of parallel steps, and prints per step the
 Firestore document reads and writes, the Cloud Tasks created and the Cloud
-Storage operations the world made. These are the operations Google bills
+Storage operations the world made (the engine's and its outbox's included:
+the counts are taken at the World's parts). These are the operations Google bills
 (Firestore bills per document read/write/delete; Cloud Tasks per operation;
 a heartbeat is per process and time, not per step, and is shown apart).
 Latency on the emulators says little about the real services and is
@@ -18,19 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
 import worldflow as wf
 from worldflow.worlds.gcp import GcpWorld
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "worlds"))
-from gcp_support.emulators import Emulators  # noqa: E402
-from gcp_support.world import settings_for_test  # noqa: E402
-
-from worldflow.worlds.gcp._setup import delete_queue, ensure_queue  # noqa: E402
+from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
+from worldflow.worlds.gcp.testing import Emulators, settings_for_test
 
 
 @wf.step(name="bench.gcp.noop")
@@ -75,7 +69,7 @@ class Count:
             store.reads - store.run_reads,
             store.writes,
             world.tasks.created,
-            world.blobs.writes,
+            world.cloud_storage.writes,
             store.run_reads,
         )
 
@@ -98,8 +92,9 @@ async def measure(world: GcpWorld, workflow: wf.Workflow[..., int], n: int) -> t
 
 
 async def bench(em: Emulators, steps: list[int]) -> None:
+    # No heartbeat (nor sweep) during the measure: they are per process, not per step.
     settings = dataclasses.replace(
-        settings_for_test(em), heartbeat=3600.0, start_delay=3600.0, drain_timeout=60.0
+        settings_for_test(em), heartbeat=3600.0, lease=7200.0, drain_timeout=60.0
     )
     await ensure_queue(settings)
     try:
@@ -114,7 +109,13 @@ async def bench(em: Emulators, steps: list[int]) -> None:
                 ("parallel (gather)", parallel),
                 ("sleep(1s) each", sleepy),
             ):
-                for n in steps if workflow is not sleepy else steps[:1]:
+                for n in (
+                    steps
+                    if workflow is sequential
+                    else steps[-1:]
+                    if workflow is parallel
+                    else steps[:1]
+                ):
                     count, took = await measure(world, workflow, n)
                     ops = count.reads + count.writes + count.tasks + count.blobs
                     print(
@@ -127,17 +128,17 @@ async def bench(em: Emulators, steps: list[int]) -> None:
     print(
         "\npolls: reads of the run document by run.result() in this process (the caller's"
         "\ncost of waiting, not the engine's; a run finished by this process wakes it at once)."
-        "\nper run (not per step): create_run writes 2 documents and 1 backup start task;"
-        "\nper process: one heartbeat write every WORLDFLOW_GCP_HEARTBEAT seconds (10 s)."
+        "\nper run (not per step): create_run writes 2 documents; the start's safety copy is 1"
+        "\ntask (a serving process starts the run itself); per process: one heartbeat write"
+        "\nevery WORLDFLOW_GCP_HEARTBEAT seconds (10 s) and a sweep query or two every lease."
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 100])
     args = parser.parse_args()
-    em = Emulators()
-    em.start()
+    em = Emulators().start()
     try:
         asyncio.run(bench(em, args.steps))
     finally:

@@ -509,6 +509,82 @@ def test_messages_a_dead_writer_did_not_send_go_at_the_next_read(settings: GcpSe
     run(main())
 
 
+# -- the store's other parts: holders, heartbeats, payload numbers -----------------------
+def test_runs_held_by_a_worker_are_found_from_a_hint_checked_against_the_log(
+    settings: GcpSettings,
+) -> None:
+    """The run document's ``holder`` is written only when it changes to a new worker (not
+    when the run stops waiting on one, not again by the process that wrote it): the
+    sweeper's query checks the last events document, which always has the exact holder."""
+    from worldflow.world import Append, HookInfo, NewEvent, RunCreate
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        store = world.store
+        now = time.time()
+        event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, now)
+        await store.create_run(RunCreate("run-h", "w", event))
+
+        def step(seq: int, holder: str | None, **more: Any) -> Append:
+            events = [NewEvent("step_started", {"cid": seq}, now)]
+            return Append("run-h", seq, events, holder=holder, holder_changed=True, **more)
+
+        assert await store.append([step(1, "w1", status="running")]) == [True]
+        assert await store.runs_held_by("w1", 10) == ["run-h"]
+        writes = store.writes
+        assert await store.append([step(2, None)]) == [True]  # waits on a timer now
+        assert store.writes == writes + 1  # the events document only: the hint stays
+        assert await store.runs_held_by("w1", 10) == []
+        writes = store.writes
+        assert await store.append([step(3, "w1")]) == [True]
+        assert store.writes == writes + 1  # this process wrote w1 last: not again
+        assert await store.runs_held_by("w1", 10) == ["run-h"]
+        other = GcpWorld(settings).store  # another process: it knows nothing of the hint
+        await other.read_log("run-h")
+        writes = other.writes
+        assert await other.append([step(4, "w2")]) == [True]
+        assert other.writes == writes + 2
+        assert await store.runs_held_by("w1", 10) == []
+        assert await store.runs_held_by("w2", 10) == ["run-h"]
+        # The first process is behind: its append loses, and it forgets what it wrote.
+        assert await store.append([step(4, "w1")]) == [False]
+        await store.read_log("run-h")
+        done = step(5, None, status="completed", output=1)
+        assert await store.append([done]) == [True]
+        assert await store.runs_held_by("w2", 10) == []
+        # Hook payloads are numbered, one transaction each; a hook is not a webhook.
+        hook = HookInfo("tok-h", "run-h", webhook=False)
+        created = Append("run-h", 6, [NewEvent("hook_created", {}, now)], hooks_created=[hook])
+        assert await store.append([created]) == [True]
+        assert await store.next_payload("tok-h", webhook=True) is None
+        numbers = [(await store.next_payload("tok-h")) for _ in range(3)]
+        assert [(h.run_id, h.n) for h in numbers if h] == [("run-h", 1), ("run-h", 2), ("run-h", 3)]
+        assert await store.next_payload("no-such-token") is None
+        await world.close()
+        other.close()
+
+    run(main())
+
+
+def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
+    async def main() -> None:
+        world = GcpWorld(settings)
+        store = world.store
+        now = time.time()
+        await store.heartbeat("wa", now - 10)
+        await store.heartbeat("wb", now - 5)
+        await store.heartbeat("wc", now + 30)
+        assert await store.expiry("wc") == now + 30
+        assert await store.expiry("nobody") is None
+        assert await store.expired(now, 10) == ["wa", "wb"]  # the longest gone first
+        assert await store.expired(now, 1) == ["wa"]
+        await store.forget("wa")
+        assert await store.expired(now, 10) == ["wb"]
+        await world.close()
+
+    run(main())
+
+
 # -- the task route's answers ---------------------------------------------------------------
 @wf.step(name="gcp-test-gate")
 async def gate(tag: str) -> str:

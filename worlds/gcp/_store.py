@@ -99,6 +99,7 @@ class FirestoreStore:
         self.database = database
         self._client: Any = None
         self._closed = False
+        self._holders: dict[str, str] = {}  # run -> the holder this process last wrote
         # Billable operations, counted at the client (bench/bench_gcp.py).
         self.reads = 0
         self.writes = 0
@@ -136,6 +137,13 @@ class FirestoreStore:
     def _worker_ref(self, worker_id: str) -> Any:
         return self.client.collection("workers").document(worker_id)
 
+    async def _query(self, query: Any, what: str) -> list[Any]:
+        """The documents a query finds (Firestore bills one read for an empty answer)."""
+        with translate(f"{what} in Firestore"):
+            docs = [snap async for snap in query.stream()]
+        self.reads += max(1, len(docs))
+        return docs
+
     @staticmethod
     def _info(run_id: str, doc: dict[str, Any]) -> RunInfo:
         """A run document; a value that cannot be read makes this run unreadable, not the
@@ -164,16 +172,8 @@ class FirestoreStore:
     # -- Storage -------------------------------------------------------------------
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         at = create.event.at
-        doc = {
-            "workflow": create.workflow,
-            "status": "pending",
-            "created_at": at,
-            "updated_at": at,
-            "last_seq": 1,
-            "output": None,
-            "error": None,
-            "holder": None,
-        }
+        doc = {"workflow": create.workflow, "status": "pending", "created_at": at}
+        doc.update(updated_at=at, last_seq=1, output=None, error=None, holder=None)
         log = json_dumps([{"kind": create.event.kind, "at": at, "data": create.event.data}])
         batch = self.client.batch()
         batch.create(self._run_ref(create.run_id), doc)
@@ -206,10 +206,16 @@ class FirestoreStore:
         await asyncio.gather(*(chain(ix) for ix in by_run.values()))
         return results
 
-    @staticmethod
-    def _run_update(a: Append) -> dict[str, Any] | None:
-        """The run document changes only with the status or the holder: a sequential step
-        is one document write."""
+    def _run_update(self, a: Append) -> dict[str, Any] | None:
+        """The run document changes only with the status or a new holder: a sequential step,
+        and a step-and-sleep turn after the first, write only their events' document.
+
+        The run document's ``holder`` is a hint that may name a worker the run no longer
+        waits on (a holder that ends is cleared with the run's status, never alone); every
+        events document has the exact one, and :meth:`runs_held_by` checks the last. A
+        holder is written unless this process wrote that very one last (``_holders``):
+        no other writer has appended since, or this append would have lost its race.
+        """
         update: dict[str, Any] = {}
         if a.status is not None:
             update["status"] = a.status
@@ -221,22 +227,46 @@ class FirestoreStore:
                 update["error"] = json_dumps(a.error)
             if a.status in TERMINAL:
                 update["holder"] = None
-        if a.holder_changed:
+        if a.holder is not None and self._holders.get(a.run_id) != a.holder:
             update.setdefault("holder", a.holder)
         return update or None
+
+    def _wrote(self, a: Append, update: dict[str, Any] | None) -> None:
+        """After a committed append: the run document's holder, as this process wrote it."""
+        if update is None or "holder" not in update:
+            return  # unchanged
+        self._holders.pop(a.run_id, None)
+        if update["holder"] is not None:
+            self._holders[a.run_id] = update["holder"]
+            if len(self._holders) > 10_000:
+                del self._holders[next(iter(self._holders))]
 
     async def _append_one(self, a: Append) -> bool:
         doc: dict[str, Any] = {
             "last": a.last_seq,
             "log": json_dumps([{"kind": e.kind, "at": e.at, "data": e.data} for e in a.events]),
+            "holder": a.holder,
         }
         if a.messages:
             # The outbox: the engine sends these once this write is durable, then marks
             # them sent; a reader of the log sends them if the writer died in between.
             doc.update(out=_encode_out(a.messages), sent=False, written_at=time.time())
         update = self._run_update(a)
-        if a.hooks_created or a.hooks_removed:
-            return await self._append_with_hooks(a, doc, update)
+        try:
+            if a.hooks_created or a.hooks_removed:
+                ok = await self._append_with_hooks(a, doc, update)
+            else:
+                ok = await self._commit(a, doc, update)
+        except BaseException:
+            self._holders.pop(a.run_id, None)  # whether it was written is not known
+            raise
+        if ok:
+            self._wrote(a, update)
+        else:
+            self._holders.pop(a.run_id, None)  # another writer's: the run document is theirs
+        return ok
+
+    async def _commit(self, a: Append, doc: dict[str, Any], update: dict[str, Any] | None) -> bool:
         batch = self.client.batch()
         batch.create(self._batch_ref(a.run_id, a.expected_seq), doc)
         if update is not None:
@@ -295,15 +325,15 @@ class FirestoreStore:
         """One query: one document read per batch (append) of the run."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
+        self._holders.pop(run_id, None)  # a reader may be behind another writer
+
         query = (
             self._run_ref(run_id)
             .collection("events")
             .where(filter=FieldFilter("last", ">", after_seq))
             .order_by("last")
         )
-        with translate(f"read the events of run {run_id!r} from Firestore"):
-            docs = [snap async for snap in query.stream()]
-        self.reads += max(1, len(docs))
+        docs = await self._query(query, f"read the events of run {run_id!r}")
         events: list[Event] = []
         unsent: list[Unsent] = []
         for snap in docs:
@@ -369,9 +399,7 @@ class FirestoreStore:
             except (ValueError, TypeError, CorruptLogError):
                 raise ValueError(f"not a cursor of list_runs: {cursor!r}") from None
             query = query.start_after(position)
-        with translate("list runs in Firestore"):
-            docs = [snap async for snap in query.limit(limit + 1).stream()]
-        self.reads += max(1, len(docs))
+        docs = await self._query(query.limit(limit + 1), "list runs")
         runs = [self._info(snap.id, snap.to_dict()) for snap in docs[:limit]]
         next_cursor = None
         if len(docs) > limit and runs:
@@ -414,18 +442,29 @@ class FirestoreStore:
         return found
 
     async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
-        """One equality query on ``holder`` (Firestore's automatic single-field index)."""
+        """Runs whose document names the worker (an equality query on ``holder``), kept
+        when their last events document names it too (the run document's is a hint)."""
+        from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        query = (
-            self.client.collection("runs")
-            .where(filter=FieldFilter("holder", "==", worker_id))
-            .limit(limit)
-        )
-        with translate(f"find the runs worker {worker_id!r} held in Firestore"):
-            docs = [snap async for snap in query.stream()]
-        self.reads += max(1, len(docs))
-        return [snap.id for snap in docs if snap.get("status") not in TERMINAL]
+        held: list[str] = []
+        query = self.client.collection("runs").where(filter=FieldFilter("holder", "==", worker_id))
+        after = None
+        while len(held) < limit:
+            page = query.limit(limit) if after is None else query.start_after(after).limit(limit)
+            docs = await self._query(page, f"find the runs worker {worker_id!r} held")
+            for snap in docs:
+                if snap.get("status") in TERMINAL:
+                    continue
+                events = self._run_ref(snap.id).collection("events")
+                last = events.order_by("last", direction=firestore.Query.DESCENDING).limit(1)
+                found = await self._query(last, f"read the last events of run {snap.id!r}")
+                if found and found[0].to_dict().get("holder") == worker_id:
+                    held.append(snap.id)
+            if len(docs) < limit:
+                break
+            after = docs[-1]
+        return held[:limit]
 
     # -- Workers -------------------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:
@@ -442,15 +481,8 @@ class FirestoreStore:
     async def expired(self, before: float, limit: int) -> list[str]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        query = (
-            self.client.collection("workers")
-            .where(filter=FieldFilter("until", "<", before))
-            .order_by("until")
-            .limit(limit)
-        )
-        with translate("find stopped workers in Firestore"):
-            docs = [snap async for snap in query.stream()]
-        self.reads += max(1, len(docs))
+        query = self.client.collection("workers").where(filter=FieldFilter("until", "<", before))
+        docs = await self._query(query.order_by("until").limit(limit), "find stopped workers")
         return [snap.id for snap in docs]
 
     async def forget(self, worker_id: str) -> None:
