@@ -119,6 +119,15 @@ resource "google_firestore_field" "events_log" {
   index_config {}
 }
 
+# An append's outbox (JSON text of its messages, until they are sent): never queried.
+resource "google_firestore_field" "events_out" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "events"
+  field      = "out"
+  index_config {}
+}
+
 resource "google_firestore_field" "runs_output" {
   project    = var.project
   database   = google_firestore_database.default.name
@@ -246,7 +255,7 @@ resource "google_cloud_run_v2_service" "service" {
 
   template {
     service_account                  = google_service_account.run.email
-    timeout                          = "600s" # a task waits until its run is quiescent
+    timeout                          = "600s" # a task's request lasts while its run's steps run
     max_instance_request_concurrency = 80
     scaling {
       max_instance_count = var.max_instances
