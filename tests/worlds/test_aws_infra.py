@@ -138,6 +138,8 @@ def test_the_stack_is_created_in_moto(moto: MotoServer, monkeypatch: pytest.Monk
         "by_time",
         "by_status",
         "by_workflow",
+        "by_holder",
+        "by_expiry",
     }
     sqs = session.client("sqs", endpoint_url=moto.url)
     attributes = sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])
@@ -152,3 +154,25 @@ def test_the_stack_is_created_in_moto(moto: MotoServer, monkeypatch: pytest.Monk
         FunctionName="wf-worldflow"
     )["EventSourceMappings"]
     assert [m["FunctionResponseTypes"] for m in mappings] == [["ReportBatchItemFailures"]]
+
+
+def test_setup_makes_the_table_the_template_declares() -> None:
+    """`worldflow setup aws` (table_definition) and the template agree on the keys and
+    indexes, the new ones (runs by holder, heartbeats by expiry) included."""
+    from worldflow.worlds.aws._store import table_definition
+
+    template, problems = decode(str(TEMPLATE))
+    assert not problems and template is not None
+    declared = json.loads(json.dumps(template["Resources"]["Table"]["Properties"]))
+    made = table_definition("t")
+
+    def by(key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {item[key]: item for item in items}
+
+    assert by("AttributeName", declared["AttributeDefinitions"]) == by(
+        "AttributeName", made["AttributeDefinitions"]
+    )
+    assert declared["KeySchema"] == made["KeySchema"]
+    assert by("IndexName", declared["GlobalSecondaryIndexes"]) == by(
+        "IndexName", made["GlobalSecondaryIndexes"]
+    )

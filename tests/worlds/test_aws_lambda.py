@@ -4,13 +4,14 @@ A harness plays the SQS event source mapping (it receives batches and invokes
 ``worldflow.worlds.aws.lambda_handler`` with real SQS records, honouring
 ``batchItemFailures`` and visibility timeouts) and a gateway plays the
 function URL; the examples run unchanged with ``WORLDFLOW_WORLD=aws``, their
-processes only starting runs (``WORLDFLOW_AWS_POLL=0``) while "Lambda"
-executes them.
+processes only starting runs (a plain process serves nothing on this world)
+while "Lambda" executes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import json
 import os
@@ -24,9 +25,10 @@ from typing import Any
 import pytest
 
 import worldflow as wf
-from worldflow._config import load_settings
-from worldflow._world import Message, NewEvent, Outgoing, RunCreate
-from worldflow.worlds.aws import AwsWorld, _lambda, create_world, setup
+from worldflow._api import client
+from worldflow.testing import normalized
+from worldflow.world import Message, NewEvent, Outgoing, RunCreate, load_settings
+from worldflow.worlds.aws import AwsWorld, _host, create_world, setup
 from worldflow.worlds.aws.testing import (
     InvocationError,
     LambdaContext,
@@ -73,14 +75,15 @@ def env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
             **settings,
             "WORLDFLOW_MODULES": EXAMPLES,
             "WORLDFLOW_PUBLIC_URL": gateway.url,
-            "WORLDFLOW_AWS_POLL": "0",  # processes other than "Lambda" execute nothing
+            "WORLDFLOW_AWS_HEARTBEAT": "0.5",
+            "WORLDFLOW_AWS_WORKER_LEASE": "2",
             "AWS_LAMBDA_FUNCTION_NAME": "worldflow",
             "POWERTOOLS_METRICS_NAMESPACE": "worldflow-tests",
         }
         for key, value in values.items():
             monkeypatch.setenv(key, value)
         yield values
-    _lambda.reset()
+    _host.reset()
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ def test_payment_webhook_through_the_function_url(
     payment = importlib.import_module("examples.payment_webhook")
 
     async def main() -> Any:
-        async with wf.worker("aws"):
+        async with client("aws"):
             run = await wf.start(payment.validate_payment_method, "ride-7")
             return await run.result(timeout=30), await run.events()
 
@@ -155,10 +158,10 @@ def test_long_sleep_with_a_virtual_clock(
             poll=False,
         )
 
-    _lambda.install(_lambda.LambdaApp(world()))
+    _host.install(_host.LambdaHost(world))
 
     async def main() -> Any:
-        async with wf.worker(world()):
+        async with client(world()):
             run = await wf.start(loyalty.offer_loyalty_reward, "rider-1")
             await loyalty.wait_for_event(run, "sleep_started")
             clock.advance("2d")
@@ -188,15 +191,15 @@ def test_a_failing_record_is_reported_and_delivered_again(
                 "orphan",
                 "no.such.workflow",
                 NewEvent("run_created", {"workflow": "no.such.workflow", "input": [[], {}]}, 1.0),
-                Outgoing(Message("m-orphan", "orphan", "resume")),
             )
-            await world.create_run(create)
+            await world.storage.create_run(create)
+            await world.queue.send([Outgoing(Message("m-orphan", "orphan", "resume"))])
             return good.id, "orphan"
         finally:
             await world.close()
 
     async def main() -> tuple[str, str]:
-        async with wf.worker("aws"):
+        async with client("aws"):
             return await create()
 
     good, _ = asyncio.run(main())
@@ -229,7 +232,7 @@ def test_a_failing_record_is_reported_and_delivered_again(
     )  # only the good run's retry timer, never its start message again
 
     async def status() -> str:
-        async with wf.worker("aws"):
+        async with client("aws"):
             return await wf.get_run(good).status()
 
     assert asyncio.run(status()) == "running"  # waiting for its retry (taken off the queue)
@@ -237,7 +240,7 @@ def test_a_failing_record_is_reported_and_delivered_again(
 
 def test_the_handler_refuses_an_event_it_does_not_know(env: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="SQS batches and function URL"):
-        _lambda.handle({"detail-type": "Scheduled Event"}, LambdaContext(3))
+        _host.handle({"detail-type": "Scheduled Event"}, LambdaContext(3))
 
 
 def test_webhook_body_cap_and_unknown_path(env: dict[str, str]) -> None:
@@ -267,7 +270,6 @@ def test_the_handler_in_the_real_runtime_client(
             "LAMBDA_TASK_ROOT": str(ROOT),
             "PYTHONPATH": str(ROOT),
         }
-        function_env.pop("WORLDFLOW_AWS_POLL")
         log = (tmp_path / "function.log").open("w")
         function = subprocess.Popen(
             [sys.executable, "-m", "awslambdaric", "worldflow.worlds.aws.lambda_handler"],
@@ -296,7 +298,7 @@ def test_the_handler_in_the_real_runtime_client(
             log.close()
         output = (tmp_path / "function.log").read_text()
         # powertools' Metrics, in the embedded metric format CloudWatch reads from stdout
-        assert '"Namespace":"worldflow-tests"' in output and '"StepsCompleted"' in output
+        assert '"Namespace":"worldflow-tests"' in output and '"Messages"' in output
 
 
 def test_log_lines_inside_a_step_carry_its_ids() -> None:
@@ -333,7 +335,7 @@ def test_a_record_is_acknowledged_only_once_its_run_is_quiet(
     SLOW_CALLS.clear()
 
     async def start() -> str:
-        async with wf.worker("aws"):
+        async with client("aws"):
             return (await wf.start(slow, 2.0)).id
 
     run_id = asyncio.run(start())
@@ -351,7 +353,7 @@ def test_a_record_is_acknowledged_only_once_its_run_is_quiet(
             break
 
     async def result() -> str:
-        async with wf.worker("aws"):
+        async with client("aws"):
             return str(await wf.get_run(run_id).result(timeout=10))
 
     assert asyncio.run(result()) == "done"
@@ -367,6 +369,153 @@ def test_a_webhook_through_an_api_gateway_stage(env: dict[str, str]) -> None:
         "requestContext": {"http": {"method": "POST"}, "stage": "prod"},
         "body": "{}",
     }
-    answer = _lambda.handle(event, LambdaContext(3))
+    answer = _host.handle(event, LambdaContext(3))
     assert answer["statusCode"] == 404
     assert "no live webhook" in answer["body"]  # the token was looked up: the path was read
+
+
+DUP_CALLS: collections.Counter[str] = collections.Counter()
+
+
+@wf.step(name="aws-lambda-tests.add")
+async def dup_add(tag: str, i: int) -> int:
+    DUP_CALLS[f"{tag}:add:{i}"] += 1
+    return i
+
+
+@wf.step(name="aws-lambda-tests.flaky", retry_delay="200ms")
+async def dup_flaky(tag: str) -> str:
+    DUP_CALLS[f"{tag}:flaky"] += 1
+    if DUP_CALLS[f"{tag}:flaky"] < 2:
+        raise ConnectionError("once")
+    return "ok"
+
+
+@wf.workflow(name="aws-lambda-tests.everything")
+async def everything(tag: str, token: str) -> dict[str, Any]:
+    total = 0
+    for i in range(3):
+        total += await dup_add(tag, i)
+    pair = await asyncio.gather(dup_add(tag, 10), dup_add(tag, 11))
+    await wf.sleep(0.5)
+    flaky = await dup_flaky(tag)
+    received = []
+    async for payload in wf.create_hook(token=token):
+        received.append(payload)
+        if len(received) == 2:
+            break
+    return {"total": total, "pair": pair, "flaky": flaky, "received": received}
+
+
+def _queue_is_empty(moto: MotoServer, url: str) -> bool:
+    sqs = moto.session().client("sqs", endpoint_url=moto.url)
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    names.append("ApproximateNumberOfMessagesDelayed")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[n]) for n in names) == 0
+
+
+def test_every_message_delivered_twice_to_lambda(env: dict[str, str], moto: MotoServer) -> None:
+    """Every SQS record is in its batch twice (two copies handled at the same time):
+    the log is the same as with single delivery, each step ran once (the flaky one
+    twice: it fails once), two hook payloads sent 0.3 s apart arrive in order, and
+    the queue empties."""
+    url = env["WORLDFLOW_AWS_QUEUE_URL"]
+
+    async def scenario() -> tuple[dict[str, Any], list[Any]]:
+        async with client("aws"):
+            run = await wf.start(everything, "dup", "dup-token")
+            deadline = time.monotonic() + 30
+            while "hook_created" not in [e.kind for e in await run.events()]:
+                assert time.monotonic() < deadline, [e.kind for e in await run.events()]
+                await asyncio.sleep(0.05)
+            await wf.resume_hook("dup-token", "first")
+            await asyncio.sleep(0.3)
+            await wf.resume_hook("dup-token", "second")
+            return await run.result(timeout=30), normalized(await run.events())
+
+    logs = []
+    for duplicate in (False, True):
+        DUP_CALLS.clear()
+        harness = LambdaHarness(url, moto.session(), moto.url, duplicate=duplicate, visibility=2)
+        with harness:
+            result, log = asyncio.run(scenario())
+            deadline = time.monotonic() + 20
+            while not _queue_is_empty(moto, url):
+                assert time.monotonic() < deadline, "the queue did not settle"
+                time.sleep(0.2)
+        assert not harness.errors, harness.errors
+        assert result == {
+            "total": 3,
+            "pair": [10, 11],
+            "flaky": "ok",
+            "received": ["first", "second"],
+        }
+        once = {f"dup:add:{i}": 1 for i in (0, 1, 2, 10, 11)}
+        assert dict(DUP_CALLS) == {**once, "dup:flaky": 2}
+        logs.append(log)
+    assert logs[0] == logs[1]
+
+
+def test_a_plain_script_executes_no_step_itself(
+    env: dict[str, str], harness: LambdaHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script that only calls ``wf.start`` and ``run.result()`` on the aws world (no
+    worker, WORLDFLOW_SERVE unset) enqueues and polls: the function executes the steps."""
+    (tmp_path / "plain_flows.py").write_text(PLAIN_FLOWS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WORLDFLOW_MODULES", "plain_flows")  # the function's setting
+    script_env = {k: v for k, v in {**os.environ, **env}.items() if k != "WORLDFLOW_MODULES"}
+    script_env["PYTHONPATH"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "plain_flows.py")],
+        cwd=tmp_path,
+        env=script_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id, script_pid, result = done.stdout.split(maxsplit=2)
+    assert json.loads(result) == [os.getpid(), os.getpid()]  # ran here, in "Lambda"
+    assert int(script_pid) != os.getpid()
+
+    async def workers() -> set[str]:
+        async with client("aws"):
+            events = await wf.get_run(run_id).events()
+        return {str(e.data["worker"]) for e in events if e.kind == "step_started"}
+
+    host = _host._host
+    assert host is not None and host.engine is not None
+    assert asyncio.run(workers()) == {host.engine.worker_id}
+    assert f":{script_pid}:" not in host.engine.worker_id
+
+
+PLAIN_FLOWS = """\
+import asyncio
+import json
+import os
+
+import worldflow as wf
+
+
+@wf.step(name="plain.where")
+async def where() -> int:
+    return os.getpid()
+
+
+@wf.workflow(name="plain.flow")
+async def flow() -> list[int]:
+    return [await where(), await where()]
+
+
+async def main() -> None:
+    run = await wf.start(flow)
+    result = await run.result(timeout=30)
+    print(run.id, os.getpid(), json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""

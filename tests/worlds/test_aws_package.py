@@ -92,7 +92,7 @@ def test_package_builds_a_zip_that_imports_the_handler(tmp_path: Path) -> None:
     assert "WorkflowModules=shop.flows" in report["deploy"]
     archive = tmp_path / report["zip"]
     names = zipfile.ZipFile(archive).namelist()
-    assert "shop/flows.py" in names and "worldflow/worlds/aws/_lambda.py" in names
+    assert "shop/flows.py" in names and "worldflow/worlds/aws/_host.py" in names
     assert not any(n.startswith(("worldflow/testing/", "worldflow/worlds/gcp/")) for n in names)
     assert not any("__pycache__" in n for n in names)
     assert (tmp_path / report["template"]).read_text().count("worldflow.worlds.aws.lambda_handler")

@@ -1,10 +1,13 @@
-"""What the AWS world does beyond the conformance suite, against moto: big payloads in
-S3, listing runs from the indexes, the outbox after a failed send, delays past what
-the consumer holds, worker heartbeats, and errors translated at the seam."""
+"""What the AWS world does beyond the conformance suite, against moto: the table (big
+payloads as S3 references, listing runs from the indexes, unreadable items, the
+outbox, hook payload counters, holders, heartbeats), the queue (delays, hops past its
+longest delay, releasing messages on close) and errors translated at the seam."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,10 +15,22 @@ from typing import Any
 import pytest
 
 import worldflow as wf
-from worldflow._world import Append, Message, NewEvent, Outgoing
+from worldflow._api import client  # a runtime that serves nothing: a plain script's
+from worldflow.world import (
+    Append,
+    CorruptLogError,
+    HookInfo,
+    Message,
+    NewEvent,
+    Outgoing,
+    RunCreate,
+)
 from worldflow.worlds.aws import AwsWorld, setup
+from worldflow.worlds.aws._blobs import S3Blobs
 from worldflow.worlds.aws._errors import AwsWorldError
 from worldflow.worlds.aws.testing import MotoServer
+
+SLEPT: dict[str, float] = {}
 
 
 @wf.step
@@ -33,6 +48,27 @@ async def noop(n: int) -> int:
     return n
 
 
+@wf.step
+async def now() -> float:
+    return time.time()
+
+
+@wf.workflow(name="aws-tests.nap")
+async def nap(seconds: float) -> float:
+    await wf.sleep(seconds)
+    return await now()
+
+
+@wf.workflow(name="aws-tests.wait-then-nap")
+async def wait_then_nap(token: str) -> str:
+    value: str = await wf.create_hook(token=token)
+    await wf.sleep(30)
+    return value
+
+
+handle: Any = None
+
+
 @pytest.fixture(scope="module")
 def moto() -> Iterator[MotoServer]:
     with MotoServer() as server:
@@ -43,21 +79,22 @@ def moto() -> Iterator[MotoServer]:
 def make(moto: MotoServer) -> Callable[..., AwsWorld]:
     moto.reset()
     settings = setup("wf-world", session=moto.session(), endpoint_url=moto.url)
+    session = moto.session()
 
     def world(**options: Any) -> AwsWorld:
         kwargs: dict[str, Any] = {
-            "session": moto.session(),
+            "session": session,
             "endpoint_url": moto.url,
             "poll_wait": 1,
             "heartbeat": 0.5,
-            "worker_lease": 2.0,
+            "lease": 2.0,
+            **options,
         }
-        kwargs.update(options)
         return AwsWorld(
-            options.pop("table", settings["WORLDFLOW_AWS_TABLE"]),
-            options.pop("queue_url", settings["WORLDFLOW_AWS_QUEUE_URL"]),
+            kwargs.pop("table", settings["WORLDFLOW_AWS_TABLE"]),
+            kwargs.pop("queue_url", settings["WORLDFLOW_AWS_QUEUE_URL"]),
             settings["WORLDFLOW_AWS_BUCKET"],
-            **{k: v for k, v in kwargs.items() if k not in ("table", "queue_url")},
+            **kwargs,
         )
 
     return world
@@ -67,7 +104,25 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def test_big_payloads_go_to_s3_transparently(make: Callable[..., AwsWorld]) -> None:
+def _items(world: AwsWorld, pk: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = world.store.client.query(
+        TableName=world.store.table,
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": pk}},
+    )["Items"]
+    return items
+
+
+def _event(kind: str, **data: Any) -> NewEvent:
+    return NewEvent(kind, data, time.time())
+
+
+async def _created(world: AwsWorld, run_id: str) -> None:
+    event = _event("run_created", workflow="w", input=[[], {}])
+    await world.storage.create_run(RunCreate(run_id, "w", event))
+
+
+def test_big_payloads_are_s3_references_in_the_table(make: Callable[..., AwsWorld]) -> None:
     text = "x" * 300_000  # 600 KB once doubled: past DynamoDB's 400 KB item limit
 
     async def main() -> tuple[str, list[Any]]:
@@ -79,14 +134,15 @@ def test_big_payloads_go_to_s3_transparently(make: Callable[..., AwsWorld]) -> N
     assert result == text * 2
     assert events[-1].kind == "run_completed"
     world = make()
-    items = world.store.client.query(
-        TableName=world.store.table,
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": f"R#{events[0].run_id}"}},
-    )["Items"]
-    assert any("blob" in item for item in items)  # a chunk of the log is in S3
+    items = _items(world, f"R#{events[0].run_id}")
+    chunks = [json.loads(i["ev"]["S"]) for i in items if i["sk"]["S"].startswith("E#")]
+    refs = [data for chunk in chunks for _, data, _ in chunk if data.get("$t") == "blob"]
+    assert refs  # the engine moved the big event to S3; the item holds the key
     (run_item,) = [i for i in items if i["sk"]["S"] == "#RUN"]
-    assert "output_blob" in run_item and "output" not in run_item
+    assert json.loads(run_item["output"]["S"])["$t"] == "blob"
+    assert isinstance(world.blobs, S3Blobs)
+    stored = world.blobs.client.list_objects_v2(Bucket=world.blobs.bucket)["Contents"]
+    assert all(o["Key"].startswith("worldflow/runs/") for o in stored) and len(stored) >= 2
 
 
 def test_runs_are_listed_newest_first_with_filters_and_cursors(
@@ -102,120 +158,338 @@ def test_runs_are_listed_newest_first_with_filters_and_cursors(
                 await handle.result(timeout=10)
                 ids.append(handle.id)
                 clock.advance(1)
-            sleeping = await wf.start(big, "a", id="big-0")  # a second workflow
-            await sleeping.result(timeout=10)
+            other = await wf.start(big, "a", id="big-0")  # a second workflow
+            await other.result(timeout=10)
         return ids
 
     ids = run(main())
-    world = make()
+    store = make().storage
 
     async def listing() -> None:
-        page = await world.list_runs(limit=2)
+        page = await store.list_runs(limit=2)
         assert [r.id for r in page.runs] == ["big-0", "noop-4"]
         seen = [r.id for r in page.runs]
         while page.cursor:
-            page = await world.list_runs(limit=2, cursor=page.cursor)
+            page = await store.list_runs(limit=2, cursor=page.cursor)
             seen += [r.id for r in page.runs]
         assert seen == ["big-0", *reversed(ids)]
-        only = await world.list_runs(workflow="aws-tests.noop", limit=10)
+        only = await store.list_runs(workflow="aws-tests.noop", limit=10)
         assert [r.id for r in only.runs] == list(reversed(ids))
-        done = await world.list_runs(status="completed", workflow="aws-tests.big")
+        done = await store.list_runs(status="completed", workflow="aws-tests.big")
         assert [r.id for r in done.runs] == ["big-0"]
-        assert (await world.list_runs(status="running")).runs == []
+        assert (await store.list_runs(status="running")).runs == []
+        with pytest.raises(ValueError, match="invalid cursor"):
+            await store.list_runs(cursor="not-a-cursor")
 
     run(listing())
 
 
-def test_messages_of_an_append_survive_a_failed_send(
+def test_an_unreadable_item_is_named_and_breaks_no_listing(
+    make: Callable[..., AwsWorld],
+) -> None:
+    world = make()
+    table, ddb = world.store.table, world.store.client
+
+    async def main() -> None:
+        for run_id in ("good", "bad-output", "bad-log"):
+            await _created(world, run_id)
+        done = Append("bad-output", 1, [_event("run_completed")], status="completed", output=1)
+        assert await world.storage.append([done]) == [True]
+        ddb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "R#bad-output"}, "sk": {"S": "#RUN"}},
+            UpdateExpression="SET #o = :o",
+            ExpressionAttributeNames={"#o": "output"},
+            ExpressionAttributeValues={":o": {"S": "{not json"}},
+        )
+        ddb.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": "R#bad-log"},
+                "sk": {"S": "E#000000000002"},
+                "first": {"N": "2"},
+                "ev": {"S": '[["step_scheduled", {"cid": 1}, NaN]]'},
+            },
+        )
+        page = await world.storage.list_runs()
+        runs = {r.id: r for r in page.runs}
+        assert set(runs) == {"good", "bad-output", "bad-log"}
+        assert runs["good"].unreadable is None
+        assert "the output of run 'bad-output'" in (runs["bad-output"].unreadable or "")
+        assert runs["bad-output"].status == "completed"
+        with pytest.raises(CorruptLogError) as info:
+            await world.storage.read_log("bad-log")
+        assert "'bad-log'" in str(info.value) and "E#000000000002" in str(info.value)
+        with pytest.raises(wf.CorruptLogError, match="bad-output"):
+            await wf.get_run("bad-output").result(timeout=5)
+
+    async def with_client() -> None:
+        async with client(world):
+            await main()
+
+    run(with_client())
+
+
+def test_the_outbox_is_kept_with_the_append_until_marked_sent(
+    make: Callable[..., AwsWorld],
+) -> None:
+    world = make()
+
+    async def main() -> None:
+        await _created(world, "ob")
+        timer = Outgoing(Message("m-1", "ob", "resume"), 12.5, key="ob:timer:1")
+        plain = Append("ob", 1, [_event("run_started")], status="running")
+        with_messages = Append("ob", 2, [_event("sleep_started", cid=1)], messages=[timer])
+        assert await world.storage.append([plain, with_messages]) == [True, True]
+        log = await world.storage.read_log("ob")
+        assert [e.seq for e in log.events] == [1, 2, 3]
+        (unsent,) = log.unsent
+        assert unsent.seq == 2 and unsent.messages == [timer]
+        assert abs(unsent.written_at - time.time()) < 5
+        assert (await world.storage.read_log("ob", after_seq=2)).unsent == [unsent]
+        await world.storage.mark_sent("ob", [2])
+        assert (await world.storage.read_log("ob")).unsent == []
+        # A lost race writes nothing, outbox included.
+        late = Append("ob", 2, [_event("run_completed")], status="completed", messages=[timer])
+        assert await world.storage.append([late]) == [False]
+        assert (await world.storage.read_log("ob")).unsent == []
+
+    run(main())
+
+
+def test_a_dead_writers_outbox_is_sent_by_the_next_reader(
     make: Callable[..., AwsWorld], moto: MotoServer
 ) -> None:
-    """The append is durable but SQS refused the send (as if the process died between
-    the two): the outbox keeps the messages, and the next cold read sends them."""
-    sqs = moto.session().client("sqs", endpoint_url=moto.url)
-    broken = make(queue_url=f"{moto.url}/123456789012/no-such-queue")
-    healthy = make(outbox_grace=0.0)
+    """The append is durable but its messages never went (the writer died): the next
+    cold read of the run's log through the engine sends them, once, and forgets them."""
+    healthy = make()
 
     async def main() -> None:
         async with wf.worker(healthy):
             handle = await wf.start(noop, 1, id="outbox-run")
             await handle.result(timeout=10)
+        writer = make()
+        info = await writer.storage.get_run("outbox-run")
+        assert info is not None
         timer = Outgoing(Message("m-timer", "outbox-run", "resume"), time.time(), key="k")
-        append = Append(
-            "outbox-run",
-            (await healthy.get_run("outbox-run")).last_seq,  # type: ignore[union-attr]
-            [NewEvent("cancel_requested", {"id": "x"}, time.time())],
-            messages=[timer],
+        event = _event("cancel_requested", id="x")
+        append = Append("outbox-run", info.last_seq, [event], messages=[timer])
+        assert await writer.storage.append([append]) == [True]
+        # Written two minutes ago, as far as the engine can tell: past its grace.
+        writer.store.client.update_item(
+            TableName=writer.store.table,
+            Key={"pk": {"S": "R#outbox-run"}, "sk": {"S": f"O#{info.last_seq:012d}"}},
+            UpdateExpression="SET t = :t",
+            ExpressionAttributeValues={":t": {"N": str(time.time() - 120)}},
         )
-        assert await broken.append([append]) == [True]
-        await healthy.read_events("outbox-run")  # a cold load: the outbox is sent now
-        await healthy.read_events("outbox-run")  # and only once
+        async with client(make()):
+            await wf.get_run("outbox-run").events()  # a cold read: the outbox is sent now
+            await wf.get_run("outbox-run").events()  # and only once
 
     run(main())
-    url = healthy.queue.url
+    assert not [i for i in _items(healthy, "R#outbox-run") if i["sk"]["S"].startswith("O#")]
+    sqs = moto.session().client("sqs", endpoint_url=moto.url)
     bodies = []
     for _ in range(3):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        got = sqs.receive_message(
+            QueueUrl=healthy.sqs.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
         bodies += [m["Body"] for m in got.get("Messages", [])]
     assert sum('"m-timer"' in b for b in bodies) == 1
 
 
-def test_a_failed_send_is_retried_and_holds_its_run_busy(
+def test_a_refused_send_is_kept_and_sent_when_sqs_takes_messages_again(
+    make: Callable[..., AwsWorld], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS refuses the sends after an append committed: the outbox item stays in the
+    table while the engine tries again, and once SQS takes messages the timer goes, the
+    outbox item is gone and the run ends."""
+    clock = wf.VirtualClock()
+    world = make(clock=clock)
+    token = f"refused-{time.monotonic_ns()}"
+
+    def outbox() -> list[dict[str, Any]]:
+        return [i for i in _items(world, f"R#{handle.id}") if i["sk"]["S"].startswith("O#")]
+
+    def resume() -> None:  # another process: its own queue, which works
+        async def go() -> None:
+            async with client(make(clock=clock)):
+                await wf.resume_hook(token, "go")
+
+        asyncio.run(go())
+
+    def refuse(entries: Any) -> None:
+        raise AwsWorldError("AWS SQS SendMessageBatch refused (test)", "InternalError")
+
+    async def wait_for(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not check():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.1)
+
+    async def main() -> str:
+        global handle
+        async with wf.worker(world):
+            handle = await wf.start(wait_then_nap, token)
+            await wait_for(lambda: bool(world.store._get_hook(token)), "no hook")
+            monkeypatch.setattr(world.sqs, "_send", refuse)
+            await asyncio.to_thread(resume)
+            await wait_for(lambda: bool(outbox()), "no outbox item")
+            await asyncio.sleep(1.0)
+            assert outbox() and await handle.status() == "running"
+            monkeypatch.undo()
+            await wait_for(lambda: not outbox(), "the outbox item stayed")
+            clock.advance(30)
+            return str(await handle.result(timeout=20))
+
+    assert run(main()) == "go"
+
+
+def test_delays_are_sqs_delays_on_the_real_clock_only(
     make: Callable[..., AwsWorld], moto: MotoServer
 ) -> None:
-    """SQS refused the send after the append committed: the world keeps the messages,
-    counts the run as busy (its message is not acknowledged) and sends them later."""
-    healthy = make()
-    world = make(queue_url=f"{moto.url}/123456789012/no-such-queue")
+    real, virtual = make(), make(clock=wf.VirtualClock())
+    sqs = moto.session().client("sqs", endpoint_url=moto.url)
+
+    async def send(world: AwsWorld, due: float) -> None:
+        await world.queue.send([Outgoing(Message("m", "r", "resume"), due)])
+
+    def visible() -> int:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=real.sqs.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    run(send(virtual, time.time() + 3600))
+    assert visible() == 1  # a virtual clock's due time is the engine's business
+    sqs.purge_queue(QueueUrl=real.sqs.url)
+    run(send(real, time.time() + 3600))
+    assert visible() == 0  # delayed by SQS (15 minutes at most)
+    got = sqs.receive_message(QueueUrl=real.sqs.url, WaitTimeSeconds=1)
+    assert "Messages" not in got
+
+
+def test_a_sleep_past_the_longest_delay_hops(
+    make: Callable[..., AwsWorld], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the real clock, a timer due later than the queue's longest delay is sent with
+    that delay and sent again (a hop) when it comes early; it fires once, on time.
+    (SQS's 15 minutes are made 1 s here, so that a hop takes a second.)"""
+    from worldflow.worlds.aws import _queue
+
+    monkeypatch.setattr(_queue, "MAX_DELAY", 1)
+    world = make(hold=0.5)
+    world.capabilities = dataclasses.replace(world.capabilities, max_delay=1.0)
+    sends: list[str] = []
+    world.sqs.client.meta.events.register(
+        "before-call.sqs.SendMessageBatch", lambda **kw: sends.append("send")
+    )
+
+    async def main() -> tuple[float, float, list[Any]]:
+        async with wf.worker(world):
+            handle = await wf.start(nap, 2.6)
+            fired = float(await handle.result(timeout=20))
+            return fired, (await handle.events())[0].at, await handle.events()
+
+    fired, created, events = run(main())
+    assert fired - created >= 2.6
+    assert [e.kind for e in events].count("sleep_fired") == 1
+    # the start message, the timer (delayed 1 s), then at least one hop
+    assert len(sends) >= 3
+
+
+def test_a_worker_restart_does_not_wait_for_the_visibility_timeout(
+    make: Callable[..., AwsWorld],
+) -> None:
+    """A worker that stops gives back the messages it holds (a timer not due yet): the
+    next worker takes it at once, not after the queue's visibility timeout (30 s)."""
+    clock = wf.VirtualClock()
+
+    async def main() -> float:
+        first = make(clock=clock, visibility=30)
+        async with wf.worker(first):
+            handle = await wf.start(nap, 10.0)
+            await asyncio.sleep(1.5)  # the timer came back from SQS and is held here
+            assert await handle.status() == "running"
+        started = time.monotonic()
+        async with wf.worker(make(clock=clock, visibility=30)):
+            await asyncio.sleep(1.5)  # the second worker took the timer and holds it
+            clock.advance(10)
+            await handle.result(timeout=20)
+        return time.monotonic() - started
+
+    assert run(main()) < 10
+
+
+def test_hook_payloads_are_counted_atomically(make: Callable[..., AwsWorld]) -> None:
+    world = make()
 
     async def main() -> None:
-        async with wf.worker(healthy):
-            handle = await wf.start(noop, 1, id="unsent-run")
-            await handle.result(timeout=10)
-        last = (await healthy.get_run("unsent-run")).last_seq  # type: ignore[union-attr]
-        timer = Outgoing(Message("m-unsent", "unsent-run", "resume"), time.time())
-        event = NewEvent("cancel_requested", {"id": "y"}, time.time())
-        assert await world.append([Append("unsent-run", last, [event], messages=[timer])])
-        assert world.busy("unsent-run") and list(world.unsent) == [("unsent-run", last + 1)]
-        assert world.resend_unsent() == []  # the queue is still wrong: still waiting
-        world.queue.url = healthy.queue.url  # SQS takes messages again
-        assert world.resend_unsent() == ["unsent-run"]
-        assert not world.busy("unsent-run") and not world.unsent
+        await _created(world, "hooked")
+        created = Append(
+            "hooked",
+            1,
+            [_event("hook_created", cid=1, token="t-1")],
+            hooks_created=[HookInfo("t-1", "hooked"), HookInfo("w-1", "hooked", webhook=True)],
+        )
+        assert await world.storage.append([created]) == [True]
+        counted = await asyncio.gather(*(world.storage.next_payload("t-1") for _ in range(12)))
+        assert sorted(h.n for h in counted if h is not None) == list(range(1, 13))
+        assert {h.run_id for h in counted if h is not None} == {"hooked"}
+        assert await world.storage.next_payload("t-1", webhook=True) is None  # not a webhook
+        hook = await world.storage.next_payload("w-1", webhook=True)
+        assert hook is not None and hook.webhook and hook.n == 1
+        assert await world.storage.next_payload("no-such-token") is None
+        found = await world.storage.get_hook("t-1")
+        assert found is not None and found.n == 12 and not found.webhook
+        # Another run cannot take a live token; the one that holds it keeps its count.
+        await _created(world, "other")
+        taken = Append(
+            "other",
+            1,
+            [_event("hook_created", cid=1, token="t-1")],
+            hooks_created=[HookInfo("t-1", "other")],
+        )
+        assert await world.storage.append([taken]) == [True]
+        found = await world.storage.get_hook("t-1")
+        assert found is not None and found.run_id == "hooked" and found.n == 12
+        removed = Append(
+            "hooked", 2, [_event("run_completed")], status="completed", hooks_removed=["t-1", "w-1"]
+        )
+        assert await world.storage.append([removed]) == [True]
+        assert await world.storage.get_hook("t-1") is None
 
     run(main())
-    items = healthy.store.client.query(
-        TableName=healthy.store.table,
-        KeyConditionExpression="pk = :p AND begins_with(sk, :o)",
-        ExpressionAttributeValues={":p": {"S": "R#unsent-run"}, ":o": {"S": "O#"}},
-    )["Items"]
-    assert items == []  # sent, so the outbox item is gone
-    sqs = moto.session().client("sqs", endpoint_url=moto.url)
-    got = sqs.receive_message(QueueUrl=healthy.queue.url, MaxNumberOfMessages=10)
-    assert ['"m-unsent"' in m["Body"] for m in got.get("Messages", [])] == [True]
 
 
-def test_a_message_due_later_than_held_is_chained(make: Callable[..., AwsWorld]) -> None:
-    """With the real clock, a message due past ``hold_max`` is re-sent with an SQS
-    delay rather than held; it reaches the handler once, when it is due."""
-    world = make(hold_max=0.5)
-    got: list[tuple[str, float]] = []
+def test_the_runs_a_worker_holds_are_found_from_the_index(
+    make: Callable[..., AwsWorld],
+) -> None:
+    world = make()
 
     async def main() -> None:
-        arrived = asyncio.Event()
-
-        async def handler(message: Message) -> None:
-            got.append((message.id, time.time()))
-            arrived.set()
-
-        await world.start(handler)
-        try:
-            due = time.time() + 2.5
-            await world.send([Outgoing(Message("later", "r", "resume"), due)])
-            await asyncio.wait_for(arrived.wait(), 10)
-            await asyncio.sleep(0.5)  # no second delivery
-        finally:
-            await world.close()
-        assert [m for m, _ in got] == ["later"]
-        assert got[0][1] >= due
+        for run_id in ("h-1", "h-2", "h-3"):
+            await _created(world, run_id)
+            held = Append(
+                run_id,
+                1,
+                [_event("run_started")],
+                status="running",
+                holder="w-a",
+                holder_changed=True,
+            )
+            assert await world.storage.append([held]) == [True]
+        assert sorted(await world.storage.runs_held_by("w-a", 10)) == ["h-1", "h-2", "h-3"]
+        assert len(await world.storage.runs_held_by("w-a", 2)) == 2
+        released = Append(
+            "h-1", 2, [_event("step_completed", cid=1)], holder=None, holder_changed=True
+        )
+        ended = Append("h-2", 2, [_event("run_completed")], status="completed")
+        assert await world.storage.append([released, ended]) == [True, True]
+        assert await world.storage.runs_held_by("w-a", 10) == ["h-3"]  # h-2 has ended
+        assert await world.storage.runs_held_by("w-b", 10) == []
+        item = next(i for i in _items(world, "R#h-1") if i["sk"]["S"] == "#RUN")
+        assert "holder" not in item  # removed: the index stays sparse
 
     run(main())
 
@@ -223,17 +497,20 @@ def test_a_message_due_later_than_held_is_chained(make: Callable[..., AwsWorld])
 def test_worker_heartbeats(make: Callable[..., AwsWorld]) -> None:
     async def main() -> None:
         a, b = make(), make()
-
-        async def ignore(message: Message) -> None:
-            pass
-
-        await a.start(ignore)
-        try:
-            assert await b.worker_alive(a.worker_id)
-            assert not await b.worker_alive("some-host:1:gone")
-        finally:
-            await a.close()
-        assert not await b.worker_alive(a.worker_id)  # a worker that stopped says so
+        async with wf.worker(a):
+            until = await b.workers.expiry(a.worker_id)
+            assert until is not None and until > time.time()
+            assert await b.workers.expiry("some-host:1:gone") is None
+            assert a.worker_id not in await b.workers.expired(time.time(), 10)
+        # a worker that stopped says so: its heartbeat has run out
+        assert a.worker_id in await b.workers.expired(time.time(), 10)
+        await b.workers.forget(a.worker_id)
+        assert await b.workers.expiry(a.worker_id) is None
+        await b.workers.heartbeat("w-old", time.time() - 100)
+        await b.workers.heartbeat("w-older", time.time() - 200)
+        await b.workers.heartbeat("w-live", time.time() + 100)
+        assert await b.workers.expired(time.time(), 1) == ["w-older"]
+        assert await b.workers.expired(time.time() - 150, 10) == ["w-older"]
 
     run(main())
 
@@ -241,7 +518,7 @@ def test_worker_heartbeats(make: Callable[..., AwsWorld]) -> None:
 def test_errors_name_the_call_and_the_resource(make: Callable[..., AwsWorld]) -> None:
     world = make(table="no-such-table")
     with pytest.raises(AwsWorldError) as info:
-        run(world.get_run("r"))
+        run(world.storage.get_run("r"))
     assert isinstance(info.value, wf.WorldError)
     message = str(info.value)
     assert "GetItem" in message and "'no-such-table'" in message
@@ -257,3 +534,11 @@ def test_the_factory_says_what_is_missing() -> None:
         create_world({})
     with pytest.raises(ValueError, match="WORLDFLOW_AWS_VISIBILITY='soon'"):
         create_world({"table": "t", "queue_url": "http://q", "visibility": "soon"})
+
+
+def test_webhook_urls_need_a_public_url(make: Callable[..., AwsWorld]) -> None:
+    assert make(public_url="https://x.example/").webhook_url("a b") == (
+        "https://x.example/webhooks/a%20b"
+    )
+    with pytest.raises(ValueError, match="WORLDFLOW_PUBLIC_URL"):
+        make().webhook_url("t")  # not on Lambda: no function URL to look up

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["AwsWorld", "create_world", "lambda_handler", "setup"]
+__all__ = ["CLI_COMMANDS", "AwsWorld", "create_world", "lambda_handler", "setup"]
+
+#: ``worldflow setup aws`` and ``worldflow package aws``.
+CLI_COMMANDS = {
+    "setup": "worldflow.worlds.aws._cli:SETUP",
+    "package": "worldflow.worlds.aws._cli:PACKAGE",
+}
 
 if TYPE_CHECKING:
     from ._setup import setup
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
 
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:
     """The Lambda handler: ``worldflow.worlds.aws.lambda_handler``."""
-    from ._lambda import handle
+    from ._host import handle
 
     return handle(event, context)
 

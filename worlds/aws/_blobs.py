@@ -1,61 +1,52 @@
-"""Big payloads in S3: what would not fit in a DynamoDB item or an SQS message.
+"""S3: the AWS world's Blobs, where the engine puts values too big for an item or a message.
 
-DynamoDB items stop at 400 KB and SQS messages at 256 KB (1 MiB since 2025);
-a value past :data:`INLINE_LIMIT` is written to S3 under a key that is never
-reused (two writers racing for the same log position each write their own
-object, and the loser's object is simply never referenced), and the item or
-message carries the key instead.
+The engine picks the keys (never reused, so a writer that loses a race never
+overwrites the winner's object) and decides what goes here; this is only put
+and get, under ``worldflow/`` in the bucket (what the template's IAM policy
+allows).
 """
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from typing import Any
 
-from ._errors import aws_call
+from ._errors import aws_call, off_loop
 
-__all__ = ["INLINE_LIMIT", "Blobs"]
+__all__ = ["S3Blobs"]
 
-#: Bytes of JSON kept inline in an item; a larger value goes to S3 (DynamoDB's
-#: limit is 400 KB per item including attribute names, so leave a margin).
-INLINE_LIMIT = 350_000
+PREFIX = "worldflow/"
 
 
-class Blobs:
-    """An S3 bucket holding payloads too big for DynamoDB or SQS."""
+class S3Blobs:
+    """One S3 bucket; its client is made at the first use (most runs never need it)."""
 
-    def __init__(self, client_factory: Any, bucket: str | None) -> None:
+    def __init__(self, client_factory: Callable[[], Any], bucket: str) -> None:
         self._factory = client_factory
         self._client: Any = None
         self.bucket = bucket
 
+    def __repr__(self) -> str:
+        return f"<S3Blobs {self.bucket!r}>"
+
     @property
     def client(self) -> Any:
-        if self._client is None:  # S3 is needed only for big payloads: create it lazily
-            self._client = self._factory("s3")
+        if self._client is None:
+            self._client = self._factory()
         return self._client
 
-    def _need_bucket(self, size: int) -> str:
-        if not self.bucket:
-            raise ValueError(
-                f"a payload of {size} bytes is too big for DynamoDB and no S3 bucket is "
-                "configured: set WORLDFLOW_AWS_BUCKET"
-            )
-        return self.bucket
+    async def put(self, key: str, data: bytes) -> None:
+        await off_loop(self._put, PREFIX + key, data)
 
-    def put(self, prefix: str, body: str) -> str:
-        """Store ``body``; returns its new, unique key."""
-        data = body.encode()
-        bucket = self._need_bucket(len(data))
-        key = f"worldflow/{prefix}-{secrets.token_hex(8)}.json"
-        with aws_call("S3 PutObject", f"s3://{bucket}/{key}"):
+    def _put(self, key: str, data: bytes) -> None:
+        with aws_call("S3 PutObject", f"s3://{self.bucket}/{key}"):
             self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, ContentType="application/json"
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json"
             )
-        return key
 
-    def get(self, key: str) -> str:
-        bucket = self._need_bucket(0)
-        with aws_call("S3 GetObject", f"s3://{bucket}/{key}"):
-            response = self.client.get_object(Bucket=bucket, Key=key)
-            return str(response["Body"].read().decode())
+    async def get(self, key: str) -> bytes:
+        return await off_loop(self._get, PREFIX + key)
+
+    def _get(self, key: str) -> bytes:
+        with aws_call("S3 GetObject", f"s3://{self.bucket}/{key}"):
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())

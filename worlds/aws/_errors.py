@@ -1,20 +1,25 @@
-"""Translating botocore's errors into worldflow's, at the seam.
+"""Calling AWS: off the event loop, with botocore's errors translated at the seam.
 
-Nothing outside this package sees a botocore exception: every call to AWS goes
+Nothing outside this package sees a botocore exception: every call goes
 through :func:`aws_call`, which re-raises what failed as a
 :class:`worldflow.WorldError` naming the operation and the resource, chained
-to the original (``raise ... from exc``).
+to the original (``raise ... from exc``). boto3 is synchronous, so calls run
+on a thread (:func:`off_loop`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from worldflow._errors import WorldError
+from worldflow.world import WorldError
 
-__all__ = ["AwsWorldError", "aws_call", "error_code"]
+__all__ = ["AwsWorldError", "aws_call", "error_code", "off_loop"]
+
+T = TypeVar("T")
 
 
 class AwsWorldError(WorldError):
@@ -37,7 +42,9 @@ _HINTS = {
 
 
 def error_code(exc: BaseException) -> str:
-    """AWS's error code of a botocore ``ClientError`` (``""`` for anything else)."""
+    """AWS's error code of a botocore ``ClientError`` or an :class:`AwsWorldError`."""
+    if isinstance(exc, AwsWorldError):
+        return exc.code
     response: Any = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
@@ -66,3 +73,33 @@ def aws_call(operation: str, resource: str) -> Iterator[None]:
         if hint:
             message += f"; {hint}"
         raise AwsWorldError(message, code) from exc
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking boto3 call on a daemon thread of its own and await its result.
+
+    Not ``asyncio.to_thread``: the default executor's threads are joined when
+    ``asyncio.run`` ends, so an SQS long poll in flight held a finished
+    program for up to its wait (20 s; measured: a cancelled 3 s call held
+    ``asyncio.run`` for 3.0 s). A daemon thread is abandoned instead.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, daemon=True, name="worldflow-aws").start()
+    return await future

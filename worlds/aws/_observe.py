@@ -1,24 +1,31 @@
-"""powertools on Lambda: a JSON Logger (run id in every line), Metrics, and Tracer.
+"""powertools on Lambda: a JSON Logger, Metrics and Tracer around each invocation.
 
-Metrics come from what the engine appends (steps completed, retried and
-failed, runs ended, step latency from an attempt's start to its result), so
-the engine needs no hooks for them. They are emitted in CloudWatch's
-embedded metric format at the end of each invocation. Tracer needs the X-Ray
-SDK (powertools' ``tracer`` extra, part of ``worldflow[aws]``); without it,
-tracing is skipped.
+Log lines carry the SQS message id and run id of the record being handled
+(a context variable: the records of a batch are handled concurrently), and
+lines logged inside a step carry the step's run id, step id and attempt
+(``wf.get_step_metadata()``). Metrics (CloudWatch's embedded metric format,
+flushed at the end of each invocation) count the messages of each batch and
+those that come again. Tracer needs the X-Ray SDK (powertools' ``tracer``
+extra, part of ``worldflow[aws]``); without it, tracing is skipped.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
-from worldflow._world import Append
+import worldflow as wf
 
-__all__ = ["Powertools", "powertools"]
+__all__ = ["RECORD", "Powertools", "StepContext", "powertools"]
+
+#: The SQS record being handled by this task: {"message_id": ..., "run_id": ...}.
+RECORD: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "worldflow_aws_record", default=None
+)
 
 
 class Powertools:
@@ -28,8 +35,6 @@ class Powertools:
 
         service = os.environ.get("POWERTOOLS_SERVICE_NAME", "worldflow")
         self.logger = Logger(service=service)
-        # Lines logged inside a step (by worldflow, or by the step through this
-        # service's Logger) carry the step's run id, step id and attempt.
         self.logger.registered_handler.addFilter(StepContext())
         # worldflow's own loggers write through powertools' JSON formatter too.
         copy_config_to_registered_loggers(source_logger=self.logger, include={"worldflow"})
@@ -41,7 +46,6 @@ class Powertools:
             from aws_lambda_powertools import Tracer
 
             self.tracer = Tracer(service=service)
-        self._started: dict[tuple[str, int], float] = {}
 
     def wrap(self, fn: Callable[[Any, Any], Any], event: Any, context: Any) -> Any:
         handler = self.logger.inject_lambda_context(clear_state=True)(fn)
@@ -49,57 +53,27 @@ class Powertools:
             handler = self.tracer.capture_lambda_handler(handler)
         return self.metrics.log_metrics(handler)(event, context)
 
-    def append_keys(self, **keys: str) -> None:
-        self.logger.append_keys(**keys)
-
-    def count_batch(self, records: int, failures: int) -> None:
+    def count_batch(self, records: int, again: int) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
         self.metrics.add_metric(name="Messages", unit=MetricUnit.Count, value=records)
-        self.metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=failures)
-
-    def on_append(self, append: Append) -> None:
-        """Count what an append records (the World calls this after each commit)."""
-        from aws_lambda_powertools.metrics import MetricUnit
-
-        counts = {"StepsCompleted": 0, "StepRetries": 0, "StepsFailed": 0, "RunsEnded": 0}
-        for event in append.events:
-            kind = event.kind
-            key = (append.run_id, int(event.data.get("cid", 0)))
-            if kind == "step_started":
-                self._started[key] = event.at
-            elif kind in ("step_completed", "step_retrying", "step_failed"):
-                started = self._started.pop(key, None)
-                if started is not None:
-                    self.metrics.add_metric(
-                        name="StepLatency",
-                        unit=MetricUnit.Milliseconds,
-                        value=max(0.0, (event.at - started) * 1000),
-                    )
-                name = {
-                    "step_completed": "StepsCompleted",
-                    "step_retrying": "StepRetries",
-                    "step_failed": "StepsFailed",
-                }[kind]
-                counts[name] += 1
-            elif kind in ("run_completed", "run_failed", "run_cancelled"):
-                counts["RunsEnded"] += 1
-        for name, value in counts.items():
-            if value:
-                self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        self.metrics.add_metric(name="MessagesAgain", unit=MetricUnit.Count, value=again)
 
 
 class StepContext(logging.Filter):
-    """Adds ``run_id``, ``step_id`` and ``attempt`` to a record logged inside a step."""
+    """Adds the step's ``run_id``, ``step_id`` and ``attempt`` to a line logged inside a
+    step, and the record's ``message_id`` and ``run_id`` to one logged while handling it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from worldflow._attempts import _STEP_METADATA
-
-        meta = _STEP_METADATA.get()
-        if meta is not None:
-            record.run_id = meta.run_id
-            record.step_id = meta.step_id
-            record.attempt = meta.attempt
+        try:
+            meta = wf.get_step_metadata()
+        except RuntimeError:  # not inside a step
+            for key, value in (RECORD.get() or {}).items():
+                setattr(record, key, value)
+            return True
+        record.run_id = meta.run_id
+        record.step_id = meta.step_id
+        record.attempt = meta.attempt
         return True
 
 

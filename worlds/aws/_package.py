@@ -1,4 +1,4 @@
-"""``worldflow package aws MODULE...``: build the Lambda zip and print how to deploy it.
+"""Building the Lambda zip (``worldflow package aws MODULE...``, see :mod:`._cli`).
 
 The zip holds the project's top-level packages or modules that the named
 workflow modules live in, worldflow itself (without what Lambda never runs:
@@ -11,16 +11,13 @@ it goes the SAM template; ``sam deploy`` uploads the zip and creates the stack.
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-__all__ = ["add_arguments", "build", "run"]
+__all__ = ["build"]
 
 #: Distributions the Lambda Python runtime ships: never put them in the zip.
 PROVIDED = (
@@ -37,37 +34,6 @@ PROVIDED = (
 DEPENDENCIES = ("aws-lambda-powertools[tracer]",)
 #: Parts of worldflow a Lambda function never imports.
 _SKIP = ("testing", "cli", "web", "worlds/gcp", "worlds/aws/testing.py")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "modules",
-        metavar="MODULE",
-        nargs="+",
-        help="the modules holding your workflows (importable from the current directory)",
-    )
-    parser.add_argument(
-        "--out",
-        default=".worldflow-build/aws",
-        metavar="DIR",
-        help="where function.zip and template.yaml go (default .worldflow-build/aws)",
-    )
-    parser.add_argument(
-        "--requirements",
-        metavar="FILE",
-        help="your project's dependencies (a pip requirements file) to put in the zip",
-    )
-    parser.add_argument(
-        "--python",
-        default="3.12",
-        help="the function's Python version, as in the template's Runtime (default 3.12)",
-    )
-    parser.add_argument(
-        "--no-deps",
-        action="store_true",
-        help="put only your code and worldflow in the zip (dependencies come from a layer)",
-    )
-    parser.add_argument("--stack-name", default="worldflow", help="for the printed commands")
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
@@ -173,47 +139,3 @@ def build(
     template = resources.files("worldflow.worlds.aws").joinpath("template.yaml").read_text()
     (out / "template.yaml").write_text(template.replace("python3.12", f"python{python}"))
     return archive
-
-
-def run(args: argparse.Namespace) -> int:
-    from worldflow.cli._common import say, write_json
-
-    out = Path(args.out)
-    archive = build(
-        args.modules,
-        out,
-        requirements=args.requirements,
-        python=args.python,
-        deps=not args.no_deps,
-    )
-    template = out / "template.yaml"
-    modules = ",".join(args.modules)
-    command = [
-        "sam",
-        "deploy",
-        "--template-file",
-        str(template),
-        "--stack-name",
-        args.stack_name,
-        "--resolve-s3",
-        "--capabilities",
-        "CAPABILITY_IAM",
-        "--parameter-overrides",
-        f"WorkflowModules={modules}",
-    ]
-    size = archive.stat().st_size
-    if args.json:
-        write_json(
-            {"zip": str(archive), "bytes": size, "template": str(template), "deploy": command}
-        )
-        return 0
-    say(f"built {archive} ({size / 1e6:.1f} MB) and {template}")
-    print(shlex.join(command))
-    print(
-        "# then, for webhooks: WORLDFLOW_PUBLIC_URL is the stack's FunctionUrl output:\n"
-        f"aws cloudformation describe-stacks --stack-name {shlex.quote(args.stack_name)} "
-        "--query \"Stacks[0].Outputs[?OutputKey=='FunctionUrl'].OutputValue\" --output text"
-    )
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        say("note: AWS_ENDPOINT_URL is set; sam deploys to the real AWS regardless")
-    return 0

@@ -1,56 +1,65 @@
-"""DynamoDB storage: runs, their event logs, hooks and workers in one table.
-
-The key design (docs/aws.md draws it):
+"""DynamoDB: the AWS world's Storage and Workers, in one table.
 
 =================  ==================  ==============================================
 ``pk``             ``sk``              item
 =================  ==================  ==============================================
-``R#<run id>``     ``#RUN``            the run: workflow, status, last_seq, result
-``R#<run id>``     ``E#<last seq>``    one append's events (a chunk), oldest first
-``R#<run id>``     ``O#<last seq>``    messages of an append not yet known sent (outbox)
-``H#<token>``      ``#HOOK``           a live hook: its run
-``W#<worker id>``  ``#WORKER``         a worker's heartbeat, with its expiry
+``R#<run id>``     ``#RUN``            the run: workflow, status, last_seq, result,
+                                       ``holder`` (the worker its steps wait on)
+``R#<run id>``     ``E#<last seq>``    one append's events, oldest first
+``R#<run id>``     ``O#<expected>``    an append's messages not yet known sent (outbox)
+``H#<token>``      ``#HOOK``           a live hook: its run, and ``n`` payloads counted
+``W#<worker id>``  ``#WORKER``         a worker's heartbeat: alive ``until``
 =================  ==================  ==============================================
 
 One append is one ``TransactWriteItems``: the run item updated on the
-condition ``last_seq = expected`` (a second writer loses cleanly), the chunk
-put, hooks put or deleted, and the outbox put when the append carries
-messages. Reading a log is a ``Query`` on ``pk`` from ``E#<after>`` (paged by
-DynamoDB's 1 MB pages). Runs are listed newest first from three global
-secondary indexes sorted by creation time (all runs, by status, by
-workflow), never by a scan; only run items carry their keys.
+condition ``last_seq = expected`` (a second writer loses cleanly), the events
+put, hooks put or deleted, and the outbox item when the append carries
+messages (the engine sends them, then :meth:`mark_sent` deletes it). Reading a
+log is a ``Query`` on ``pk`` from ``E#<after>``. Everything else is a ``Query``
+on a global secondary index, never a scan: runs newest first (``by_time``,
+``by_status``, ``by_workflow``, sorted by ``order`` = creation time + id),
+the runs a worker holds (``by_holder``, sparse: only runs waiting on a step
+have a holder), and expired heartbeats (``by_expiry``: one partition, sorted
+by ``until``). Values are stored as they come: the engine has already moved
+what is too big for an item to S3.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from worldflow._world import (
+from worldflow.world import (
     Append,
+    Clock,
+    CorruptLogError,
     Event,
     HookInfo,
+    Log,
     NewEvent,
     RunCreate,
     RunInfo,
     RunPage,
+    Unsent,
+    json_dumps,
+    json_loads,
 )
 
-from ._blobs import INLINE_LIMIT, Blobs
-from ._errors import AwsWorldError, aws_call, error_code
-from ._messages import encode_outgoing
+from ._errors import AwsWorldError, aws_call, off_loop
+from ._queue import decode, encode
 
-__all__ = ["RUN_SK", "DynamoStore", "table_definition"]
+__all__ = ["DynamoStore", "table_definition"]
 
 RUN_SK = "#RUN"
 HOOK_SK = "#HOOK"
 WORKER_SK = "#WORKER"
 ALL_RUNS = "RUNS"
-#: A run's output or error larger than this is kept in S3, not in the run item.
-RESULT_INLINE_LIMIT = 64_000
+WORKERS = "WORKERS"
+LIVE = ("S#pending", "S#running")
 
 
 def _run_pk(run_id: str) -> str:
@@ -61,81 +70,107 @@ def _chunk_sk(seq: int) -> str:
     return f"E#{seq:012d}"
 
 
+def _outbox_sk(seq: int) -> str:
+    return f"O#{seq:012d}"
+
+
 def _order_key(created: float, run_id: str) -> str:
     return f"{created:017.6f}#{run_id}"
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
 def table_definition(table: str) -> dict[str, Any]:
-    """The ``CreateTable`` arguments of worldflow's table (setup and tests)."""
-    key_attrs = ["pk", "sk", "all_pk", "order", "st_pk", "wf_pk"]
+    """The ``CreateTable`` arguments of worldflow's table (setup, tests; the template
+    in infra/aws says the same)."""
 
-    def index(name: str, pk: str, projection: dict[str, Any]) -> dict[str, Any]:
+    def index(name: str, pk: str, sk: str, projection: dict[str, Any]) -> dict[str, Any]:
         return {
             "IndexName": name,
             "KeySchema": [
                 {"AttributeName": pk, "KeyType": "HASH"},
-                {"AttributeName": "order", "KeyType": "RANGE"},
+                {"AttributeName": sk, "KeyType": "RANGE"},
             ],
             "Projection": projection,
         }
 
+    keys_only = {"ProjectionType": "KEYS_ONLY"}
+    with_status = {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["st_pk"]}
+    strings = ["pk", "sk", "all_pk", "order", "st_pk", "wf_pk", "holder", "wk_pk"]
     return {
         "TableName": table,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in key_attrs],
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in strings]
+        + [{"AttributeName": "until", "AttributeType": "N"}],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
         "GlobalSecondaryIndexes": [
-            index("by_time", "all_pk", {"ProjectionType": "KEYS_ONLY"}),
-            index("by_status", "st_pk", {"ProjectionType": "KEYS_ONLY"}),
-            index(
-                "by_workflow",
-                "wf_pk",
-                {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["st_pk"]},
-            ),
+            index("by_time", "all_pk", "order", keys_only),
+            index("by_status", "st_pk", "order", keys_only),
+            index("by_workflow", "wf_pk", "order", with_status),
+            index("by_holder", "holder", "order", with_status),
+            index("by_expiry", "wk_pk", "until", keys_only),
         ],
     }
 
 
 class DynamoStore:
-    """Synchronous DynamoDB calls; the World runs them on its threads."""
+    """Storage and Workers over one DynamoDB table (boto3 calls run on threads)."""
 
-    def __init__(self, client: Any, table: str, blobs: Blobs) -> None:
+    def __init__(self, client: Any, table: str, clock: Clock) -> None:
         self.client = client
         self.table = table
-        self.blobs = blobs
+        self.clock = clock
         self.where = f"DynamoDB table {table!r}"
 
+    def __repr__(self) -> str:
+        return f"<DynamoStore {self.table!r}>"
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """One DynamoDB call (blocking), errors translated."""
+        method = getattr(self.client, operation)
+        name = "".join(part.title() for part in operation.split("_"))
+        with aws_call(f"DynamoDB {name}", self.where):
+            return method(TableName=self.table, **kwargs)
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            response = self._call("query", **kwargs)
+            yield from response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     # -- runs ------------------------------------------------------------------------
-    def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
+    async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
+        return await off_loop(self._create_run, create)
+
+    def _create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         at = create.event.at
         run_item = {
-            "pk": {"S": _run_pk(create.run_id)},
-            "sk": {"S": RUN_SK},
-            "workflow": {"S": create.workflow},
-            "status": {"S": "pending"},
-            "created": {"N": repr(at)},
-            "updated": {"N": repr(at)},
-            "last_seq": {"N": "1"},
-            "all_pk": {"S": ALL_RUNS},
-            "order": {"S": _order_key(at, create.run_id)},
-            "st_pk": {"S": "S#pending"},
-            "wf_pk": {"S": f"W#{create.workflow}"},
+            "pk": _s(_run_pk(create.run_id)),
+            "sk": _s(RUN_SK),
+            "workflow": _s(create.workflow),
+            "status": _s("pending"),
+            "created": _n(at),
+            "updated": _n(at),
+            "last_seq": _n(1),
+            "all_pk": _s(ALL_RUNS),
+            "order": _s(_order_key(at, create.run_id)),
+            "st_pk": _s("S#pending"),
+            "wf_pk": _s(f"W#{create.workflow}"),
         }
+        condition = "attribute_not_exists(pk)"
         items = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": run_item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
+            {"Put": {"TableName": self.table, "Item": run_item, "ConditionExpression": condition}},
             {
                 "Put": {
                     "TableName": self.table,
@@ -143,134 +178,140 @@ class DynamoStore:
                 }
             },
         ]
-        try:
-            with aws_call("DynamoDB TransactWriteItems", self.where):
-                self._transact(items)
-        except _Cancelled as cancelled:
-            if cancelled.reasons[:1] != ["ConditionalCheckFailed"]:
-                raise cancelled.world_error(self.where) from cancelled.error
-            existing = self.get_run(create.run_id)
-            if existing is None:  # deleted in between: should not happen; say so
-                raise cancelled.world_error(self.where) from cancelled.error
-            return existing, False
-        info = RunInfo(create.run_id, create.workflow, "pending", at, at, 1)
-        return info, True
+        reasons = self._transact(items)
+        if reasons is None:
+            return RunInfo(create.run_id, create.workflow, "pending", at, at, 1), True
+        existing = (
+            self._get_run(create.run_id) if reasons[:1] == ["ConditionalCheckFailed"] else None
+        )
+        if existing is None:
+            raise _cancelled(self.where, reasons)
+        return existing, False
 
-    def get_run(self, run_id: str) -> RunInfo | None:
-        with aws_call("DynamoDB GetItem", self.where):
-            response = self.client.get_item(
-                TableName=self.table,
-                Key={"pk": {"S": _run_pk(run_id)}, "sk": {"S": RUN_SK}},
-                ConsistentRead=True,
-            )
-        item = response.get("Item")
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        return await off_loop(self._get_run, run_id)
+
+    def _get_run(self, run_id: str) -> RunInfo | None:
+        key = {"pk": _s(_run_pk(run_id)), "sk": _s(RUN_SK)}
+        item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
         return None if item is None else self._run_info(item)
 
     def _run_info(self, item: dict[str, Any]) -> RunInfo:
-        output = None
-        if "output_blob" in item:
-            output = json.loads(self.blobs.get(item["output_blob"]["S"]))
-        elif "output" in item:
-            output = json.loads(item["output"]["S"])
-        error = None
-        if "error_blob" in item:
-            error = json.loads(self.blobs.get(item["error_blob"]["S"]))
-        elif "error" in item:
-            error = json.loads(item["error"]["S"])
+        """A run item; a value that cannot be read makes this run unreadable, not the call."""
+        run_id = item["pk"]["S"][2:]
+        values: dict[str, Any] = {"output": None, "error": None}
+        unreadable = None
+        for name in values:
+            if name in item:
+                try:
+                    values[name] = json_loads(item[name]["S"], f"the {name} of run {run_id!r}")
+                except (CorruptLogError, KeyError) as exc:
+                    unreadable = f"the {name} of run {run_id!r} in {self.where}: {exc}"
         return RunInfo(
-            id=item["pk"]["S"][2:],
+            id=run_id,
             workflow=item["workflow"]["S"],
             status=item["status"]["S"],
             created_at=float(item["created"]["N"]),
             updated_at=float(item["updated"]["N"]),
             last_seq=int(item["last_seq"]["N"]),
-            output=output,
-            error=error,
+            output=values["output"],
+            error=values["error"],
+            unreadable=unreadable,
         )
 
     # -- the one write path ------------------------------------------------------------
-    def append(self, append: Append, now: float) -> bool:
-        """Apply one append atomically; False if another writer took its sequence."""
+    async def append(self, appends: Sequence[Append]) -> list[bool]:
+        """Appends of one run form a chain, written in order (one lost race fails the
+        rest); different runs are written concurrently, a transaction each."""
+        chains: dict[str, list[int]] = {}
+        for i, append in enumerate(appends):
+            chains.setdefault(append.run_id, []).append(i)
+        results = [False] * len(appends)
+        now = self.clock.now()
+
+        def write_chain(indexes: list[int]) -> None:
+            for i in indexes:
+                results[i] = self._append(appends[i], now)
+                if not results[i]:
+                    return
+
+        await asyncio.gather(*(off_loop(write_chain, ix) for ix in chains.values()))
+        return results
+
+    def _append(self, append: Append, now: float) -> bool:
         items = self._append_items(append, now)
-        dropped: set[int] = set()
         for attempt in range(8):
-            try:
-                with aws_call("DynamoDB TransactWriteItems", self.where):
-                    self._transact([item for i, item in enumerate(items) if i not in dropped])
+            reasons = self._transact(items)
+            if reasons is None:
                 return True
-            except _Cancelled as cancelled:
-                kept = [i for i in range(len(items)) if i not in dropped]
-                reasons = dict(zip(kept, cancelled.reasons, strict=False))
-                if reasons.get(0) == "ConditionalCheckFailed":
-                    return False  # the sequence was taken: the engine reloads
-                hooks = {i for i, r in reasons.items() if i >= 2 and r == "ConditionalCheckFailed"}
-                if hooks:
-                    # A hook token held by another run stays with it (the engine
-                    # fails our hook with HookConflict); a removed hook that is no
-                    # longer ours is not deleted. Try again without those items.
-                    dropped |= hooks
-                    continue
-                if "TransactionConflict" in reasons.values() and attempt < 7:
-                    time.sleep(0.01 * 2**attempt)  # another transaction on these items
-                    continue
-                raise cancelled.world_error(self.where) from cancelled.error
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                return False  # the sequence was taken: the engine reloads
+            conflicts = {
+                i for i, r in enumerate(reasons) if i >= 2 and r == "ConditionalCheckFailed"
+            }
+            if conflicts:
+                # A hook token held by another run stays with it (the engine fails our
+                # hook with HookConflict); a removed hook no longer ours is not deleted.
+                items = [item for i, item in enumerate(items) if i not in conflicts]
+                continue
+            if "TransactionConflict" in reasons and attempt < 7:
+                time.sleep(0.01 * 2**attempt)  # another transaction on these items
+                continue
+            raise _cancelled(self.where, reasons)
         return False
 
     def _append_items(self, append: Append, now: float) -> list[dict[str, Any]]:
         run_id = append.run_id
         names = {"#n": "last_seq", "#u": "updated"}
         values: dict[str, Any] = {
-            ":e": {"N": str(append.expected_seq)},
-            ":n": {"N": str(append.last_seq)},
-            ":u": {"N": repr(now)},
+            ":e": _n(append.expected_seq),
+            ":n": _n(append.last_seq),
+            ":u": _n(now),
         }
         sets = ["#n = :n", "#u = :u"]
+        removes = []
         if append.status is not None:
             sets += ["#s = :s", "#sp = :sp"]
             names.update({"#s": "status", "#sp": "st_pk"})
-            values[":s"] = {"S": append.status}
-            values[":sp"] = {"S": f"S#{append.status}"}
+            values[":s"] = _s(append.status)
+            values[":sp"] = _s(f"S#{append.status}")
         for name, value in (("output", append.output), ("error", append.error)):
-            if value is None:
-                continue
-            text = _dumps(value)
-            if len(text) > RESULT_INLINE_LIMIT:
-                names[f"#{name}"] = f"{name}_blob"
-                values[f":{name}"] = {"S": self.blobs.put(f"{run_id}/{name}", text)}
-            else:
+            if value is not None:
                 names[f"#{name}"] = name
-                values[f":{name}"] = {"S": text}
-            sets.append(f"#{name} = :{name}")
-        update: dict[str, Any] = {
+                values[f":{name}"] = _s(json_dumps(value))
+                sets.append(f"#{name} = :{name}")
+        if append.holder_changed:
+            names["#h"] = "holder"
+            if append.holder is None:
+                removes.append("#h")
+            else:
+                values[":h"] = _s(append.holder)
+                sets.append("#h = :h")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        update = {
             "TableName": self.table,
-            "Key": {"pk": {"S": _run_pk(run_id)}, "sk": {"S": RUN_SK}},
-            "UpdateExpression": "SET " + ", ".join(sets),
+            "Key": {"pk": _s(_run_pk(run_id)), "sk": _s(RUN_SK)},
+            "UpdateExpression": expression,
             "ConditionExpression": "#n = :e",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
+        chunk = self._chunk(run_id, append.expected_seq + 1, append.events)
         items: list[dict[str, Any]] = [
             {"Update": update},
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": self._chunk(run_id, append.expected_seq + 1, append.events),
-                }
-            },
+            {"Put": {"TableName": self.table, "Item": chunk}},
         ]
+        mine = {":r": _s(run_id)}
         for hook in append.hooks_created:
+            # An update, not a put: a hook the run holds already keeps its payload count.
             items.append(
                 {
-                    "Put": {
+                    "Update": {
                         "TableName": self.table,
-                        "Item": {
-                            "pk": {"S": f"H#{hook.token}"},
-                            "sk": {"S": HOOK_SK},
-                            "run_id": {"S": hook.run_id},
-                            "webhook": {"BOOL": hook.webhook},
-                        },
+                        "Key": {"pk": _s(f"H#{hook.token}"), "sk": _s(HOOK_SK)},
+                        "UpdateExpression": "SET run_id = :r, webhook = :w",
                         "ConditionExpression": "attribute_not_exists(pk) OR run_id = :r",
-                        "ExpressionAttributeValues": {":r": {"S": run_id}},
+                        "ExpressionAttributeValues": {**mine, ":w": {"BOOL": hook.webhook}},
                     }
                 }
             )
@@ -279,126 +320,137 @@ class DynamoStore:
                 {
                     "Delete": {
                         "TableName": self.table,
-                        "Key": {"pk": {"S": f"H#{token}"}, "sk": {"S": HOOK_SK}},
+                        "Key": {"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)},
                         "ConditionExpression": "run_id = :r",
-                        "ExpressionAttributeValues": {":r": {"S": run_id}},
+                        "ExpressionAttributeValues": mine,
                     }
                 }
             )
         if append.messages:
-            items.append({"Put": {"TableName": self.table, "Item": self._outbox(append)}})
+            outbox = {
+                "pk": _s(_run_pk(run_id)),
+                "sk": _s(_outbox_sk(append.expected_seq)),
+                "msgs": _s(json_dumps([encode(m) for m in append.messages])),
+                "t": _n(time.time()),  # wall clock: how long the send has been pending
+            }
+            items.append({"Put": {"TableName": self.table, "Item": outbox}})
         return items
 
     def _chunk(self, run_id: str, first: int, events: Sequence[NewEvent]) -> dict[str, Any]:
-        last = first + len(events) - 1
-        text = _dumps([[e.kind, e.data, e.at] for e in events])
-        item: dict[str, Any] = {
-            "pk": {"S": _run_pk(run_id)},
-            "sk": {"S": _chunk_sk(last)},
-            "first": {"N": str(first)},
-        }
-        if len(text) > INLINE_LIMIT:
-            item["blob"] = {"S": self.blobs.put(f"{run_id}/{first}", text)}
-        else:
-            item["ev"] = {"S": text}
-        return item
-
-    def _outbox(self, append: Append) -> dict[str, Any]:
         return {
-            "pk": {"S": _run_pk(append.run_id)},
-            "sk": {"S": f"O#{append.last_seq:012d}"},
-            "msgs": {"S": _dumps([encode_outgoing(m) for m in append.messages])},
-            "t": {"N": repr(time.time())},  # real time: how long the send has been pending
+            "pk": _s(_run_pk(run_id)),
+            "sk": _s(_chunk_sk(first + len(events) - 1)),
+            "first": _n(first),
+            "ev": _s(json_dumps([[e.kind, e.data, e.at] for e in events])),
         }
 
-    def _transact(self, items: list[dict[str, Any]]) -> None:
+    def _transact(self, items: list[dict[str, Any]]) -> list[str] | None:
+        """Write the items in one transaction; None if done, else the cancellation
+        reason of each item (``"None"`` for an item that was fine)."""
         try:
-            self.client.transact_write_items(TransactItems=items)
-        except Exception as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                reasons = [
-                    str(r.get("Code", "None"))
-                    for r in getattr(exc, "response", {}).get("CancellationReasons", [])
-                ]
-                raise _Cancelled(reasons, exc) from exc
-            raise
+            with aws_call("DynamoDB TransactWriteItems", self.where):
+                self.client.transact_write_items(TransactItems=items)
+        except AwsWorldError as exc:
+            if exc.code != "TransactionCanceledException":
+                raise
+            response = getattr(exc.__cause__, "response", {})
+            return [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
+        return None
 
-    def clear_outbox(self, run_id: str, last_seqs: Sequence[int]) -> None:
-        """The messages of these appends were sent: forget them."""
-        requests = [
-            {"DeleteRequest": {"Key": {"pk": {"S": _run_pk(run_id)}, "sk": {"S": f"O#{seq:012d}"}}}}
-            for seq in last_seqs
-        ]
-        for start in range(0, len(requests), 25):
-            with aws_call("DynamoDB BatchWriteItem", self.where):
-                self.client.batch_write_item(
-                    RequestItems={self.table: requests[start : start + 25]}
-                )
+    async def mark_sent(self, run_id: str, seqs: Sequence[int]) -> None:
+        await off_loop(self._mark_sent, run_id, list(seqs))
+
+    def _mark_sent(self, run_id: str, seqs: list[int]) -> None:
+        for seq in seqs:
+            self._call("delete_item", Key={"pk": _s(_run_pk(run_id)), "sk": _s(_outbox_sk(seq))})
 
     # -- reading a log ------------------------------------------------------------------
-    def read_events(self, run_id: str, after_seq: int) -> tuple[list[Event], list[Outbox]]:
-        """The events after ``after_seq``, and the outbox items found on the way."""
+    async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
+        return await off_loop(self._read_log, run_id, after_seq)
+
+    def _read_log(self, run_id: str, after_seq: int) -> Log:
         events: list[Event] = []
-        outbox: list[Outbox] = []
+        unsent: list[Unsent] = []
         for item in self._query(
             KeyConditionExpression="pk = :p AND sk > :s",
-            ExpressionAttributeValues={
-                ":p": {"S": _run_pk(run_id)},
-                ":s": {"S": _chunk_sk(after_seq)},
-            },
+            ExpressionAttributeValues={":p": _s(_run_pk(run_id)), ":s": _s(_chunk_sk(after_seq))},
             ConsistentRead=True,
         ):
             sk = item["sk"]["S"]
+            where = f"run {run_id!r}: item {sk} of {self.where}"
             if sk.startswith("O#"):
-                outbox.append(
-                    Outbox(int(sk[2:]), json.loads(item["msgs"]["S"]), float(item["t"]["N"]))
-                )
+                unsent.append(self._unsent(item, where))
                 continue
-            text = self.blobs.get(item["blob"]["S"]) if "blob" in item else item["ev"]["S"]
+            rows = json_loads(item.get("ev", {}).get("S", ""), where)
             seq = int(item["first"]["N"])
-            for kind, data, at in json.loads(text):
+            if not isinstance(rows, list):
+                raise CorruptLogError(f"{where} is not a list of events")
+            for row in rows:
+                if not (
+                    isinstance(row, list)
+                    and len(row) == 3
+                    and isinstance(row[0], str)
+                    and isinstance(row[1], dict)
+                    and isinstance(row[2], int | float)
+                ):
+                    raise CorruptLogError(f"{where}: event {seq} is not [kind, data, at]")
                 if seq > after_seq:
-                    events.append(Event(run_id, seq, kind, data, at))
+                    events.append(Event(run_id, seq, row[0], row[1], float(row[2])))
                 seq += 1
-        return events, outbox
+        return Log(events, unsent)
 
-    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        while True:
-            with aws_call("DynamoDB Query", self.where):
-                response = self.client.query(TableName=self.table, **kwargs)
-            yield from response.get("Items", [])
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    @staticmethod
+    def _unsent(item: dict[str, Any], where: str) -> Unsent:
+        messages = json_loads(item["msgs"]["S"], where)
+        try:
+            if not isinstance(messages, list):
+                raise ValueError("not a list")
+            return Unsent(
+                int(item["sk"]["S"][2:]), [decode(m) for m in messages], float(item["t"]["N"])
+            )
+        except ValueError as exc:
+            raise CorruptLogError(f"{where}: {exc}") from None
 
     # -- listing runs ----------------------------------------------------------------------
-    def list_runs(
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        return await off_loop(self._list_runs, status, workflow, limit, cursor)
+
+    def _list_runs(
         self, status: str | None, workflow: str | None, limit: int, cursor: str | None
     ) -> RunPage:
         kwargs: dict[str, Any] = {"ScanIndexForward": False}
         if workflow is not None:
             kwargs["IndexName"] = "by_workflow"
             kwargs["KeyConditionExpression"] = "wf_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": {"S": f"W#{workflow}"}}
+            kwargs["ExpressionAttributeValues"] = {":k": _s(f"W#{workflow}")}
             if status is not None:
                 kwargs["FilterExpression"] = "st_pk = :s"
-                kwargs["ExpressionAttributeValues"][":s"] = {"S": f"S#{status}"}
+                kwargs["ExpressionAttributeValues"][":s"] = _s(f"S#{status}")
         elif status is not None:
             kwargs["IndexName"] = "by_status"
             kwargs["KeyConditionExpression"] = "st_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": {"S": f"S#{status}"}}
+            kwargs["ExpressionAttributeValues"] = {":k": _s(f"S#{status}")}
         else:
             kwargs["IndexName"] = "by_time"
             kwargs["KeyConditionExpression"] = "all_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": {"S": ALL_RUNS}}
+            kwargs["ExpressionAttributeValues"] = {":k": _s(ALL_RUNS)}
         if cursor:
-            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor))
+            try:
+                kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor))
+            except ValueError:
+                raise ValueError(f"invalid cursor {cursor!r}") from None
         keys: list[dict[str, Any]] = []
         next_key: dict[str, Any] | None = None
         while len(keys) < limit:
             kwargs["Limit"] = limit - len(keys)
-            with aws_call("DynamoDB Query", self.where):
-                response = self.client.query(TableName=self.table, **kwargs)
+            response = self._call("query", **kwargs)
             keys += [{"pk": i["pk"], "sk": i["sk"]} for i in response.get("Items", [])]
             next_key = response.get("LastEvaluatedKey")
             if next_key is None:
@@ -410,7 +462,7 @@ class DynamoStore:
         # than full, in which case DynamoDB's own key says where to go on.
         cursor_out = None
         if next_key is not None:
-            cursor_out = base64.urlsafe_b64encode(_dumps(next_key).encode()).decode()
+            cursor_out = base64.urlsafe_b64encode(json_dumps(next_key).encode()).decode()
         return RunPage(ordered, cursor_out)
 
     def _get_runs(self, keys: list[dict[str, Any]]) -> list[RunInfo]:
@@ -426,73 +478,98 @@ class DynamoStore:
                 pending = response.get("UnprocessedKeys") or {}
         return found
 
-    # -- hooks and workers ---------------------------------------------------------------------
-    def get_hook(self, token: str) -> HookInfo | None:
-        with aws_call("DynamoDB GetItem", self.where):
-            response = self.client.get_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"H#{token}"}, "sk": {"S": HOOK_SK}},
-                ConsistentRead=True,
-            )
-        item = response.get("Item")
+    async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
+        return await off_loop(self._runs_held_by, worker_id, limit)
+
+    def _runs_held_by(self, worker_id: str, limit: int) -> list[str]:
+        held: list[str] = []
+        for item in self._query(
+            IndexName="by_holder",
+            KeyConditionExpression="#h = :w",
+            FilterExpression="st_pk IN (:p, :r)",
+            ExpressionAttributeNames={"#h": "holder"},
+            ExpressionAttributeValues={":w": _s(worker_id), ":p": _s(LIVE[0]), ":r": _s(LIVE[1])},
+        ):
+            held.append(item["pk"]["S"][2:])
+            if len(held) >= limit:
+                break
+        return held
+
+    # -- hooks ------------------------------------------------------------------------------
+    async def get_hook(self, token: str) -> HookInfo | None:
+        return await off_loop(self._get_hook, token)
+
+    def _get_hook(self, token: str) -> HookInfo | None:
+        key = {"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)}
+        item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
         if item is None:
             return None
-        return HookInfo(token, item["run_id"]["S"], bool(item["webhook"]["BOOL"]))
-
-    def heartbeat(self, worker_id: str, expires: float) -> None:
-        """Say this worker is alive until ``expires`` (epoch seconds, real time)."""
-        with aws_call("DynamoDB PutItem", self.where):
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": f"W#{worker_id}"},
-                    "sk": {"S": WORKER_SK},
-                    "expires": {"N": repr(expires)},
-                    # DynamoDB's TTL (when enabled on "ttl") removes old heartbeats.
-                    "ttl": {"N": str(int(expires) + 86400)},
-                },
-            )
-
-    def worker_expires(self, worker_id: str) -> float | None:
-        with aws_call("DynamoDB GetItem", self.where):
-            response = self.client.get_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"W#{worker_id}"}, "sk": {"S": WORKER_SK}},
-                ConsistentRead=True,
-            )
-        item = response.get("Item")
-        return None if item is None else float(item["expires"]["N"])
-
-    def leave(self, worker_id: str) -> None:
-        with aws_call("DynamoDB DeleteItem", self.where):
-            self.client.delete_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"W#{worker_id}"}, "sk": {"S": WORKER_SK}},
-            )
-
-
-class Outbox:
-    """Messages of an append whose sending was not yet confirmed."""
-
-    __slots__ = ("last_seq", "messages", "written")
-
-    def __init__(self, last_seq: int, messages: list[dict[str, Any]], written: float) -> None:
-        self.last_seq = last_seq
-        self.messages = messages
-        self.written = written
-
-
-class _Cancelled(Exception):
-    """A transaction was cancelled; ``reasons`` has one code per item (``"None"`` if fine)."""
-
-    def __init__(self, reasons: list[str], error: BaseException) -> None:
-        super().__init__(reasons)
-        self.reasons = reasons
-        self.error = error
-
-    def world_error(self, where: str) -> AwsWorldError:
-        return AwsWorldError(
-            f"AWS DynamoDB TransactWriteItems on {where} was cancelled (reasons: "
-            f"{', '.join(self.reasons)})",
-            "TransactionCanceledException",
+        return HookInfo(
+            token, item["run_id"]["S"], item["webhook"]["BOOL"], int(item.get("n", {}).get("N", 0))
         )
+
+    async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        return await off_loop(self._next_payload, token, webhook)
+
+    def _next_payload(self, token: str, webhook: bool) -> HookInfo | None:
+        condition = "attribute_exists(pk)"
+        values: dict[str, Any] = {":one": _n(1)}
+        if webhook:
+            condition += " AND webhook = :true"
+            values[":true"] = {"BOOL": True}
+        try:
+            item = self._call(
+                "update_item",
+                Key={"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)},
+                UpdateExpression="ADD #n :one",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except AwsWorldError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return None
+            raise
+        return HookInfo(token, item["run_id"]["S"], item["webhook"]["BOOL"], int(item["n"]["N"]))
+
+    # -- Workers ------------------------------------------------------------------------------
+    async def heartbeat(self, worker_id: str, until: float) -> None:
+        item = {
+            "pk": _s(f"W#{worker_id}"),
+            "sk": _s(WORKER_SK),
+            "wk_pk": _s(WORKERS),
+            "until": _n(until),
+            "ttl": _n(int(until) + 86400),  # DynamoDB's TTL drops records nobody forgot
+        }
+        await off_loop(lambda: self._call("put_item", Item=item))
+
+    async def expiry(self, worker_id: str) -> float | None:
+        key = {"pk": _s(f"W#{worker_id}"), "sk": _s(WORKER_SK)}
+        response = await off_loop(lambda: self._call("get_item", Key=key, ConsistentRead=True))
+        item = response.get("Item")
+        return None if item is None else float(item["until"]["N"])
+
+    async def expired(self, before: float, limit: int) -> list[str]:
+        response = await off_loop(
+            lambda: self._call(
+                "query",
+                IndexName="by_expiry",
+                KeyConditionExpression="wk_pk = :k AND #u < :b",
+                ExpressionAttributeNames={"#u": "until"},
+                ExpressionAttributeValues={":k": _s(WORKERS), ":b": _n(before)},
+                Limit=limit,
+            )
+        )
+        return [item["pk"]["S"][2:] for item in response.get("Items", [])]
+
+    async def forget(self, worker_id: str) -> None:
+        key = {"pk": _s(f"W#{worker_id}"), "sk": _s(WORKER_SK)}
+        await off_loop(lambda: self._call("delete_item", Key=key))
+
+
+def _cancelled(where: str, reasons: list[str]) -> AwsWorldError:
+    return AwsWorldError(
+        f"AWS DynamoDB TransactWriteItems on {where} was cancelled (reasons: {', '.join(reasons)})",
+        "TransactionCanceledException",
+    )

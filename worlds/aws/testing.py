@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from worldflow._clock import Clock
+    from worldflow.world import Clock
 
     from ._world import AwsWorld
 
@@ -39,13 +39,23 @@ def world_factory(
     endpoint_url: str,
     clock: Clock,
     public_url: str | None = None,
-) -> Callable[[], AwsWorld]:
+    **options: Any,
+) -> Callable[..., AwsWorld]:
     """A conformance suite's ``make_world``: new AwsWorlds over the resources ``setup``
     made, sharing ``clock`` and one boto3 session (it caches the service models, ~0.2 s
-    a client), with short polls and leases so that tests go fast."""
+    a client), with short polls and leases so that tests go fast. ``options`` (and
+    keyword arguments to the factory) go to :class:`AwsWorld` (``poll=False``...)."""
     from ._world import AwsWorld
 
-    def make() -> AwsWorld:
+    def make(**more: Any) -> AwsWorld:
+        kwargs: dict[str, Any] = {
+            "poll_wait": 1,
+            "visibility": 20,
+            "heartbeat": 0.5,
+            "lease": 2.0,
+            **options,
+            **more,
+        }
         return AwsWorld(
             settings["WORLDFLOW_AWS_TABLE"],
             settings["WORLDFLOW_AWS_QUEUE_URL"],
@@ -54,10 +64,7 @@ def world_factory(
             session=session,
             endpoint_url=endpoint_url,
             public_url=public_url,
-            poll_wait=1,
-            visibility=20,
-            heartbeat=0.5,
-            worker_lease=2.0,
+            **kwargs,
         )
 
     return make
@@ -126,14 +133,16 @@ class MotoServer:
 
 class WebhookGateway:
     """An HTTP server that plays a Lambda function URL: each request becomes a
-    payload-2.0 event for ``worldflow.worlds.aws.lambda_handler``, and its answer
-    the HTTP response. The handler builds its World from the environment."""
+    payload-2.0 event for ``handler`` (default ``worldflow.worlds.aws.lambda_handler``,
+    which builds its World from the environment), and its answer the HTTP response.
+    A handler of its own (a ``LambdaHost``) plays another Lambda container."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Any = None) -> None:
         import http.server
         import threading
 
         gateway = self
+        self.handler = handler
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -145,7 +154,7 @@ class WebhookGateway:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status, headers, payload = gateway.call(
-                    self.command, self.path, dict(self.headers.items()), body
+                    self.command, self.path, dict(self.headers.items()), body, gateway.handler
                 )
                 self.send_response(status)
                 for key, value in headers.items():
@@ -165,7 +174,7 @@ class WebhookGateway:
 
     @staticmethod
     def call(
-        method: str, target: str, headers: dict[str, str], body: bytes
+        method: str, target: str, headers: dict[str, str], body: bytes, handler: Any = None
     ) -> tuple[int, dict[str, str], bytes]:
         import base64
         from urllib.parse import urlsplit
@@ -182,7 +191,7 @@ class WebhookGateway:
             "body": base64.b64encode(body).decode(),
             "isBase64Encoded": True,
         }
-        answer = lambda_handler(event, None)
+        answer = (handler or lambda_handler)(event, None)
         payload = str(answer.get("body", "")).encode()
         return int(answer["statusCode"]), dict(answer.get("headers", {})), payload
 
@@ -193,9 +202,12 @@ class WebhookGateway:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
-        from . import _lambda
+        if self.handler is None:
+            from . import _host
 
-        _lambda.reset()
+            _host.reset()
+        elif hasattr(self.handler, "close"):
+            self.handler.close()
 
 
 class LambdaContext:
@@ -226,7 +238,10 @@ class LambdaHarness:
     with real SQS event records, one invocation at a time, then deletes the
     records that succeeded; those named in ``batchItemFailures`` (or all of
     them, if the invocation raised) are left to reappear after their
-    visibility timeout. ``run()`` polls on a daemon thread until ``stop()``.
+    visibility timeout (which the handler may have changed). ``duplicate``:
+    every record is in its batch twice (at-least-once delivery at its worst:
+    two copies handled at the same time). ``run()`` polls on a daemon thread
+    until ``stop()``.
     """
 
     def __init__(
@@ -240,10 +255,12 @@ class LambdaHarness:
         timeout: float = 30.0,
         visibility: int = 5,
         wait: int = 1,
+        duplicate: bool = False,
     ) -> None:
         import threading
 
         self.queue_url = queue_url
+        self.duplicate = duplicate
         self.sqs = session.client("sqs", endpoint_url=endpoint_url)
         if handler is None:
             from . import lambda_handler
@@ -276,6 +293,8 @@ class LambdaHarness:
         if not messages:
             return 0
         records = [self._record(m) for m in messages]
+        if self.duplicate:
+            records = [r for r in records for _ in range(2)]
         self.invocations += 1
         try:
             result = self.handler({"Records": records}, LambdaContext(self.timeout))

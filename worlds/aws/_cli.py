@@ -1,0 +1,138 @@
+"""The AWS world's commands: ``worldflow setup aws`` and ``worldflow package aws``.
+
+Registered in the package's ``CLI_COMMANDS``; boto3 and pip are used only
+when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+from worldflow.cli import say, write_json
+
+__all__ = ["PACKAGE", "SETUP"]
+
+
+class Setup:
+    help = "create the AWS world's table, queue, dead-letter queue and bucket"
+    description = (
+        "Create (or find) the DynamoDB table, the SQS queue with its dead-letter queue, "
+        "and the S3 bucket, against AWS or an endpoint such as moto or LocalStack, and "
+        "print the settings to export. Production uses infra/aws/template.yaml."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--name",
+            default="worldflow",
+            help="the table and queue name (the DLQ is NAME-dlq, the bucket NAME-payloads)",
+        )
+        parser.add_argument(
+            "--endpoint-url",
+            metavar="URL",
+            default=None,
+            help="an AWS-compatible endpoint (moto, LocalStack); default AWS_ENDPOINT_URL or AWS",
+        )
+        parser.add_argument("--region", default=None, help="default: boto3's (AWS_REGION, config)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ._setup import setup
+
+        endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        settings = setup(args.name, region=args.region, endpoint_url=endpoint)
+        if endpoint:
+            settings["AWS_ENDPOINT_URL"] = endpoint
+        if args.json:
+            write_json(settings)
+        else:
+            for key, value in settings.items():
+                print(f"export {key}={shlex.quote(value)}")
+            say(f"created (or found) the aws world's resources named {args.name!r}")
+        return 0
+
+
+class Package:
+    help = "build the Lambda zip and SAM template of a project, print how to deploy it"
+    description = (
+        "Build function.zip (your modules, worldflow, and their dependencies for Lambda's "
+        "platform) and template.yaml, and print the `sam deploy` command."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "modules",
+            metavar="MODULE",
+            nargs="+",
+            help="the modules holding your workflows (importable from the current directory)",
+        )
+        parser.add_argument(
+            "--out",
+            default=".worldflow-build/aws",
+            metavar="DIR",
+            help="where function.zip and template.yaml go (default .worldflow-build/aws)",
+        )
+        parser.add_argument(
+            "--requirements",
+            metavar="FILE",
+            help="your project's dependencies (a pip requirements file) to put in the zip",
+        )
+        parser.add_argument(
+            "--python",
+            default="3.12",
+            help="the function's Python version, as in the template's Runtime (default 3.12)",
+        )
+        parser.add_argument(
+            "--no-deps",
+            action="store_true",
+            help="put only your code and worldflow in the zip (dependencies come from a layer)",
+        )
+        parser.add_argument("--stack-name", default="worldflow", help="for the printed commands")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ._package import build
+
+        out = Path(args.out)
+        archive = build(
+            args.modules,
+            out,
+            requirements=args.requirements,
+            python=args.python,
+            deps=not args.no_deps,
+        )
+        template = out / "template.yaml"
+        command = [
+            "sam",
+            "deploy",
+            "--template-file",
+            str(template),
+            "--stack-name",
+            args.stack_name,
+            "--resolve-s3",
+            "--capabilities",
+            "CAPABILITY_IAM",
+            "--parameter-overrides",
+            f"WorkflowModules={','.join(args.modules)}",
+        ]
+        size = archive.stat().st_size
+        if args.json:
+            write_json(
+                {"zip": str(archive), "bytes": size, "template": str(template), "deploy": command}
+            )
+            return 0
+        say(f"built {archive} ({size / 1e6:.1f} MB) and {template}")
+        print(shlex.join(command))
+        print(
+            "# then, for webhooks: WORLDFLOW_PUBLIC_URL is the stack's FunctionUrl output:\n"
+            f"aws cloudformation describe-stacks --stack-name {shlex.quote(args.stack_name)} "
+            "--query \"Stacks[0].Outputs[?OutputKey=='FunctionUrl'].OutputValue\" --output text"
+        )
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            say("note: AWS_ENDPOINT_URL is set; sam deploys to the real AWS regardless")
+        return 0
+
+
+SETUP = Setup()
+PACKAGE = Package()

@@ -1,0 +1,216 @@
+"""The Lambda host: ``worldflow.worlds.aws.lambda_handler``.
+
+Lambda runs one invocation at a time per process and freezes the process
+between invocations. So the engine lives on a persistent event loop of this
+process (:class:`LambdaHost`), opened with :func:`worldflow.world.serve` at
+the first invocation and kept across invocations (the warm cache of runs
+survives), and each invocation runs that loop until its work is answered:
+
+- an SQS batch (the event source mapping, ``ReportBatchItemFailures``): the
+  worker proves itself alive, then every record goes to the engine at once
+  (``Engine.deliver``, concurrently), which runs the steps it reaches inline,
+  with the invocation's deadline less a margin. A record the engine does not
+  acknowledge (its run still has a step running, it is not due within the
+  invocation, handling it failed) is named in ``batchItemFailures`` and its
+  visibility set to when the engine wants it back; a body that is not a
+  worldflow message is named too, and the redrive policy dead-letters it.
+- an HTTP event (a function URL, or API Gateway's payload 2.0): a webhook
+  call, answered by the engine's webhook intake (``Engine.answer_webhook``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import importlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from worldflow.world import Delivery, Disposition, Engine, World, load_settings, serve
+
+from ._errors import off_loop
+from ._observe import RECORD, powertools
+from ._queue import SqsQueue, decode
+from ._world import create_world
+
+__all__ = ["LambdaHost", "handle", "install", "reset"]
+
+log = logging.getLogger("worldflow.aws")
+
+#: Seconds of an invocation kept back for answering.
+MARGIN = 2.0
+#: The longest a message that comes early is held within an invocation.
+HOLD = 5.0
+
+
+def world_from_settings() -> World:
+    """The function's World, from its environment (``poll=0``: Lambda feeds it)."""
+    settings = load_settings("aws")
+    for name in filter(None, (m.strip() for m in settings.get("modules", "").split(","))):
+        importlib.import_module(name)  # the user's workflows and steps
+    return create_world({**settings, "poll": "0"})
+
+
+class LambdaHost:
+    """The engine of one Lambda process: a persistent loop, a World, its Engine.
+
+    ``make_world``: how to build the World at the first invocation (default:
+    from the environment); it must not consume the queue itself (``poll=False``).
+    """
+
+    def __init__(
+        self, make_world: Callable[[], World] | None = None, *, always_replay: bool | None = None
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.make_world = make_world or world_from_settings
+        self.always_replay = always_replay
+        self.world: World | None = None
+        self.engine: Engine | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._lock = threading.Lock()  # one invocation at a time, as Lambda does
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        with self._lock:
+            if _is_http(event):
+                return self.loop.run_until_complete(self._http(event))
+            if isinstance(event.get("Records"), list):
+                return powertools().wrap(self._sqs, event, context)
+        raise ValueError(
+            "worldflow's Lambda handler takes SQS batches and function URL / API Gateway v2 "
+            f"requests; this event has keys {sorted(event)[:8]}"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.loop.is_closed():
+                self.loop.run_until_complete(self._stack.aclose())
+                self.loop.close()
+
+    async def _engine(self) -> tuple[Engine, bool]:
+        """The serving engine, opened at the first invocation (True if opened now)."""
+        if self.engine is not None:
+            return self.engine, False
+        world = self.make_world()
+        self.engine = await self._stack.enter_async_context(
+            serve(world, always_replay=self.always_replay)
+        )
+        self.world = world
+        return self.engine, True
+
+    # -- SQS batches -------------------------------------------------------------------
+    def _sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            remaining = float(context.get_remaining_time_in_millis()) / 1000.0
+        except AttributeError:
+            remaining = 60.0
+        records: list[dict[str, Any]] = event["Records"]
+        failures = self.loop.run_until_complete(self._batch(records, remaining))
+        powertools().count_batch(len(records), len(failures))
+        return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
+
+    async def _batch(self, records: list[dict[str, Any]], remaining: float) -> list[str]:
+        engine, opened = await self._engine()
+        if not opened and engine.lease_until < time.time() + remaining:
+            await engine.heartbeat()  # the process may have been frozen past its lease
+        deadline = self.loop.time() + remaining - MARGIN
+        hold = max(0.0, min(HOLD, remaining - MARGIN))
+        answers = await asyncio.gather(*(self._record(engine, r, deadline, hold) for r in records))
+        answered = list(zip(records, answers, strict=True))
+        later = [(r["receiptHandle"], d.after) for r, d in answered if d and not d.ack]
+        if later:
+            queue = engine.world.queue
+            assert isinstance(queue, SqsQueue)
+            try:  # when the engine wants each back, not after the queue's visibility timeout
+                await off_loop(queue.set_visibility, later)
+            except Exception as exc:
+                log.warning("worldflow: could not set when SQS delivers messages again (%s)", exc)
+        failed = {r["messageId"] for r, d in answered if d is None or not d.ack}
+        return sorted(failed)
+
+    async def _record(
+        self, engine: Engine, record: dict[str, Any], deadline: float, hold: float
+    ) -> Disposition | None:
+        """The engine's answer for one record; None for a body that is not ours."""
+        RECORD.set({"message_id": str(record.get("messageId"))})
+        try:
+            out = decode(record["body"])
+        except (ValueError, KeyError) as exc:
+            log.warning("worldflow: SQS record %s: %s", record.get("messageId"), exc)
+            return None
+        RECORD.set({"message_id": str(record.get("messageId")), "run_id": out.message.run_id})
+        attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+        return await engine.deliver(Delivery.of(out, attempt), hold=hold, deadline=deadline)
+
+    # -- webhooks ------------------------------------------------------------------------
+    async def _http(self, event: dict[str, Any]) -> dict[str, Any]:
+        engine, _ = await self._engine()
+        context = event["requestContext"]
+        http = context["http"]
+        path = str(event.get("rawPath") or http.get("path") or "")
+        stage = context.get("stage")
+        if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1 :]  # API Gateway puts a named stage in the path
+        raw = event.get("body") or ""
+        try:
+            body = base64.b64decode(raw) if event.get("isBase64Encoded") else str(raw).encode()
+        except (binascii.Error, ValueError):
+            return _reply(400, {"error": "the body is not valid base64"})
+        status, answer = await engine.answer_webhook(
+            str(http.get("method", "POST")),
+            unquote(path),
+            {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()},
+            body,
+            str(event.get("rawQueryString") or ""),
+            max_body=engine.world.max_webhook_bytes,
+        )
+        return _reply(status, answer)
+
+
+def _is_http(event: dict[str, Any]) -> bool:
+    return isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"]
+
+
+def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body),
+    }
+
+
+_host: LambdaHost | None = None
+_host_lock = threading.Lock()
+
+
+def handle(event: dict[str, Any], context: Any) -> Any:
+    """Lambda's entry point: the process's :class:`LambdaHost`, made at the first call."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = LambdaHost()
+        host = _host
+    return host(event, context)
+
+
+def install(host: LambdaHost) -> None:
+    """Use ``host`` for the next calls (tests: a World with a virtual clock)."""
+    global _host
+    reset()
+    with _host_lock:
+        _host = host
+
+
+def reset() -> None:
+    """Forget the process's host, closing it (tests: a new configuration for the next call)."""
+    global _host
+    with _host_lock:
+        host, _host = _host, None
+    if host is not None:
+        host.close()
