@@ -29,7 +29,7 @@ from worldflow.world import Message, Outgoing
 from worldflow.worlds.gcp import GcpError, GcpSettings, GcpWorld
 from worldflow.worlds.gcp._errors import translate
 from worldflow.worlds.gcp._logs import CloudLoggingFormatter, current_run
-from worldflow.worlds.gcp._queue import TASK_ROUTE, encode_task, make_client
+from worldflow.worlds.gcp._queue import TASK_ROUTE, decode_task, encode_task, make_client
 from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
 from worldflow.worlds.gcp.testing import SECRET, settings_for_test
 
@@ -643,9 +643,10 @@ def test_a_task_that_must_come_again_is_retried_soon_or_copied_for_later(
                     (copy,) = copies
                     due = copy.schedule_time.timestamp()
                     assert due == pytest.approx(time.time() + again, abs=3)
-                    assert json.loads(copy.http_request.body)["not_before"] == pytest.approx(
-                        due, abs=3
-                    )
+                    copied = json.loads(copy.http_request.body)
+                    assert copied["not_before"] == pytest.approx(due, abs=3)
+                    # Its attempts go on from this delivery's (the engine's backoff grows).
+                    assert decode_task(copy.http_request.body, retries=2).attempt == 1 + 2 + 1
             finally:
                 GATES.setdefault(tag, asyncio.Event()).set()
                 await tasks.transport.close()

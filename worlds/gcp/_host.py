@@ -103,7 +103,7 @@ async def _tasks(request: Request) -> Response:
     retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
     try:  # read once authenticated: Cloud Tasks sends at most 1 MB
         body = await request.body()
-        delivery = decode_task(body, int(retries) + 1 if retries.isdigit() else 1)
+        delivery = decode_task(body, int(retries) if retries.isdigit() else 0)
     except ClientDisconnect:
         return Response(status_code=400)  # nobody hears it; nothing was delivered
     except ValueError as exc:
@@ -152,11 +152,12 @@ async def _again(
             {"error": disposition.reason}, status_code=503, headers={"Retry-After": retry}
         )
     # Later: a copy scheduled for then, named after this task and this delivery of it, so
-    # that a second delivery of this one makes the same copy (Cloud Tasks keeps one).
+    # that a second delivery of this one makes the same copy (Cloud Tasks keeps one). It
+    # goes on counting attempts from this one (the engine's backoff grows with them).
     task = request.headers.get("x-cloudtasks-taskname", "")
     key = f"{delivery.message.id}:again:{task}:{delivery.attempt}"
     copy = Outgoing(delivery.message, world.clock.now() + after, key)
-    await world.tasks.create(copy, after, key)
+    await world.tasks.create(copy, after, key, delivered=delivery.attempt)
     return JSONResponse({"ok": True, "again_in": after, "reason": disposition.reason})
 
 

@@ -46,15 +46,20 @@ TASK_ROUTE = "/_worldflow/tasks"
 log = logging.getLogger("worldflow.gcp")
 
 
-def encode_task(out: Outgoing) -> bytes:
+def encode_task(out: Outgoing, delivered: int = 0) -> bytes:
+    """A task's body. ``delivered``: how many times the message was delivered before, in
+    tasks this one continues (its attempts go on from there)."""
     m = out.message
     body: dict[str, Any] = {"id": m.id, "run_id": m.run_id, "kind": m.kind, "data": m.data}
     body.update(not_before=out.not_before, key=out.key)
+    if delivered:
+        body["delivered"] = delivered
     return json_dumps(body).encode()
 
 
-def decode_task(body: bytes, attempt: int = 1) -> Delivery:
-    """The delivery a task carries; ValueError when the body is not one."""
+def decode_task(body: bytes, retries: int = 0) -> Delivery:
+    """The delivery a task carries, the ``retries`` Cloud Tasks made of this task
+    counted in its attempt; ValueError when the body is not one."""
     try:
         doc = json_loads(body, "a task body")
         kind = doc["kind"]
@@ -70,7 +75,7 @@ def decode_task(body: bytes, attempt: int = 1) -> Delivery:
             message,
             None if not_before is None else float(not_before),
             None if key is None else str(key),
-            attempt,
+            int(doc.get("delivered", 0)) + retries + 1,
         )
     except Exception as exc:  # CorruptLogError, KeyError, TypeError, ...
         raise ValueError(f"not a worldflow task body: {exc}") from exc
@@ -140,10 +145,12 @@ class TaskQueue:
             await client.transport.close()
 
     # -- tasks -----------------------------------------------------------------------
-    async def create(self, out: Outgoing, delay: float, name_key: str | None) -> None:
+    async def create(
+        self, out: Outgoing, delay: float, name_key: str | None, delivered: int = 0
+    ) -> None:
         """Create one task for ``out``, held ``delay`` seconds (on the real clock only), named
         after ``name_key`` (a second task of that name is taken as sent)."""
-        task = self._task(out, delay, name_key)
+        task = self._task(out, delay, name_key, delivered)
         try:
             with translate(f"create a task on Cloud Tasks queue {self.settings.queue_path}"):
                 await self.client.create_task(parent=self.settings.queue_path, task=task)
@@ -153,12 +160,14 @@ class TaskQueue:
             raise
         self.created += 1
 
-    def _task(self, out: Outgoing, delay: float, name_key: str | None) -> dict[str, Any]:
+    def _task(
+        self, out: Outgoing, delay: float, name_key: str | None, delivered: int
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "url": self.target,
             "http_method": "POST",
             "headers": {"Content-Type": "application/json"},
-            "body": encode_task(out),
+            "body": encode_task(out, delivered),
         }
         settings = self.settings
         if settings.oidc_audience and settings.tasks_service_account:
