@@ -6,14 +6,17 @@ Calls are counted with botocore's ``before-call`` event on the session every
 client is made from, per service and operation, so the figures are what AWS
 would bill (moto only answers them).
 
-1. Per sequential step, on "Lambda": a run of N steps started by a client,
-   executed by one invocation of ``lambda_handler`` fed a real SQS record
-   (the LambdaHarness), compared with a run of 0 steps: (calls(N) - calls(0)) / N.
-2. Per second of sleep: a message due later than SQS's 15-minute delay is
-   re-sent with the longest delay until due; one hop (measured here with a
-   short hop) costs one receive, one send and one delete. A day of sleep is
-   ceil(86400 / 900) = 96 hops.
-3. The poller's (non-Lambda worker's) idle cost per day, from its settings.
+1. Per sequential step, on "Lambda": a run of N steps started by a plain
+   client, executed by one invocation of ``lambda_handler`` fed a real SQS
+   record (the LambdaHarness), compared with a run of 0 steps:
+   (calls(N) - calls(0)) / N; for a cold process (its first invocation) and a
+   warm one.
+2. Per sleep hop, on "Lambda": a timer due later than SQS's longest delay
+   comes early and is sent again for later. SQS's 15 minutes are made 1 s
+   here so that hops come every second; one hop's calls are the same. A day
+   of sleep is ceil(86400 / 900) = 96 hops.
+3. An idle poller worker (``worldflow worker``, not Lambda): its calls per
+   period, measured with short settings, per day with the defaults.
 4. Cold import: ``import worldflow.worlds.aws`` (Lambda's init) and the first
    invocation's extra imports (boto3, powertools), each in a fresh interpreter.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import math
 import os
 import statistics
@@ -31,12 +35,10 @@ import time
 from typing import Any
 
 import worldflow as wf
-from worldflow._world import Message, Outgoing
-from worldflow.worlds.aws import AwsWorld, _lambda, setup
+from worldflow.worlds.aws import AwsWorld, _host, _queue, setup
 from worldflow.worlds.aws.testing import LambdaHarness, MotoServer
 
-#: Price per million requests (us-east-1, 2025): SQS standard, DynamoDB on-demand
-#: writes (a transactional write counts twice per item) and reads.
+#: Price per million requests (us-east-1, 2025): SQS standard.
 SQS_PER_MILLION = 0.40
 
 
@@ -51,6 +53,12 @@ async def sequential(n: int) -> int:
     for i in range(n):
         total += await noop(i)
     return total
+
+
+@wf.workflow(name="bench-aws.nap")
+async def nap() -> str:
+    await wf.sleep("1h")
+    return "rested"
 
 
 class Counter:
@@ -76,56 +84,93 @@ def _world(moto: MotoServer, settings: dict[str, str], session: Any, **kw: Any) 
     )
 
 
-def lambda_calls_per_run(moto: MotoServer, settings: dict[str, str], n: int) -> dict[str, int]:
-    """The calls "Lambda" makes to execute one run of n sequential steps (one invocation)."""
+def _start(workflow: Any, *args: Any) -> str:
+    """What a plain script does: wf.start on the configured (aws) world, serving nothing."""
+
+    async def main() -> str:
+        return (await wf.start(workflow, *args)).id
+
+    return asyncio.run(main())
+
+
+def _result(run_id: str) -> Any:
+    async def main() -> Any:
+        return await wf.get_run(run_id).result(timeout=10)
+
+    return asyncio.run(main())
+
+
+def lambda_calls(
+    moto: MotoServer, settings: dict[str, str], n: int, *, warm: bool
+) -> dict[str, int]:
+    """The calls "Lambda" makes to execute one run of n sequential steps (one invocation),
+    plus the event source mapping's receive and delete."""
     session = moto.session()
     counter = Counter(session)
-    client = _world(moto, settings, moto.session(), poll=False)
-
-    async def start() -> str:
-        async with wf.worker(client):
-            return (await wf.start(sequential, n)).id
-
-    run_id = asyncio.run(start())
-    _lambda.install(_lambda.LambdaApp(_world(moto, settings, session, poll=False)))
-    before = counter.snapshot()
-    harness = LambdaHarness(settings["WORLDFLOW_AWS_QUEUE_URL"], moto.session(), moto.url)
+    host = _host.LambdaHost(lambda: _world(moto, settings, session, poll=False))
+    _host.install(host)
+    mapping = moto.session()
+    esm = Counter(mapping)
+    harness = LambdaHarness(settings["WORLDFLOW_AWS_QUEUE_URL"], mapping, moto.url)
+    if warm:  # a process that has served an invocation already
+        _start(sequential, 0)
+        while harness.poll_once():
+            pass
+    run_id = _start(sequential, n)
+    before, esm_before = counter.snapshot(), esm.snapshot()
     while harness.poll_once():
         pass
-    used = counter.snapshot() - before
-
-    async def check() -> Any:
-        async with wf.worker(client):
-            return await wf.get_run(run_id).result(timeout=5)
-
-    assert asyncio.run(check()) == sum(range(n))
-    _lambda.reset()
-    return dict(used)
+    used = (counter.snapshot() - before) + (esm.snapshot() - esm_before)
+    used["sqs:ReceiveMessage"] -= 1  # the empty poll that ended the loop
+    assert _result(run_id) == sum(range(n))
+    _host.reset()
+    return {k: v for k, v in used.items() if v}
 
 
-def chain_hop_calls(moto: MotoServer, settings: dict[str, str]) -> dict[str, int]:
-    """The calls of one delay hop of the poller (hold_max set low to see one)."""
+def lambda_hop_calls(moto: MotoServer, settings: dict[str, str], hops: int = 3) -> dict[str, float]:
+    """The calls of one hop of a sleeping run's timer, on "Lambda", per hop."""
     session = moto.session()
     counter = Counter(session)
-    world = _world(moto, settings, session, hold_max=0.5, poll_wait=1)
+    _queue.MAX_DELAY = 1  # SQS's 15 minutes, made 1 s
+
+    def make() -> AwsWorld:
+        world = _world(moto, settings, session, poll=False)
+        world.capabilities = dataclasses.replace(world.capabilities, max_delay=1.0)
+        return world
+
+    _host.install(_host.LambdaHost(make))
+    mapping = moto.session()
+    esm = Counter(mapping)
+    harness = LambdaHarness(settings["WORLDFLOW_AWS_QUEUE_URL"], mapping, moto.url)
+    _start(nap)
+    while harness.poll_once():  # the start: the run goes to sleep
+        pass
+    before, esm_before = counter.snapshot(), esm.snapshot()
+    done = empty = 0
+    while done < hops:
+        got = harness.poll_once()
+        done += got
+        empty += not got
+    used = (counter.snapshot() - before) + (esm.snapshot() - esm_before)
+    used["sqs:ReceiveMessage"] -= empty  # polls between hops (SQS's delay made 1 s)
+    _host.reset()
+    _queue.MAX_DELAY = 900
+    return {k: v / hops for k, v in sorted(used.items()) if v}
+
+
+def idle_worker_calls(moto: MotoServer, settings: dict[str, str], seconds: float) -> dict[str, int]:
+    """An idle poller worker's calls over ``seconds`` (poll 1 s, heartbeat 0.5 s, lease 2 s)."""
+    session = moto.session()
+    counter = Counter(session)
+    world = _world(moto, settings, session, poll_wait=1, heartbeat=0.5, lease=2.0)
 
     async def main() -> collections.Counter[str]:
-        arrived = asyncio.Event()
+        async with wf.worker(world):
+            before = counter.snapshot()
+            await asyncio.sleep(seconds)
+            return counter.snapshot() - before
 
-        async def handler(message: Message) -> None:
-            arrived.set()
-
-        await world.start(handler)
-        before = counter.snapshot()
-        await world.send([Outgoing(Message("later", "r", "resume"), time.time() + 2.2)])
-        await asyncio.wait_for(arrived.wait(), 10)
-        used = counter.snapshot() - before
-        await world.close()
-        return used
-
-    used = asyncio.run(main())
-    # Receives are long polls that happen whether or not a message is waiting.
-    return {k: v for k, v in used.items() if "ReceiveMessage" not in k and "PutItem" not in k}
+    return dict(asyncio.run(main()))
 
 
 def import_ms(code: str, runs: int = 7) -> float:
@@ -138,6 +183,10 @@ def import_ms(code: str, runs: int = 7) -> float:
     return (min(once(code) for _ in range(runs)) - base) * 1000
 
 
+def _total(calls: dict[str, Any]) -> float:
+    return float(sum(calls.values()))
+
+
 def main() -> None:
     import logging
 
@@ -147,41 +196,53 @@ def main() -> None:
         for key, value in moto.env().items():
             os.environ[key] = value
         settings = setup("bench", session=moto.session(), endpoint_url=moto.url)
-        os.environ["WORLDFLOW_AWS_POLL"] = "0"
+        os.environ.update(settings)
         print("== API calls per sequential step, on Lambda (one invocation runs the run)")
-        zero = lambda_calls_per_run(moto, settings, 0)
-        for n in (10, 50):
-            many = lambda_calls_per_run(moto, settings, n)
-            extra = collections.Counter(many)
-            extra.subtract(zero)
-            per_step = {k: round(v / n, 2) for k, v in extra.items() if v}
-            print(f"  run of 0 steps: {sum(zero.values())} calls {dict(sorted(zero.items()))}")
-            print(f"  run of {n} steps: {sum(many.values())} calls; per step: {per_step}")
-            print(f"  => {sum(extra.values()) / n:.2f} billable calls per sequential step")
+        for warm in (False, True):
+            zero = lambda_calls(moto, settings, 0, warm=warm)
+            label = "warm process" if warm else "cold process"
+            print(
+                f"  {label}, run of 0 steps: {_total(zero):.0f} calls {dict(sorted(zero.items()))}"
+            )
+            for n in (10, 50):
+                many = lambda_calls(moto, settings, n, warm=warm)
+                extra = collections.Counter(many)
+                extra.subtract(zero)
+                per_step = {k: round(v / n, 2) for k, v in extra.items() if v}
+                print(
+                    f"  {label}, run of {n} steps: {_total(many):.0f} calls; per step: {per_step}"
+                )
+                print(f"  => {sum(extra.values()) / n:.2f} billable calls per sequential step")
 
-        print("== API calls per second of sleep (chained 15-minute SQS delays)")
-        hop = chain_hop_calls(moto, settings)
-        per_hop = sum(hop.values()) + 1  # + the receive that picks the hop up
-        print(f"  one hop: {hop} + 1 ReceiveMessage = {per_hop} SQS requests")
+        print("== API calls per sleep hop, on Lambda (SQS's 15 minutes made 1 s)")
+        hop = lambda_hop_calls(moto, settings)
+        per_hop = _total(hop)
+        print(f"  one hop: {hop} = {per_hop:.1f} requests")
         hops = math.ceil(86400 / 900)
         per_day = hops * per_hop
         print(
-            f"  a day of sleep: {hops} hops = {per_day} requests = "
-            f"{per_day / 86400:.4f} per second of sleep, "
-            f"${per_day * SQS_PER_MILLION / 1e6:.6f} per day per sleeping run"
+            f"  a day of sleep: {hops} hops = {per_day:.0f} requests "
+            f"({per_day / 86400:.4f} per second of sleep)"
         )
 
-    print("== A poller worker's (not Lambda's) idle calls per day, default settings")
-    world_defaults = {"poll_wait": 20, "heartbeat": 10.0}
-    receives = 86400 / world_defaults["poll_wait"]
-    beats = 86400 / world_defaults["heartbeat"]
-    print(f"  {receives:.0f} ReceiveMessage + {beats:.0f} heartbeat PutItem per worker per day")
+        print("== An idle poller worker (not Lambda), on a table of its own")
+        seconds = 10.0
+        idle = idle_worker_calls(
+            moto, setup("bench-idle", session=moto.session(), endpoint_url=moto.url), seconds
+        )
+        print(f"  in {seconds:.0f} s with poll 1 s, heartbeat 0.5 s, lease 2 s: {idle}")
+    receives, beats, sweeps = 86400 / 20, 86400 / 10, 86400 / 30
+    print(
+        f"  per day with the defaults (poll 20 s, heartbeat 10 s, sweep ~30 s): "
+        f"{receives:.0f} ReceiveMessage + {beats:.0f} heartbeat PutItem + "
+        f"{sweeps:.0f} sweeps (a Query of expired heartbeats, a Query of pending runs)"
+    )
 
     print("== Cold import (fresh interpreter, minus an empty one; best of 7)")
     handler = import_ms("import worldflow.worlds.aws")
     first = import_ms(
-        "import worldflow.worlds.aws._lambda, worldflow.worlds.aws._observe, boto3; "
-        "from aws_lambda_powertools.utilities.batch import BatchProcessor"
+        "import worldflow.worlds.aws._host, worldflow.worlds.aws._observe, boto3; "
+        "from aws_lambda_powertools import Logger, Metrics"
     )
     print(f"  the handler module (Lambda's init): {handler:.0f} ms (target <= 300 ms)")
     print(f"  with what the first invocation imports (boto3, powertools): {first:.0f} ms")
