@@ -27,6 +27,7 @@ from typing import Any
 from worldflow.world import (
     MESSAGE_KINDS,
     Clock,
+    CorruptLogError,
     Deliver,
     Delivery,
     Message,
@@ -39,7 +40,7 @@ from worldflow.world import (
 from ._errors import translate
 from ._settings import MAX_TASK_DELAY, GcpSettings
 
-__all__ = ["TASK_ROUTE", "TaskQueue", "decode_task", "encode_task", "make_client"]
+__all__ = ["TASK_ROUTE", "TaskQueue", "decode_task", "delivery_of", "encode_task", "make_client"]
 
 TASK_ROUTE = "/_worldflow/tasks"
 
@@ -61,7 +62,14 @@ def decode_task(body: bytes, retries: int = 0) -> Delivery:
     """The delivery a task carries, the ``retries`` Cloud Tasks made of this task
     counted in its attempt; ValueError when the body is not one."""
     try:
-        doc = json_loads(body, "a task body")
+        return delivery_of(json_loads(body, "a task body"), retries)
+    except CorruptLogError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def delivery_of(doc: Any, retries: int = 0) -> Delivery:
+    """A task body, parsed, as a delivery; ValueError when it is not one."""
+    try:
         kind = doc["kind"]
         if kind not in MESSAGE_KINDS:
             raise ValueError(f"unknown message kind {kind!r}")
@@ -69,16 +77,15 @@ def decode_task(body: bytes, retries: int = 0) -> Delivery:
         if not isinstance(data, dict):
             raise ValueError("its data is not an object")
         message = Message(str(doc["id"]), str(doc["run_id"]), kind, data)
-        not_before = doc.get("not_before")
-        key = doc.get("key")
+        not_before, key = doc.get("not_before"), doc.get("key")
         return Delivery(
             message,
             None if not_before is None else float(not_before),
             None if key is None else str(key),
             int(doc.get("delivered", 0)) + retries + 1,
         )
-    except Exception as exc:  # CorruptLogError, KeyError, TypeError, ...
-        raise ValueError(f"not a worldflow task body: {exc}") from exc
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"not a worldflow task body: {exc}") from None
 
 
 def task_name_key(out: Outgoing) -> str | None:

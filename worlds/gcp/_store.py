@@ -35,7 +35,6 @@ from worldflow.world import (
     Event,
     HookInfo,
     Log,
-    Message,
     Outgoing,
     RunCreate,
     RunInfo,
@@ -47,6 +46,7 @@ from worldflow.world import (
 )
 
 from ._errors import translate
+from ._queue import delivery_of, encode_task
 
 __all__ = ["FirestoreStore"]
 
@@ -61,33 +61,11 @@ def _already_exists(exc: BaseException) -> bool:
     return type(cause).__name__ in ("AlreadyExists", "Conflict")
 
 
-def _encode_out(messages: Sequence[Outgoing]) -> str:
-    return json_dumps(
-        [
-            {
-                "id": o.message.id,
-                "run_id": o.message.run_id,
-                "kind": o.message.kind,
-                "data": o.message.data,
-                "not_before": o.not_before,
-                "key": o.key,
-            }
-            for o in messages
-        ]
-    )
-
-
 def _decode_out(text: str, where: str) -> list[Outgoing]:
+    """An outbox: the bodies of the tasks its messages make."""
     try:
-        return [
-            Outgoing(
-                Message(str(m["id"]), str(m["run_id"]), m["kind"], dict(m["data"] or {})),
-                None if m["not_before"] is None else float(m["not_before"]),
-                m["key"],
-            )
-            for m in json_loads(text, where)
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
+        return [delivery_of(body).outgoing for body in json_loads(text, where)]
+    except (TypeError, ValueError) as exc:
         raise CorruptLogError(f"{where} is not a list of messages: {exc}") from None
 
 
@@ -250,7 +228,8 @@ class FirestoreStore:
         if a.messages:
             # The outbox: the engine sends these once this write is durable, then marks
             # them sent; a reader of the log sends them if the writer died in between.
-            doc.update(out=_encode_out(a.messages), sent=False, written_at=time.time())
+            out = b"[" + b",".join(encode_task(m) for m in a.messages) + b"]"
+            doc.update(out=out.decode(), sent=False, written_at=time.time())
         update = self._run_update(a)
         try:
             if a.hooks_created or a.hooks_removed:
@@ -351,7 +330,7 @@ class FirestoreStore:
             except (KeyError, TypeError, ValueError) as exc:
                 raise CorruptLogError(f"{where}: {exc}") from None
             if doc.get("out") and not doc.get("sent"):
-                messages = _decode_out(doc["out"], f"{where}, its outbox")
+                messages = _decode_out(doc["out"], f"{where}: its outbox")
                 unsent.append(Unsent(int(snap.id), messages, float(doc.get("written_at", 0.0))))
         return Log([e for e in events if e.seq > after_seq], unsent)
 
