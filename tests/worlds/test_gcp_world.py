@@ -566,6 +566,34 @@ def test_runs_held_by_a_worker_are_found_from_a_hint_checked_against_the_log(
     run(main())
 
 
+def test_corrupt_stored_values_are_named_and_never_break_a_listing(settings: GcpSettings) -> None:
+    from worldflow.world import NewEvent, RunCreate
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        store = world.store
+        for run_id in ("r-good", "r-bad"):
+            event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, time.time())
+            await store.create_run(RunCreate(run_id, "w", event))
+        runs = store.client.collection("runs")
+        await runs.document("r-bad").update({"status": "completed", "output": "{not json"})
+        page = await store.list_runs()
+        by_id = {r.id: r for r in page.runs}
+        assert by_id["r-good"].unreadable is None
+        assert "the output of run 'r-bad'" in (by_id["r-bad"].unreadable or "")
+        assert (await store.get_run("r-bad")).unreadable  # type: ignore[union-attr]
+        first = runs.document("r-good").collection("events").document(f"{0:012d}")
+        await first.update({"log": '[{"kind": "run_created", "at": 1e400, "data": {}}]'})
+        with pytest.raises(wf.CorruptLogError, match=r"run 'r-good': events document 0+ "):
+            await store.read_log("r-good")
+        await first.update({"log": "[]", "out": '[{"kind": "resume"}]'})
+        with pytest.raises(wf.CorruptLogError, match="its outbox is not a list of messages"):
+            await store.read_log("r-good")
+        await world.close()
+
+    run(main())
+
+
 def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
     async def main() -> None:
         world = GcpWorld(settings)
