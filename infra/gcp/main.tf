@@ -63,7 +63,7 @@ resource "google_firestore_database" "default" {
   depends_on              = [google_project_service.apis]
 }
 
-# The composite indexes of infra/gcp/firestore.indexes.json (run listing).
+# The composite indexes of infra/gcp/firestore.indexes.json (run listing, retention).
 resource "google_firestore_index" "runs_by_status" {
   project    = var.project
   database   = google_firestore_database.default.name
@@ -107,6 +107,21 @@ resource "google_firestore_index" "runs_by_status_and_workflow" {
   fields {
     field_path = "created_at"
     order      = "DESCENDING"
+  }
+}
+
+# Retention (WORLDFLOW_RETENTION): runs that ended (status in ...) before a time.
+resource "google_firestore_index" "runs_by_status_and_end" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "runs"
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
   }
 }
 

@@ -594,6 +594,31 @@ def test_corrupt_stored_values_are_named_and_never_break_a_listing(settings: Gcp
     run(main())
 
 
+def test_runs_that_ended_before_the_retention_are_deleted_with_their_logs(
+    settings: GcpSettings,
+) -> None:
+    from worldflow.world import Append, NewEvent, RunCreate
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        store = world.store
+        for run_id, at, status in (("r-old", 100.0, "completed"), ("r-new", 900.0, "failed")):
+            event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, at)
+            await store.create_run(RunCreate(run_id, "w", event))
+            end = Append(run_id, 1, [NewEvent("run_completed", {}, at)], status=status)
+            assert await store.append([end]) == [True]
+        event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, 50.0)
+        await store.create_run(RunCreate("r-running", "w", event))  # old, but not ended
+        assert await store.prune(500.0, 10) == 1
+        assert await store.get_run("r-old") is None
+        assert (await store.read_log("r-old")).events == []
+        assert {r.id for r in (await store.list_runs()).runs} == {"r-new", "r-running"}
+        assert await store.prune(500.0, 10) == 0
+        await world.close()
+
+    run(main())
+
+
 def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
     async def main() -> None:
         world = GcpWorld(settings)

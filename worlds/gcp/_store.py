@@ -420,6 +420,33 @@ class FirestoreStore:
             found: HookInfo | None = await txn(self.client.transaction())
         return found
 
+    async def prune(self, ended_before: float, limit: int) -> int:
+        """Delete up to ``limit`` runs that ended before ``ended_before`` (``updated_at`` is
+        when the status last changed), each with its events documents (and so its outbox).
+        Its hooks went when it ended; its blobs stay (a bucket lifecycle rule can age them).
+        """
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self.client.collection("runs")
+            .where(filter=FieldFilter("status", "in", sorted(TERMINAL)))
+            .where(filter=FieldFilter("updated_at", "<", ended_before))
+            .limit(limit)
+        )
+        runs = await self._query(query, "find runs to delete")
+        for snap in runs:
+            events = self._run_ref(snap.id).collection("events")
+            docs = await self._query(events, f"list the events of run {snap.id!r}")
+            refs = [doc.reference for doc in docs] + [snap.reference]
+            for start in range(0, len(refs), 500):  # a batch takes 500 writes
+                batch = self.client.batch()
+                for ref in refs[start : start + 500]:
+                    batch.delete(ref)
+                with translate(f"delete run {snap.id!r} from Firestore"):
+                    await batch.commit()
+            self.writes += len(refs)
+        return len(runs)
+
     async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
         """Runs whose document names the worker (an equality query on ``holder``), kept
         when their last events document names it too (the run document's is a hint)."""
