@@ -53,6 +53,11 @@ BLOB_TAG = "blob"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+def _size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8: what a store's limits count (a char may be 4 bytes)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def _blob_ref(value: Any) -> str | None:
     """The key of a blob reference, or None if ``value`` is not one."""
     if type(value) is dict and len(value) == 2 and value.get("$t") == BLOB_TAG:
@@ -125,10 +130,11 @@ class Backend:
         if limit is None:
             return append
         texts = [_dumps(e.data) for e in append.events]
-        total = sum(len(t) for t in texts)
+        sizes = [_size(t) for t in texts]
+        total = sum(sizes)
         if total > limit:
             events = list(append.events)
-            for i in sorted(range(len(events)), key=lambda i: -len(texts[i])):
+            for i in sorted(range(len(events)), key=lambda i: -sizes[i]):
                 if total <= limit:
                     break
                 e = events[i]
@@ -140,7 +146,7 @@ class Backend:
                     texts[i],
                 )
                 events[i] = type(e)(e.kind, ref, e.at)
-                total += len(_dumps(ref)) - len(texts[i])
+                total += _size(_dumps(ref)) - sizes[i]
             append = dataclasses.replace(append, events=events)
         # The run's output or error is kept beside the run as well (a projection
         # read by every result() poll): a quarter of the limit keeps it small.
@@ -148,7 +154,7 @@ class Backend:
             value = getattr(append, name)
             if value is not None:
                 text = _dumps(value)
-                if len(text) > limit // 4:
+                if _size(text) > limit // 4:
                     ref = await self._put(
                         f"runs/{append.run_id}/{name}",
                         f"the {name} of run {append.run_id!r}",
@@ -163,7 +169,7 @@ class Backend:
         if limit is None or not out.message.data:
             return out
         text = _dumps(out.message.data)
-        if len(text) <= limit:
+        if _size(text) <= limit:
             return out
         m = out.message
         ref = await self._put(f"messages/{m.run_id}", f"a {m.kind} message's data", None, text)
@@ -194,7 +200,7 @@ class Backend:
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         if self.caps.max_event_bytes is not None:
             text = _dumps(create.event.data)
-            if len(text) > self.caps.max_event_bytes:
+            if _size(text) > self.caps.max_event_bytes:
                 ref = await self._put(
                     f"runs/{create.run_id}/1", f"the input of run {create.run_id!r}", None, text
                 )

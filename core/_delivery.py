@@ -29,6 +29,7 @@ import math
 import time
 
 from ._errors import WorkflowNotFound
+from ._executor import Parked
 from ._world import ACK, MESSAGE_KINDS, Delivery, Disposition, Message, Outgoing
 
 __all__ = ["deliver"]
@@ -37,6 +38,8 @@ log = logging.getLogger("worldflow")
 
 #: Seconds added to a lease before looking again, for clock differences between workers.
 SLACK = 1.0
+#: How long a host with a deadline holds a hook payload that waits for an earlier one.
+PARK_WAIT = 2.0
 
 
 def _backoff(attempt: int) -> float:
@@ -70,13 +73,19 @@ async def deliver(
             elif world.real_time:
                 return await _hop(rt, d, due)
             else:
+                info = await rt.backend.get_run(message.run_id)
+                if info is None or info.done:
+                    return ACK  # the timers of an ended run need no one
                 return Disposition.later(1.0, "not due yet on the virtual clock")
     try:
         message = await rt.backend.restore(message)
         executor = rt.executor(message.run_id)
-        await _bounded(executor.handle(message), left())
+        park = None if deadline is None else min(PARK_WAIT, max(0.0, left() - PARK_WAIT))
+        await _bounded(executor.handle(message, park_timeout=park), left())
     except TimeoutError:
         return Disposition.later(1.0, "the host's deadline came first")
+    except Parked:
+        return Disposition.later(1.0, "its hook's earlier payload has not come yet")
     except WorkflowNotFound as exc:
         # Another kind of worker may have the workflow: back off, it comes again.
         log.warning("worldflow: message for run %r: %s", message.run_id, exc)

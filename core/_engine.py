@@ -110,8 +110,20 @@ async def serve(
         yield Engine(runtime)
 
 
-async def current_engine() -> Engine:
-    """The engine of this loop's runtime (created from the configuration if none)."""
-    from ._api import _runtime
+async def current_engine(*, create: bool = True) -> Engine:
+    """The engine of this loop's runtime.
 
+    With ``create`` (the default) a runtime is made from the configuration when
+    none runs on this loop (as ``wf.start`` does); with ``create=False`` that is
+    a ``RuntimeError`` instead (a host whose own runtime is shutting down).
+    """
+    import asyncio
+
+    from ._api import _runtime, _runtimes
+
+    if not create:
+        ready = _runtimes.get(asyncio.get_running_loop())
+        if ready is None or not ready.done() or ready.exception() is not None:
+            raise RuntimeError("no worldflow runtime runs on this event loop")
+        return Engine(ready.result())
     return Engine(await _runtime())

@@ -52,6 +52,7 @@ class _Input:
     attempt: tuple[int, int, bool, Any] | None = None  # cid, attempt, ok, output or exception
     hook_taken: tuple[int, str, str] | None = None  # cid, token, the run holding it
     parked_at: float = 0.0  # a hook payload waiting for the one before it (loop time)
+    park_timeout: float | None = None  # give it back after this long parked (a host's deadline)
 
 
 class _Batch:
@@ -74,6 +75,10 @@ def _payload_number(inp: _Input) -> int:
     return n if type(n) is int else 0
 
 
+class Parked(Exception):
+    """A hook payload waited for the one numbered before it longer than its host could."""
+
+
 class RunExecutor:
     def __init__(self, runtime: Runtime, run_id: str) -> None:
         self.rt = runtime
@@ -94,18 +99,22 @@ class RunExecutor:
         self._quiet: list[asyncio.Future[None]] = []
 
     # -- inputs ------------------------------------------------------------
-    async def handle(self, message: Message, *, look_again: bool = False) -> None:
+    async def handle(
+        self, message: Message, *, look_again: bool = False, park_timeout: float | None = None
+    ) -> None:
         """Apply a queue message; returns once its effect is durable.
 
         ``look_again``: reload the run from its log first, so that whether the
-        workers running its steps are alive is looked at afresh.
+        workers running its steps are alive is looked at afresh. ``park_timeout``:
+        a hook payload that must wait for an earlier one raises :class:`Parked`
+        after this long instead of waiting on (its message comes again).
         """
         if look_again or (self.state is not None and self.others(self.state)):
             # Whether those workers are still alive is known only as of the last
             # load: look again (the World may have adopted the run from a dead one).
             self.stale = True
         done = self.rt.loop.create_future()
-        inp = _Input(message=message, done=done)
+        inp = _Input(message=message, done=done, park_timeout=park_timeout)
         self.inputs.append(inp)
         self.kick()
         try:
@@ -470,6 +479,8 @@ class RunExecutor:
                 n = message.data.get("n")
                 if type(n) is int and n > hook.next and not self._gap_given_up(inp):
                     self.parked.append(inp)  # its predecessor has not come yet: wait for it
+                    if inp.park_timeout is not None:
+                        self.rt.loop.call_later(inp.park_timeout, self._give_back, inp)
                     return
                 data = {"token": token, "payload": message.data["payload"], "id": message.id}
                 if type(n) is int:
@@ -546,6 +557,12 @@ class RunExecutor:
             self.rt.loop.call_later(self.rt.hook_gap + 0.01, self._unpark)
             return False
         return now - inp.parked_at >= self.rt.hook_gap
+
+    def _give_back(self, inp: _Input) -> None:
+        if inp in self.parked:
+            self.parked.remove(inp)
+            if inp.done is not None and not inp.done.done():
+                inp.done.set_exception(Parked())
 
     def _unpark(self) -> None:
         if self.parked and not self.rt.closed:

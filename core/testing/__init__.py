@@ -8,15 +8,28 @@
 Needs pytest (``pip install 'worldflow[dev]'``).
 """
 
-from ._harness import DuplicatingWorld, Harness, dump_log, load_log, normalized, replay_log
+from ._harness import (
+    ChaoticQueue,
+    DuplicatingWorld,
+    Harness,
+    chaotic,
+    dump_log,
+    http_call,
+    load_log,
+    normalized,
+    replay_log,
+)
 from ._suite import WorldConformance, conformance
 
 __all__ = [
+    "ChaoticQueue",
     "DuplicatingWorld",
     "Harness",
     "WorldConformance",
+    "chaotic",
     "conformance",
     "dump_log",
+    "http_call",
     "load_log",
     "normalized",
     "replay_log",

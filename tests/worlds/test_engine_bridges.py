@@ -248,3 +248,24 @@ def test_an_outbox_left_by_a_dead_writer_is_sent_by_the_next_reader() -> None:
             assert await run.result(timeout=10) == "rested"
 
     asyncio.run(main())
+
+
+@wf.step
+async def accents(n: int) -> str:
+    return "é" * n  # two bytes each in UTF-8
+
+
+@wf.workflow
+async def wide(n: int) -> int:
+    return len(await accents(n))
+
+
+def test_size_limits_count_bytes_not_characters() -> None:
+    async def main() -> None:
+        world = bridged_world(wf.VirtualClock())
+        async with wf.worker(world):
+            # 1,400 characters, 2,800 bytes: over the 2,000-byte limit only in bytes.
+            assert await (await wf.start(wide, 1_400)).result(timeout=10) == 1_400
+        assert isinstance(world.blobs, MemoryBlobs) and world.blobs.data
+
+    asyncio.run(main())
