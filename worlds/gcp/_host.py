@@ -71,23 +71,16 @@ def _world_of(engine: Engine) -> GcpWorld:
 
 
 async def _engine(request: Request) -> Engine | Response:
-    """The engine to hand work to: the loop's; for an app served by a queue (``listen=``),
-    the engine of that queue's World, found at the first request and kept."""
-    state = request.app.state
-    if state.queue is None:
-        return await current_engine()
-    if state.queue.closing:
+    """The engine to hand work to: the loop's serving one (never a new one made here: a
+    request that comes while the process stops is refused, and comes again)."""
+    try:
+        engine = await current_engine(create=False)
+    except RuntimeError:
+        return JSONResponse({"error": "this process is not serving"}, status_code=503)
+    queue = request.app.state.queue
+    if queue is not None and (queue.closing or _world_of(engine).tasks is not queue):
         return JSONResponse({"error": "this process is stopping"}, status_code=503)
-    if state.engine is None:
-        # The queue is started by its engine, registered on the loop before it starts: a
-        # request can only find that one (later, once it is gone, the loop would make a
-        # new engine from the configuration; the one kept here is asked instead).
-        engine = await current_engine()
-        if _world_of(engine).tasks is not state.queue:
-            return JSONResponse({"error": "not this app's engine"}, status_code=503)
-        state.engine = engine
-    found: Engine = state.engine
-    return found
+    return engine
 
 
 async def _tasks(request: Request) -> Response:
@@ -203,7 +196,6 @@ def create_app(queue: TaskQueue | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.queue = queue
-    app.state.engine = None
     return app
 
 

@@ -30,10 +30,6 @@ __all__ = ["MAX_EVENT_BYTES", "MAX_MESSAGE_BYTES", "GcpWorld", "create_world"]
 MAX_EVENT_BYTES = 900_000
 #: Cloud Tasks takes 1 MB per task: a message's data up to this, the rest in a blob.
 MAX_MESSAGE_BYTES = 256_000
-# The engine measures these limits in characters of JSON text (``len`` of a str), and a
-# character is up to 4 bytes of UTF-8: until it counts bytes, give it the limit divided
-# by the worst case (set to 1 once core measures bytes).
-_BYTES_PER_CHAR = 4
 
 
 class GcpWorld(World):
@@ -57,8 +53,8 @@ class GcpWorld(World):
             clock=clock,
             capabilities=Capabilities(
                 max_delay=MAX_TASK_DELAY,
-                max_event_bytes=MAX_EVENT_BYTES // _BYTES_PER_CHAR,
-                max_message_bytes=MAX_MESSAGE_BYTES // _BYTES_PER_CHAR,
+                max_event_bytes=MAX_EVENT_BYTES,
+                max_message_bytes=MAX_MESSAGE_BYTES,
                 transactional_messages=False,
                 embedded=False,
             ),
