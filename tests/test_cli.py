@@ -541,6 +541,32 @@ def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:
     assert message in err
 
 
+def one_line(err: str) -> str:
+    """The one line a failing command writes on stderr."""
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (['"o-1"', "2", "3"], "too many positional arguments"),
+        ([], "missing a required argument: 'order_id'"),
+    ],
+    ids=["too-many", "missing"],
+)
+def test_start_checks_the_arguments_before_starting(cli: Cli, args: list[str], reason: str) -> None:
+    for wait in ([], ["--wait"]):
+        code, out, err = cli("start", f"{MODULE}:checkout", *args, *wait)
+        assert (code, out) == (2, "")
+        assert one_line(err) == (
+            f"worldflow: error: workflow '{MODULE}.checkout' (order_id, amount=1.0): {reason}\n"
+        )
+    assert cli.json("runs", "list")["runs"] == []  # nothing was started
+
+
+# What sys.argv holds for a byte that is not UTF-8 (Python decodes it with surrogateescape).
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"worldflow {wf.__version__}\n"

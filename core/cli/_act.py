@@ -43,6 +43,10 @@ __all__ = ["cancel_run", "progress_line", "rerun_run", "resume_hook", "start_run
 def start_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.target)
     values = [parse_json(text, f"argument {i}") for i, text in enumerate(args.args, 1)]
+    try:
+        workflow.check_arguments(tuple(values), {})
+    except TypeError as exc:  # the run would only fail with it, once a worker ran it
+        raise CliError(str(exc), EXIT_USAGE) from None
     wait = args.wait or args.timeout is not None
 
     async def main() -> int:
