@@ -524,7 +524,7 @@ def test_progress_line_says_what_the_run_is_doing() -> None:
         (["worker", "no_such_module"], 1, "no module named 'no_such_module'"),
         (["runs", "list", "--cursor", "garbage"], 2, "invalid cursor"),
         (["runs", "list", "--status", "bogus"], 2, "invalid choice: 'bogus'"),
-        (["runs", "list", "--limit", "0"], 2, "expected a whole number >= 1"),
+        (["runs", "list", "--limit", "0"], 2, "expected a whole number from 1 to 10000"),
         (["start", f"{MODULE}:sleeper", "--timeout", "soon"], 2, "invalid duration 'soon'"),
         (["--world", "bogus", "runs", "list"], 2, "unknown world 'bogus'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
@@ -532,7 +532,7 @@ def test_progress_line_says_what_the_run_is_doing() -> None:
         (["sleeps", "wake", "nope"], 1, "no run with id 'nope'"),
         (["runs", "show", "nope", "--follow"], 1, "no run with id 'nope'"),
         (["runs", "show", "x", "--follow", "--interval", "1ms"], 2, "at least 50ms"),
-        (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number >= 1"),
+        (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number from 1 to"),
     ],
 )
 def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:
@@ -567,6 +567,125 @@ def test_start_checks_the_arguments_before_starting(cli: Cli, args: list[str], r
 
 
 # What sys.argv holds for a byte that is not UTF-8 (Python decodes it with surrogateescape).
+NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")
+HUGE = "9" * 22
+DEEP = "[" * 50_000
+GARBAGE: list[list[str]] = [
+    *(
+        ["start", f"{MODULE}:checkout", value]
+        for value in (
+            DEEP,
+            "[" * 600 + "]" * 600,  # JSON parses it; too deep to store
+            "9" * 5000,
+            "1e400",
+            "NaN",
+            "-Infinity",
+            '"\\ud800"',
+            NOT_UTF8,
+            f'"{NOT_UTF8}"',
+        )
+    ),
+    ["start", f"{MODULE}:checkout", '"o"', "--id", NOT_UTF8],
+    [f"{MODULE}:checkout{NOT_UTF8}"],
+    *(
+        ["start", f"{MODULE}:checkout", '"o"', "--wait", "--timeout", value]
+        for value in (HUGE, "-1", "nan", "inf", "1e400", NOT_UTF8)
+    ),
+    ["hooks", "resume", "t1", DEEP],
+    ["hooks", "resume", "t1", "NaN"],
+    ["hooks", "resume", "t1", '{"a": "\\udfff"}'],
+    ["hooks", "resume", NOT_UTF8, "1"],
+    *(["runs", "list", "--limit", v] for v in (HUGE, "-1", "nan", "inf", "1e3", "١٢", "1_0", "")),
+    ["runs", "list", "--watch", "--count", HUGE],
+    ["runs", "list", "--watch", "--count", "-5"],
+    *(["runs", "list", "--watch", "--interval", v] for v in (HUGE, "nan", "inf", "-1")),
+    ["runs", "list", "--cursor", NOT_UTF8],
+    ["runs", "list", "--workflow", NOT_UTF8],
+    ["runs", "show", NOT_UTF8],
+    *(["runs", "show", "x", "--follow", "--timeout", v] for v in (HUGE, "nan", "-1")),
+    ["runs", "show", "x", "--follow", "--interval", "inf"],
+    ["runs", "events", NOT_UTF8],
+    ["runs", "cancel", NOT_UTF8],
+    ["runs", "rerun", "x", "--id", NOT_UTF8],
+    ["runs", "rerun", "x", "--wait", "--timeout", "nan"],
+    *(["sleeps", "wake", "x", "--position", v] for v in (HUGE, "0", "-1", "nan")),
+    *(["web", "--port", v] for v in (HUGE, "65536", "-1", "nan", "http")),
+    ["web", "--host", NOT_UTF8],
+    ["web", "--host", "a\x00b"],
+    *(["worker", MODULE, "--grace", v] for v in (HUGE, "nan", "inf", "-1", NOT_UTF8)),
+    ["worker", NOT_UTF8],
+    ["--world", NOT_UTF8, "runs", "list"],
+]
+
+
+def _garbage_id(argv: list[str]) -> str:
+    text = " ".join(argv).encode("ascii", "backslashreplace").decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@pytest.mark.parametrize("argv", GARBAGE, ids=[_garbage_id(argv) for argv in GARBAGE])
+def test_garbage_arguments_are_usage_errors(cli: Cli, argv: list[str]) -> None:
+    if argv[0].startswith(f"{MODULE}:"):
+        argv = ["start", *argv]
+    code, out, err = cli(*argv)
+    assert (code, out) == (2, ""), err
+    assert one_line(err).startswith("worldflow: error: ")
+    assert len(err) < 1000  # a value is quoted cut short, not whole
+    assert cli.json("runs", "list")["runs"] == []  # nothing was started
+
+
+def test_data_dir_must_be_a_directory(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = project / "notes.txt"
+    a_file.write_text("not a directory")
+    for data_dir, problem in [
+        (a_file, f"{a_file} is a file, not a directory"),
+        (a_file / "data", f"{a_file} is a file, so {a_file / 'data'} cannot be a directory"),
+    ]:
+        for argv in (
+            ["runs", "list"],
+            ["runs", "show", "r1"],
+            ["start", f"{MODULE}:checkout", '"o"'],
+            ["worker", MODULE],
+        ):
+            assert main(["--data-dir", str(data_dir), *argv]) == 2
+            out, err = capsys.readouterr()
+            assert out == ""
+            assert f"argument --data-dir: {problem}" in one_line(err)
+    monkeypatch.setenv("WORLDFLOW_DATA_DIR", str(a_file))
+    assert main(["runs", "list"]) == 2
+    assert capsys.readouterr().err == (
+        f"worldflow: error: WORLDFLOW_DATA_DIR: {a_file} is a file, not a directory\n"
+    )
+    assert a_file.read_text() == "not a directory"
+
+
+def test_a_directory_without_a_database_says_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = project / "empty"
+    empty.mkdir()
+    for data_dir in (empty, project / "absent"):
+        where = f"no worldflow database in {data_dir.resolve()}"
+        assert main(["--data-dir", str(data_dir), "runs", "list"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"worldflow: no runs: {where} (is --data-dir right?)\n"
+        assert main(["--data-dir", str(data_dir), "runs", "list", "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert json.loads(out) == {"runs": [], "cursor": None} and where in err
+        for argv in (["runs", "show", "r1"], ["runs", "events", "r1"]):
+            assert main(["--data-dir", str(data_dir), *argv]) == 1
+            out, err = capsys.readouterr()
+            assert out == ""
+            assert (
+                one_line(err)
+                == f"worldflow: error: no run with id 'r1' ({where}; is --data-dir right?)\n"
+            )
+    assert list(empty.iterdir()) == []  # reading created nothing
+    assert not (project / "absent").exists()
+
+
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"worldflow {wf.__version__}\n"

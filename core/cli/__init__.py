@@ -32,6 +32,7 @@ runtime and import none of the user's code.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from worldflow._errors import WorldflowError
 
-from ._common import EXIT_FAILED, EXIT_USAGE, CliError, say
+from ._common import EXIT_FAILED, EXIT_USAGE, CliError, data_dir_problem, say
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -57,15 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(__version__)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.json = getattr(args, "json", False)
-    if getattr(args, "data_dir", None) is not None:
-        os.environ["WORLDFLOW_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    if getattr(args, "world", None) is not None:
-        os.environ["WORLDFLOW_WORLD"] = args.world
-    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help or --version, already printed
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        args.json = getattr(args, "json", False)
+        _configure(args)
         code: int = args.handler(args)
     except CliError as exc:
         say(f"error: {exc.message}")
@@ -88,3 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {type(exc).__name__}: {exc} (set WORLDFLOW_DEBUG=1 for the traceback)")
         return EXIT_FAILED
     return code
+
+
+def _configure(args: argparse.Namespace) -> None:
+    """Pass ``--data-dir`` and ``--world`` on to the API's runtime through ``os.environ``."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None:  # checked, and made absolute, by the parser
+        os.environ["WORLDFLOW_DATA_DIR"] = data_dir
+    elif os.environ.get("WORLDFLOW_DATA_DIR"):
+        problem = data_dir_problem(Path(os.environ["WORLDFLOW_DATA_DIR"]).expanduser())
+        if problem is not None:
+            raise CliError(f"WORLDFLOW_DATA_DIR: {problem}", EXIT_USAGE)
+    if getattr(args, "world", None) is not None:
+        os.environ["WORLDFLOW_WORLD"] = args.world

@@ -63,6 +63,8 @@ async def _start(
 ) -> int:
     try:
         run = await wf.start(workflow, *values, id=args.id)
+    except wf.SerializationError as exc:  # e.g. JSON arguments nested too deeply to store
+        raise CliError(str(exc), EXIT_USAGE) from None
     except ValueError as exc:  # a malformed --id, or one taken by another workflow's run
         raise CliError(str(exc), EXIT_USAGE) from None
     doc: dict[str, Any] = {"id": run.id, "workflow": workflow.name}
@@ -206,7 +208,10 @@ def resume_hook(args: argparse.Namespace) -> int:
     payload = parse_json(args.payload, "the payload")
 
     async def resume() -> int:
-        run = await wf.resume_hook(args.token, payload)  # wf.HookNotFound if no live hook
+        try:
+            run = await wf.resume_hook(args.token, payload)  # wf.HookNotFound if no live hook
+        except wf.SerializationError as exc:  # e.g. a payload nested too deeply to store
+            raise CliError(str(exc), EXIT_USAGE) from None
         if args.json:
             write_json({"token": args.token, "run_id": run.id})
         else:

@@ -31,6 +31,7 @@ from ._common import (
     elapsed,
     iso,
     local_time,
+    missing_database,
     open_world,
     say,
     short,
@@ -73,16 +74,19 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.watch:
         return asyncio.run(_watch(args))
 
-    async def fetch() -> RunPage:
+    async def fetch() -> tuple[RunPage, str | None]:
         async with open_world() as world:
-            return await _page(world, args)
+            return await _page(world, args), missing_database(world)
 
-    page = asyncio.run(fetch())
+    page, missing = asyncio.run(fetch())
+    if missing is not None:
+        say(f"no runs: {missing} (is --data-dir right?)")
     if args.json:
         write_json(_page_doc(page))
         return EXIT_OK
     if not page.runs:
-        say("no runs" + ("" if args.cursor is None else " after this cursor"))
+        if missing is None:
+            say("no runs" + ("" if args.cursor is None else " after this cursor"))
         return EXIT_OK
     out = console()
     out.print(_runs_table(page))

@@ -32,11 +32,13 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    CliError,
     console,
     display,
     elapsed,
     iso,
     local_time,
+    missing_database,
     open_world,
     say,
     short,
@@ -50,6 +52,9 @@ __all__ = ["detail_doc", "load_detail", "run_view", "show_run"]
 async def load_detail(storage: Storage, run_id: str) -> RunDetail:
     info = await storage.get_run(run_id)
     if info is None:
+        missing = missing_database(storage)
+        if missing is not None:
+            raise CliError(f"{RunNotFound(run_id)} ({missing}; is --data-dir right?)")
         raise RunNotFound(run_id)
     return inspect_run(info, await storage.read_events(run_id))
 
