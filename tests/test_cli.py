@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -684,6 +685,78 @@ def test_a_directory_without_a_database_says_so(
             )
     assert list(empty.iterdir()) == []  # reading created nothing
     assert not (project / "absent").exists()
+
+
+# -- a corrupt store ----------------------------------------------------------------------------
+
+
+def corrupt(data: Path, sql: str, *params: str) -> None:
+    """Damage the local world's database as a disk or a hand edit might."""
+    with contextlib.closing(sqlite3.connect(data / "worldflow.sqlite3")) as db:
+        db.execute(sql, params)
+        db.commit()
+
+
+@pytest.fixture
+def corrupt_summary(cli: Cli) -> Cli:
+    """Two completed runs; the stored summary (runs.output) of ``r-done`` cut short."""
+    for run_id, order in (("r-done", "o-1"), ("r-ok", "o-2")):
+        code, _, err = cli(
+            "start", f"{MODULE}:checkout", json.dumps(order), "--wait", "--id", run_id
+        )
+        assert code == 0, err
+    corrupt(cli.data, """UPDATE runs SET output = '{"trunc' WHERE id = 'r-done'""")
+    return cli
+
+
+def test_a_run_whose_summary_is_corrupt_is_shown_from_its_log(corrupt_summary: Cli) -> None:
+    cli = corrupt_summary
+    code, out, err = cli("runs", "show", "r-done", "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert (doc["status"], doc["result"]) == ("completed", {"order": "o-1", "receipt": "r-o-1"})
+    assert doc["input"] == {"args": ["o-1"], "kwargs": {}}
+    assert "Unterminated string" in doc["unreadable"]
+    assert "cannot be read" in one_line(err) and "shown from its event log" in err
+
+    code, out, err = cli("runs", "show", "r-done")
+    assert code == 1 and "r-done" in out and "completed" in out and '"receipt": "r-o-1"' in out
+    code, out, err = cli("runs", "show", "r-done", "--follow", "--json")
+    assert code == 0  # the run's outcome: it completed
+    assert json.loads(out)["unreadable"] == doc["unreadable"]
+    assert "shown from its event log" in one_line(err)
+    code, out, err = cli("runs", "events", "r-done", "--json")
+    assert code == 1 and [e["kind"] for e in json.loads(out)][-1] == "run_completed"
+    assert "cannot be read" in one_line(err)
+    assert cli.json("runs", "show", "r-ok")["result"] == {"order": "o-2", "receipt": "r-o-2"}
+
+    # Not a usage error: the command line was right, the store failed.
+    code, out, err = cli("runs", "list")
+    assert code != 2
+    assert "cannot be read" in one_line(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the local store raises for the whole page when one row's output does not parse "
+    "(worlds/local/_store.py _run_info); it must return that run's RunInfo with "
+    "unreadable=<reason> (a new RunInfo field) and output/error None",
+)
+def test_runs_list_shows_the_other_runs_beside_a_corrupt_one(corrupt_summary: Cli) -> None:
+    cli = corrupt_summary
+    code, out, err = cli("runs", "list", "--json")
+    assert code == 0, err
+    runs = {r["id"]: r for r in json.loads(out)["runs"]}
+    assert runs["r-ok"]["result"] == {"order": "o-2", "receipt": "r-o-2"}
+    assert "Unterminated string" in runs["r-done"]["unreadable"]
+    assert "result" not in runs["r-done"]
+    assert "worldflow runs show r-done" in one_line(err)
+    code, out, _ = cli("runs", "list")
+    assert code == 0
+    [row] = [line for line in out.splitlines() if "r-done" in line]
+    assert "completed (unreadable)" in row
+    assert "r-ok" in out
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
