@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -798,7 +799,9 @@ def test_python_m_worldflow(cli: Cli) -> None:
 
 
 @contextlib.contextmanager
-def _worker_process(cli: Cli) -> Iterator[subprocess.Popen[str]]:
+def _worker_process(
+    cli: Cli, module: str = MODULE, *options: str
+) -> Iterator[subprocess.Popen[str]]:
     """``python -m worldflow worker MODULE --json`` on the test's data directory."""
     worker = subprocess.Popen(
         [
@@ -806,10 +809,11 @@ def _worker_process(cli: Cli) -> Iterator[subprocess.Popen[str]]:
             "-m",
             "worldflow",
             "worker",
-            MODULE,
+            module,
             "--data-dir",
             str(cli.data),
             "--json",
+            *options,
         ],
         cwd=cli.data.parent,
         env=_env(),
@@ -874,3 +878,85 @@ def test_worker_lets_running_steps_finish_when_stopped(cli: Cli) -> None:
             1,
             ready["worker_id"],
         )
+
+
+class _Lines:
+    """The lines of a process's stream, read on a thread as they come."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout: float = 20) -> str:
+        """The first line holding ``needle``, once it has come."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: [line for line in self.lines if needle in line], timeout
+            )
+        assert found, f"no {needle!r} in: {''.join(self.lines)}"
+        return found[0]
+
+    def text(self) -> str:
+        """Everything, once the stream has ended."""
+        self._reader.join(10)
+        return "".join(self.lines)
+
+
+def _corrupt_run_for_a_worker(cli: Cli) -> None:
+    """Run ``c1`` left for a worker, with a log no worker can read."""
+    assert cli("start", f"{MODULE}:checkout", '"o-1"', "--id", "c1")[0] == 0
+    corrupt(cli.data, """UPDATE events SET data = '{"trunc' WHERE run_id = 'c1'""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True], ids=["default", "-v"])
+def test_worker_shows_warnings_and_errors_on_stderr(cli: Cli, verbose: bool) -> None:
+    _corrupt_run_for_a_worker(cli)
+    with _worker_process(cli, MODULE, *(["-v"] if verbose else [])) as worker:
+        assert worker.stdout is not None and worker.stderr is not None
+        json.loads(worker.stdout.readline())
+        err = _Lines(worker.stderr)
+        line = err.wait_for("cannot load run 'c1'")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(15) == 0
+        text = err.text()
+    # The exception's reason on the same line; with -v, its traceback after it.
+    reason = (
+        "" if verbose else r" \(CorruptLogError: .*Unterminated string.*; -v for the traceback\)"
+    )
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d ERROR worldflow: cannot load run 'c1'{reason}\n", line)
+    assert ("Traceback" in text) is verbose  # the traceback only when asked for
+    assert re.search(r"\bWARNING worldflow\.local: .*'c1'", text)
+    assert "worker stopped" in text
+
+
+@pytest.mark.slow
+def test_worker_logs_through_the_logging_the_user_configured(cli: Cli, project: Path) -> None:
+    (project / "clilogged.py").write_text(
+        "import logging\n"
+        "import sys\n\n"
+        "logging.basicConfig(stream=sys.stderr, format='USER %(levelname)s %(name)s: %(message)s')\n"
+        f"from {MODULE} import checkout  # noqa: E402, F401\n"
+    )
+    _corrupt_run_for_a_worker(cli)
+    with _worker_process(cli, "clilogged") as worker:
+        assert worker.stdout is not None and worker.stderr is not None
+        json.loads(worker.stdout.readline())
+        err = _Lines(worker.stderr)
+        err.wait_for("cannot load run 'c1'")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(15) == 0
+        text = err.text()
+    loads = [line for line in text.splitlines() if "cannot load run 'c1'" in line]
+    # Each record once, through the user's handler only.
+    assert loads and all(
+        line == "USER ERROR worldflow: worldflow: cannot load run 'c1'" for line in loads
+    )

@@ -11,8 +11,8 @@
     worldflow runs rerun RUN_ID [--id ID] [--wait] [--timeout S]
     worldflow sleeps wake RUN_ID [--position N]
     worldflow hooks resume TOKEN JSON
-    worldflow worker MODULE [MODULE...]
-    worldflow web [--host H] [--port P] [--open]
+    worldflow worker MODULE [MODULE...] [--grace D] [-v]
+    worldflow web [--host H] [--port P] [--open] [-v]
     worldflow setup aws [--name N] [--endpoint-url URL]
     worldflow package aws MODULE [MODULE...] [--out DIR] [--requirements FILE]
     worldflow setup gcp

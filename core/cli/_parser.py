@@ -343,5 +343,14 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
     )
     web.add_argument("--open", action="store_true", help="open the UI in a browser")
+    for serving in (worker, web):
+        serving.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="log more on stderr: -v info and tracebacks, -vv debug "
+            "(default: warnings and errors, a line each)",
+        )
     add_cloud_commands(commands, command)
     return parser

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, clip, say, write_json
+from ._logging import logging_to_stderr
 
 __all__ = ["DEFAULT_PORT", "serve_web"]
 
@@ -52,7 +53,12 @@ def serve_web(args: argparse.Namespace) -> int:
         say(f"warning: {args.host} is not a loopback address; the UI has no authentication")
     if args.open:
         threading.Timer(0.3, webbrowser.open, (url,)).start()
-    with contextlib.suppress(KeyboardInterrupt), sock, _quiet_sigterm():
+    with (
+        logging_to_stderr(args.verbose),
+        contextlib.suppress(KeyboardInterrupt),
+        sock,
+        _quiet_sigterm(),
+    ):
         asyncio.run(server.serve(sockets=[sock]))
     say("web UI stopped")
     return EXIT_OK
