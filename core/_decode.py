@@ -154,17 +154,25 @@ def find_class(module_name: str, qualname: str) -> tuple[type | None, str]:
     importing) is not found. Returns ``(cls, "")``, or ``(None, why)``.
     """
     module = sys.modules.get(module_name)
-    if module is None or not issubclass(type(module), ModuleType):
+    if module is None:
         return None, (
             f"its module {module_name!r} is not imported in this process; import it "
             "before reading this value (worldflow never imports modules while decoding)"
         )
+    if not issubclass(type(module), ModuleType):  # sys.modules may hold any object
+        return None, f"sys.modules[{module_name!r}] is not a module"
     namespace: Any = _module_namespace(module)
     obj: Any = None
     for part in qualname.split("."):
         obj = namespace.get(part, _NOTHING) if namespace is not None else _NOTHING
         if obj is _NOTHING:
-            return None, f"module {module_name!r} has no attribute {qualname!r}"
+            lazy = "__getattr__" in _module_namespace(module)
+            return None, f"module {module_name!r} has no attribute {qualname!r}" + (
+                " (worldflow does not call its __getattr__, which may import; import "
+                "the module that defines the class before reading this value)"
+                if lazy
+                else ""
+            )
         namespace = _class_namespace(obj) if _is_class(obj) else None
     if not _is_class(obj):
         return None, f"{module_name}.{qualname} is not a class"

@@ -1043,7 +1043,10 @@ def test_decode_reads_module_namespaces_without_attribute_hooks() -> None:
     try:
         assert decode({"$t": "dataclass", "c": "wf_test_lazy_module:Here", "v": {"a": 1}}).a == 1
         missing = {"$t": "dataclass", "c": "wf_test_lazy_module:Lazy.Inner", "v": {}}
-        with pytest.raises(SerializationError, match=r"has no attribute 'Lazy\.Inner'"):
+        with pytest.raises(
+            SerializationError,
+            match=r"has no attribute 'Lazy\.Inner' .*does not call its __getattr__",
+        ):
             decode(missing)
         assert decode(missing, unknown_classes="dict") == {
             "__class__": "wf_test_lazy_module.Lazy.Inner"
@@ -1051,6 +1054,18 @@ def test_decode_reads_module_namespaces_without_attribute_hooks() -> None:
     finally:
         del sys.modules["wf_test_lazy_module"]
     assert touched == []
+
+
+def test_a_sys_modules_entry_that_is_not_a_module_is_not_searched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Trap:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"{name} was read")
+
+    monkeypatch.setitem(sys.modules, "wf_test_not_a_module", Trap())
+    with pytest.raises(SerializationError, match="is not a module"):
+        decode({"$t": "enum", "c": "wf_test_not_a_module:E", "v": 1})
 
 
 @pytest.mark.parametrize(
