@@ -5,6 +5,10 @@ into numbered commands, and feeds it what happened (a step's result, a timer
 firing, a hook payload, a cancellation) in log order. On replay, each command
 the code makes is checked against the one the log recorded at that position;
 a mismatch is a :class:`NonDeterminismError` naming both, never a hang.
+
+The code runs in passes watched by the watchdog (``_watchdog``): a pass
+that does not yield within the limit is stopped and the run fails with
+``WorkflowBlocked``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ._errors import NonDeterminismError
 from ._failures import describe_error, rebuild_error
 from ._hooks import Hook, Webhook
 from ._loop import WorkflowLoop
+from ._watchdog import WorkflowBlocked, run_pass
 from ._world import Event
 
 if TYPE_CHECKING:
@@ -72,6 +77,7 @@ class WorkflowInstance:
         self.task: asyncio.Task[Any] | None = None
         self.started_at = 0.0
         self.divergence: NonDeterminismError | None = None
+        self.blocked: WorkflowBlocked | None = None  # set by the watchdog, from its thread
         self.discarded = False
 
     # -- driving ---------------------------------------------------------
@@ -79,14 +85,20 @@ class WorkflowInstance:
         self.started_at = at
         self.loop.set_time(at)
         self.task = self.loop.create_task(self._main(input_tree))
-        self.loop.run_ready()
+        self._run()
 
     async def _main(self, input_tree: Any) -> Any:
         args, kwargs = decode(input_tree)
         return await self.workflow.fn(*args, **kwargs)
 
+    def _run(self) -> None:
+        """One pass: the code runs until it waits, under the watchdog."""
+        run_pass(self, self.loop.run_ready)
+
     def feed(self, event: Event) -> None:
         """Deliver one result event to the code and run it until it waits again."""
+        if self.blocked is not None:
+            return  # stopped by the watchdog: its code runs no more
         self.loop.set_time(event.at)
         data = event.data
         kind = event.kind
@@ -132,7 +144,7 @@ class WorkflowInstance:
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
                 self._fail(cid, rebuild_error(data["error"], context=label))
-        self.loop.run_ready()
+        self._run()
 
     def _decode(self, tree: Any) -> Any:
         return decode(tree)
@@ -156,7 +168,7 @@ class WorkflowInstance:
     def check_replayed(self) -> None:
         """After replaying the whole log, every recorded command must have been made."""
         made = self.next_cid - 1
-        if made < len(self.recorded) and self.divergence is None:
+        if made < len(self.recorded) and self.divergence is None and self.blocked is None:
             missing = self.recorded[made]
             self._diverged(
                 f"the log records command #{made + 1} "
@@ -168,9 +180,15 @@ class WorkflowInstance:
 
     @property
     def done(self) -> bool:
-        return self.divergence is not None or (self.task is not None and self.task.done())
+        return (
+            self.divergence is not None
+            or self.blocked is not None
+            or (self.task is not None and self.task.done())
+        )
 
     def outcome(self) -> Outcome:
+        if self.blocked is not None:  # the traceback shows where the code was stopped
+            return Outcome("failed", error=describe_error(self.blocked))
         if self.divergence is not None:
             return Outcome("failed", error=describe_error(self.divergence, with_traceback=False))
         assert self.task is not None and self.task.done()
@@ -190,7 +208,7 @@ class WorkflowInstance:
     def close(self) -> None:
         """Stop the code for good (the run ended, or this copy is being dropped)."""
         self.discarded = True
-        self.loop.close()
+        run_pass(self, self.loop.close)  # ``finally`` blocks run there, watched too
 
     # -- commands made by the code -----------------------------------------
     def _command(
@@ -198,6 +216,8 @@ class WorkflowInstance:
     ) -> tuple[int, Event | None]:
         if self.discarded:
             raise Discarded(f"run {self.run_id!r}: this copy of the workflow is being dropped")
+        if self.blocked is not None:
+            raise Discarded(f"run {self.run_id!r}: the workflow was stopped: {self.blocked}")
         if self.done:
             raise RuntimeError("the workflow has ended; it cannot make more commands")
         cid = self.next_cid
