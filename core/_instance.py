@@ -8,7 +8,10 @@ a mismatch is a :class:`NonDeterminismError` naming both, never a hang.
 
 The code runs in passes watched by the watchdog (``_watchdog``): a pass
 that does not yield within the limit is stopped and the run fails with
-``WorkflowBlocked``.
+``WorkflowBlocked``. A recorded value that cannot be read back is not the
+code's to handle: ``start()`` and ``feed()`` raise ``CorruptLogError`` (or
+``SerializationError`` when its class is not in this process) to the engine,
+without running the code.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode, encode
-from ._errors import NonDeterminismError
+from ._errors import CorruptLogError, NonDeterminismError, SerializationError
 from ._failures import describe_error, rebuild_error
 from ._hooks import Hook, Webhook
 from ._loop import WorkflowLoop
@@ -82,13 +85,14 @@ class WorkflowInstance:
 
     # -- driving ---------------------------------------------------------
     def start(self, at: float, input_tree: Any) -> None:
+        """Run the code from the start (the run's first pass, or a replay's)."""
+        args, kwargs = self._recorded_input(input_tree)
         self.started_at = at
         self.loop.set_time(at)
-        self.task = self.loop.create_task(self._main(input_tree))
+        self.task = self.loop.create_task(self._main(args, kwargs))
         self._run()
 
-    async def _main(self, input_tree: Any) -> Any:
-        args, kwargs = decode(input_tree)
+    async def _main(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return await self.workflow.fn(*args, **kwargs)
 
     def _run(self) -> None:
@@ -96,7 +100,11 @@ class WorkflowInstance:
         run_pass(self, self.loop.run_ready)
 
     def feed(self, event: Event) -> None:
-        """Deliver one result event to the code and run it until it waits again."""
+        """Deliver one result event to the code and run it until it waits again.
+
+        Raises ``CorruptLogError`` or ``SerializationError`` (and runs no code) if
+        a value the event records cannot be read back.
+        """
         if self.blocked is not None:
             return  # stopped by the watchdog: its code runs no more
         self.loop.set_time(event.at)
@@ -105,7 +113,7 @@ class WorkflowInstance:
         if kind == "hook_failed":
             failed = self._hooks_by_cid.get(int(data["cid"]))
             if failed is not None:
-                failed._fail(rebuild_error(data["error"]))
+                failed._fail(self._recorded_error(event, ""))
         elif kind == "hook_received":
             hook = self._hooks.get(data["token"])
             if hook is None:
@@ -115,7 +123,7 @@ class WorkflowInstance:
                     raise_=False,
                 )
             else:
-                hook._deliver(self._decode(data["payload"]))
+                hook._deliver(self._recorded(event, data["payload"], "payload"))
         elif kind == "cancel_requested":
             if self.task is not None and not self.task.done():
                 self.task.cancel()
@@ -134,20 +142,50 @@ class WorkflowInstance:
                 else:
                     self._resolve(cid, None)
             elif kind == "step_completed":
-                try:
-                    value = self._decode(data["output"])
-                except Exception as exc:  # a class that cannot be rebuilt here
-                    self._fail(cid, exc)
-                else:
-                    self._resolve(cid, value)
+                self._resolve(cid, self._recorded(event, data["output"], "output"))
             elif kind == "step_failed":
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
-                self._fail(cid, rebuild_error(data["error"], context=label))
+                self._fail(cid, self._recorded_error(event, label))
         self._run()
 
-    def _decode(self, tree: Any) -> Any:
-        return decode(tree)
+    # -- reading recorded values back --------------------------------------
+    # Never raised into the code, which could catch them and go on as if a step
+    # had failed: the engine decides (a corrupt log fails the run; a class this
+    # process lacks may be found by another).
+    def _recorded(self, event: Event, tree: Any, what: str) -> Any:
+        try:
+            return decode(tree)
+        except Exception as exc:
+            raise self._unreadable(event.seq, event.kind, what, exc) from exc
+
+    def _recorded_input(self, tree: Any) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            args, kwargs = decode(tree)
+            if type(args) is not list or type(kwargs) is not dict:
+                raise CorruptLogError(
+                    f"the input must be [args, kwargs], not [{type(args).__name__}, "
+                    f"{type(kwargs).__name__}]"
+                )
+        except Exception as exc:
+            raise self._unreadable(1, "run_created", "input", exc) from exc
+        return args, kwargs
+
+    def _recorded_error(self, event: Event, context: str) -> BaseException:
+        error = event.data.get("error")
+        if not isinstance(error, dict):
+            exc = CorruptLogError(f"an error must be an object, not {error!r}")
+            raise self._unreadable(event.seq, event.kind, "error", exc)
+        return rebuild_error(error, context=context)
+
+    def _unreadable(self, seq: int, kind: str, what: str, exc: Exception) -> Exception:
+        where = f"run {self.run_id!r} of workflow {self.workflow.name!r}: event {seq} ({kind})"
+        if isinstance(exc, SerializationError):
+            return SerializationError(f"{where}: its {what} cannot be read back here: {exc}")
+        return CorruptLogError(
+            f"{where}: its {what} cannot be read back: {exc}; the log was altered or damaged "
+            "(the code did not change)"
+        )
 
     def _resolve(self, cid: int, value: Any) -> None:
         self.steps.pop(cid, None)  # ended: nothing needs its Step any more
