@@ -141,13 +141,17 @@ class WorkflowInstance:
                     self.loop.fire(handle)
                 else:
                     self._resolve(cid, None)
-            elif kind == "step_completed":
-                self._resolve(cid, self._recorded(event, data["output"], "output"))
+            elif kind == "step_completed":  # the hot path: decode inline
+                try:
+                    value = decode(data["output"])
+                except Exception as exc:
+                    raise self._unreadable(event.seq, kind, "output", exc) from exc
+                self._resolve(cid, value)
             elif kind == "step_failed":
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
                 self._fail(cid, self._recorded_error(event, label))
-        self._run()
+        run_pass(self, self.loop.run_ready)
 
     # -- reading recorded values back --------------------------------------
     # Never raised into the code, which could catch them and go on as if a step
