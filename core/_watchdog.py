@@ -24,7 +24,8 @@ gives up on that pass and logs an error: that worker's loop stays stuck
 until the code yields (the run fails then).
 
 A blocking call into C (``time.sleep(100)``, a huge regex match) cannot be
-interrupted: the exception lands when the call returns.
+interrupted: the exception lands when the call returns. Code stopped in a
+debugger (pdb, debugpy) is not blocked: its time starts again when it goes on.
 
 Why no injected exception reaches engine code:
 
@@ -470,7 +471,9 @@ def _check_all(limit: float) -> None:
         elif gen != rec.seen:
             rec.seen, rec.seen_at, rec.tries = gen, now, 0
         elif now >= (rec.seen_at + limit if rec.tries == 0 else rec.next_at):
-            if rec.tries < _TRIES:
+            if _debugging(rec.tid):  # stopped at a breakpoint: not blocked, count afresh
+                rec.seen_at, rec.tries = now, 0
+            elif rec.tries < _TRIES:
                 _interrupt(rec, gen, now - rec.seen_at, limit)
                 rec.next_at = now + min(limit, 1.0)
             elif rec.tries == _TRIES:
@@ -483,6 +486,17 @@ def _check_all(limit: float) -> None:
                     now - rec.seen_at,
                     _TRIES,
                 )
+
+
+def _debugging(tid: int) -> bool:
+    """The thread is in a debugger (pdb and other bdb-based ones, debugpy/pydevd)."""
+    frame = sys._current_frames().get(tid)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if os.path.basename(name) == "bdb.py" or "pydevd" in name:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _which(instance: WorkflowInstance) -> str:

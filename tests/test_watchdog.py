@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 import sys
 import threading
@@ -361,3 +362,27 @@ def test_interrupts_arriving_after_the_pass_are_absorbed() -> None:
     spin_for(0.05)  # engine code after the pass: nothing lands here
     rec = _watchdog._local.rec
     assert rec.injecting == 0 and rec.active == 0
+
+
+def test_code_stopped_in_a_debugger_is_not_interrupted(tmp_path: Path) -> None:
+    # A frame of a file named bdb.py on the stack is how a pdb session looks.
+    (tmp_path / "bdb.py").write_text("def interaction(wait, seconds):\n    wait(seconds)\n")
+    spec = importlib.util.spec_from_file_location("fake_bdb", tmp_path / "bdb.py")
+    assert spec is not None and spec.loader is not None
+    FAKE_BDB.append(importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(FAKE_BDB[0])
+    try:
+        instance = _instance(at_a_breakpoint)
+        instance.start(1000.0, [[2 * LIMIT], {}])
+        assert instance.outcome().output == "done"
+    finally:
+        FAKE_BDB.clear()
+
+
+FAKE_BDB: list[Any] = []
+
+
+@wf.workflow(name="test_watchdog.at_a_breakpoint")
+async def at_a_breakpoint(seconds: float) -> str:
+    FAKE_BDB[0].interaction(spin_for, seconds)
+    return "done"
