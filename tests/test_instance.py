@@ -165,7 +165,8 @@ def test_a_run_whose_stored_output_was_damaged_fails_with_corrupt_log(tmp_path: 
             run = await wf.start(guarded_then_waits)
             while "hook_created" not in [e.kind for e in await run.events()]:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # polled from the store, as a client would
-        with sqlite3.connect(tmp_path / "worldflow.sqlite3") as db:  # damaged by hand
+        db = sqlite3.connect(tmp_path / "worldflow.sqlite3")  # damaged by hand
+        with db:
             query = "SELECT data FROM events WHERE run_id = ? AND kind = 'step_completed'"
             data = json.loads(db.execute(query, (run.id,)).fetchone()[0])
             data["output"] = BAD_INT
@@ -173,6 +174,7 @@ def test_a_run_whose_stored_output_was_damaged_fails_with_corrupt_log(tmp_path: 
                 "UPDATE events SET data = ? WHERE run_id = ? AND kind = 'step_completed'",
                 (json.dumps(data), run.id),
             )
+        db.close()
         async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):  # a cold worker
             await wf.resume_hook("damaged", "go")
             with pytest.raises(wf.RunFailed) as info:
