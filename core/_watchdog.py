@@ -399,17 +399,24 @@ _records: list[_Record] = []
 _watched_codes: dict[CodeType, int] = {}
 _started = False
 _prepared = False
-_TOOL: int | None = None
+_TOOL: int | None = None  # claimed the first time code swallows an interrupt
+_tool_claimed = False
 
 
 def _start() -> None:
-    global _started, _prepared, _TOOL
+    global _started, _prepared
     _started = True
     if not _prepared:  # once per process, even across forks
         _prepared = True
-        _TOOL = _claim_tool()
         _quiet_unraisable()
     threading.Thread(target=_watch, name="worldflow-watchdog", daemon=True).start()
+
+
+def _claim_tool_once() -> None:
+    global _TOOL, _tool_claimed
+    if not _tool_claimed:
+        _tool_claimed = True
+        _TOOL = _claim_tool()
 
 
 def _quiet_unraisable() -> None:
@@ -513,6 +520,8 @@ def _interrupt(rec: _Record, gen: int, elapsed: float, limit: float) -> None:
             "work in a @step"
         )
     escalate = rec.tries > 0  # the last one was swallowed
+    if escalate:
+        _claim_tool_once()
     rec.tries += 1
     rec.injecting = gen
     try:
