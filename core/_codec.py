@@ -15,6 +15,11 @@ Tags: ``int`` (beyond 64 bits, hex), ``float`` (nan/inf/-inf), ``dict``
 ``custom`` (a type given to ``wf.register_type``, by its registered name).
 Classes are named ``"module:qualname"`` and, when decoding, are looked up only
 among modules already in ``sys.modules``: reading a log never imports code.
+Containers nest at most ``MAX_DEPTH`` (100) deep, so that whatever is written
+can be read back without exhausting the stack.
+
+Stored JSON is read with :func:`parse_json`, which refuses the NaN, Infinity and
+overflowing numbers (``1e400``) that ``json.loads`` would turn into floats.
 """
 
 from __future__ import annotations
@@ -32,14 +37,26 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from . import _types
-from ._decode import _canonical, _type_name, decode, loads, to_display
+from ._decode import (
+    MAX_DEPTH,
+    _canonical,
+    _type_name,
+    decode,
+    find_class,
+    loads,
+    parse_json,
+    remember_zone,
+    to_display,
+)
 from ._errors import SerializationError
 
 __all__ = [
+    "MAX_DEPTH",
     "decode",
     "dumps",
     "encode",
     "loads",
+    "parse_json",
     "to_display",
 ]
 
@@ -115,13 +132,11 @@ def encode(value: object, where: str = "value") -> Any:
     Raises :class:`SerializationError` for anything unsupported.
     """
     try:
-        return _enc(value)
+        return _enc(value, 0)
     except _Unsupported as exc:
         raise SerializationError(_unsupported_message(exc, where)) from None
-    except RecursionError:
-        raise SerializationError(
-            f"cannot serialize {where}: it is nested too deeply or contains a reference cycle"
-        ) from None
+    except RecursionError:  # within MAX_DEPTH, only if the caller's stack is nearly full
+        raise SerializationError(f"cannot serialize {where}: it is nested too deeply") from None
 
 
 def dumps(value: object, where: str = "value") -> str:
@@ -132,11 +147,22 @@ def dumps(value: object, where: str = "value") -> str:
 def _unsupported_message(exc: _Unsupported, where: str) -> str:
     name = _type_name(type(exc.value))
     path = "".join(reversed(exc.path))
+    if len(path) > 200:  # e.g. a value nested too deeply
+        path = path[:200] + "..."
     at = f"found a {name} at {path}" if path else f"it is a {name}"
     return f"cannot serialize {where}: {at}; {exc.reason or _SUPPORTED}"
 
 
-def _enc(v: Any) -> Any:
+_TOO_DEEP = f"values may nest containers at most {MAX_DEPTH} deep (is there a reference cycle?)"
+
+
+def _enc(v: Any, depth: int) -> Any:
+    """Encode ``v``, which ``depth`` containers enclose.
+
+    Every encoder below takes the depth of its value's children, so that
+    the one check here bounds nesting (and stops reference cycles) for a
+    compare per container.
+    """
     t = type(v)
     if t is str or v is None or t is bool:
         return v
@@ -145,13 +171,15 @@ def _enc(v: Any) -> Any:
     if t is float:
         # x - x is 0.0 exactly for finite floats, nan otherwise.
         return v if v - v == 0.0 else {"$t": "float", "v": repr(v)}
+    if depth >= MAX_DEPTH:
+        raise _Unsupported(v, _TOO_DEEP)
     f = _ENCODERS.get(t)
     if f is not None:
-        return f(v)
-    return _enc_other(v)
+        return f(v, depth + 1)
+    return _enc_other(v, depth + 1)
 
 
-def _enc_list(v: list[Any]) -> Any:
+def _enc_list(v: list[Any], depth: int) -> Any:
     out: list[Any] = []
     try:
         for x in v:
@@ -165,16 +193,16 @@ def _enc_list(v: list[Any]) -> Any:
             ):
                 out.append(x)
             else:
-                out.append(_enc(x))
+                out.append(_enc(x, depth))
     except _Unsupported as exc:
         exc.path.append(f"[{len(out)}]")
         raise
     return out
 
 
-def _enc_dict(v: dict[Any, Any]) -> Any:
+def _enc_dict(v: dict[Any, Any], depth: int) -> Any:
     if "$t" in v:
-        return _enc_pairs(v)
+        return _enc_pairs(v, depth)
     out: dict[str, Any] = {}
     k: Any = None
     try:
@@ -191,45 +219,45 @@ def _enc_dict(v: dict[Any, Any]) -> Any:
             ):
                 out[k] = x
             else:
-                out[k] = _enc(x)
+                out[k] = _enc(x, depth)
         else:
             return out
     except _Unsupported as exc:
         exc.path.append(f"[{k!r}]")
         raise
-    return _enc_pairs(v)  # found a key that is not a str
+    return _enc_pairs(v, depth)  # found a key that is not a str
 
 
-def _enc_pairs(v: dict[Any, Any]) -> Any:
+def _enc_pairs(v: dict[Any, Any], depth: int) -> Any:
     pairs = []
     for k, x in v.items():
         try:
-            ek = _enc(k)
+            ek = _enc(k, depth)
         except _Unsupported as exc:
             exc.path.append("<dict key>")
             raise
         try:
-            pairs.append([ek, _enc(x)])
+            pairs.append([ek, _enc(x, depth)])
         except _Unsupported as exc:
             exc.path.append(f"[{k!r}]")
             raise
     return {"$t": "dict", "v": pairs}
 
 
-def _enc_items(v: tuple[Any, ...]) -> list[Any]:
+def _enc_items(v: tuple[Any, ...], depth: int) -> list[Any]:
     out: list[Any] = []
     try:
         for x in v:
-            out.append(_enc(x))
+            out.append(_enc(x, depth))
     except _Unsupported as exc:
         exc.path.append(f"[{len(out)}]")
         raise
     return out
 
 
-def _enc_set(v: set[Any] | frozenset[Any]) -> Any:
+def _enc_set(v: set[Any] | frozenset[Any], depth: int) -> Any:
     try:
-        items = [_enc(x) for x in v]
+        items = [_enc(x, depth) for x in v]
     except _Unsupported as exc:
         exc.path.append("<set element>")
         raise
@@ -246,6 +274,7 @@ def _add_tz(out: dict[str, Any], tz: tzinfo) -> None:
             out["tzname"] = tz.tzname(None)
     elif type(tz) is ZoneInfo and tz.key is not None:
         out["zone"] = tz.key
+        remember_zone(tz)  # so that this process reads it back without a lookup
     else:
         exc = _Unsupported(
             tz,
@@ -256,7 +285,7 @@ def _add_tz(out: dict[str, Any], tz: tzinfo) -> None:
         raise exc
 
 
-def _enc_datetime(v: datetime) -> Any:
+def _enc_datetime(v: datetime, depth: int) -> Any:
     out: dict[str, Any] = {"$t": "datetime", "v": v.isoformat()}
     if v.tzinfo is not None:
         _add_tz(out, v.tzinfo)
@@ -265,7 +294,7 @@ def _enc_datetime(v: datetime) -> Any:
     return out
 
 
-def _enc_time(v: time) -> Any:
+def _enc_time(v: time, depth: int) -> Any:
     out: dict[str, Any] = {"$t": "time", "v": v.isoformat()}
     if v.tzinfo is not None:
         _add_tz(out, v.tzinfo)
@@ -284,7 +313,7 @@ def _class_path(cls: type, value: object) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _enc_other(v: Any) -> Any:
+def _enc_other(v: Any, depth: int) -> Any:
     cls = type(v)
     if _types.by_type:
         adapter = next((_types.by_type[c] for c in cls.__mro__ if c in _types.by_type), None)
@@ -295,14 +324,14 @@ def _enc_other(v: Any) -> Any:
                 reason = f"the encode= registered for {adapter.name!r} failed: {exc!r}"
                 raise _Unsupported(v, reason) from exc
             try:
-                return {"$t": "custom", "n": adapter.name, "v": _enc(plain)}
+                return {"$t": "custom", "n": adapter.name, "v": _enc(plain, depth)}
             except _Unsupported as exc:
                 exc.path.append(f" (as encoded for {adapter.name})")
                 raise
     if isinstance(v, Enum):
         path = _class_path(cls, v)
         try:
-            return {"$t": "enum", "c": path, "v": _enc(v.value)}
+            return {"$t": "enum", "c": path, "v": _enc(v.value, depth)}
         except _Unsupported as exc:
             exc.path.append(".value")
             raise
@@ -314,18 +343,20 @@ def _enc_other(v: Any) -> Any:
             if x is _NOTHING:  # an init=False field that was never set
                 continue
             try:
-                fields[f.name] = _enc(x)
+                fields[f.name] = _enc(x, depth)
             except _Unsupported as exc:
                 exc.path.append(f".{f.name}")
                 raise
         return {"$t": "dataclass", "c": path, "v": fields}
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and isinstance(v, pydantic.BaseModel):
-        return _enc_model(v)
+    # Not `pydantic.BaseModel`: pydantic's module __getattr__ imports pydantic.main.
+    if "pydantic.main" in sys.modules:
+        base, _ = find_class("pydantic.main", "BaseModel")
+        if base is not None and isinstance(v, base):
+            return _enc_model(v, depth)
     raise _Unsupported(v)
 
 
-def _enc_model(v: Any) -> Any:
+def _enc_model(v: Any, depth: int) -> Any:
     cls = type(v)
     path = _class_path(cls, v)
     fields: dict[str, Any] = {}
@@ -335,7 +366,7 @@ def _enc_model(v: Any) -> Any:
         values.update(extra)
     for name, x in values.items():
         try:
-            fields[name] = _enc(x)
+            fields[name] = _enc(x, depth)
         except _Unsupported as exc:
             exc.path.append(f".{name}")
             raise
@@ -347,18 +378,18 @@ def _enc_model(v: Any) -> Any:
     return out
 
 
-_ENCODERS: dict[type, Callable[[Any], Any]] = {
+_ENCODERS: dict[type, Callable[[Any, int], Any]] = {
     list: _enc_list,
     dict: _enc_dict,
-    tuple: lambda v: {"$t": "tuple", "v": _enc_items(v)},
+    tuple: lambda v, depth: {"$t": "tuple", "v": _enc_items(v, depth)},
     set: _enc_set,
     frozenset: _enc_set,
     datetime: _enc_datetime,
-    date: lambda v: {"$t": "date", "v": v.isoformat()},
+    date: lambda v, depth: {"$t": "date", "v": v.isoformat()},
     time: _enc_time,
-    timedelta: lambda v: {"$t": "timedelta", "v": [v.days, v.seconds, v.microseconds]},
-    Decimal: lambda v: {"$t": "decimal", "v": str(v)},
-    UUID: lambda v: {"$t": "uuid", "v": str(v)},
-    bytes: lambda v: {"$t": "bytes", "v": base64.b64encode(v).decode("ascii")},
-    bytearray: lambda v: {"$t": "bytearray", "v": base64.b64encode(v).decode("ascii")},
+    timedelta: lambda v, depth: {"$t": "timedelta", "v": [v.days, v.seconds, v.microseconds]},
+    Decimal: lambda v, depth: {"$t": "decimal", "v": str(v)},
+    UUID: lambda v, depth: {"$t": "uuid", "v": str(v)},
+    bytes: lambda v, depth: {"$t": "bytes", "v": base64.b64encode(v).decode("ascii")},
+    bytearray: lambda v, depth: {"$t": "bytearray", "v": base64.b64encode(v).decode("ascii")},
 }

@@ -99,6 +99,35 @@ class Workflow(Generic[P, R]):
             f"with `await wf.start({self.fn.__name__}, ...)`"
         )
 
+    @functools.cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` unless the function accepts ``args`` and ``kwargs``.
+
+        Checked before a run is created: a run started with arguments its
+        workflow cannot take would only fail once a worker executes it.
+
+        >>> checkout.check_arguments(("o-1",), {})
+        >>> checkout.check_arguments((), {})
+        Traceback (most recent call last):
+        TypeError: workflow 'shop.checkout' (order_id, amount=1.0): missing a required argument: 'order_id'
+        """
+        signature = self._signature
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            # The parameters as the caller passes them: annotations are noise here.
+            plain = signature.replace(
+                parameters=[
+                    p.replace(annotation=inspect.Parameter.empty)
+                    for p in signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
+            raise TypeError(f"workflow {self.name!r} {plain}: {exc}") from None
+
     def __repr__(self) -> str:
         return f"<workflow {self.name!r}>"
 

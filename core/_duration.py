@@ -1,12 +1,31 @@
-"""Durations: parse what users write ("5m", 30, a timedelta) into seconds, and format them."""
+"""Durations: parse what users write ("5m", 30, a timedelta) into seconds, and format them.
+
+Durations and wake-up times are bounded so that every time worldflow stores
+is one a ``datetime`` can hold: a sleep of 1e300 seconds would be recorded,
+and then no display of the run could show when it wakes up.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["LATEST_WAKEUP", "MAX_DURATION", "check_wakeup", "format_duration", "parse_duration"]
+
+MAX_DURATION = 1000 * 365.25 * 86400
+"""The longest duration accepted, in seconds: 1000 years.
+
+Longer than any real wait, timeout or retry delay, and short enough that now
+plus it is still far inside what a ``datetime`` holds (the year 9999).
+"""
+
+LATEST_WAKEUP = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
+"""The latest wake-up time accepted (POSIX seconds): 9999-01-01 UTC.
+
+A year short of ``datetime.max``, so that showing it in any time zone, or
+adding a lease or a grace period to it, still gives a valid ``datetime``.
+"""
 
 _FORMS = (
     'use a number of seconds, a timedelta, or a string such as "500ms", "10s", '
@@ -21,10 +40,17 @@ _COMPOUND = re.compile(rf"(?:{_NUMBER}\s*(?:ms|s|m|h|d|w)\s*)+")
 _PLAIN = re.compile(_NUMBER)
 
 
+def _quote(value: object) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int past the 4300-digit str() limit
+        return f"<an int of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+
+
 def _invalid(value: object, what: str, reason: str = "") -> ValueError:
     for_what = "" if what == "duration" else f" for {what}"
     because = f" ({reason})" if reason else ""
-    return ValueError(f"invalid duration {value!r}{for_what}{because}: {_FORMS}")
+    return ValueError(f"invalid duration {_quote(value)}{for_what}{because}: {_FORMS}")
 
 
 def parse_duration(value: object, *, what: str = "duration") -> float:
@@ -33,8 +59,9 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     Accepts a number of seconds (int or float, not bool), a ``timedelta``,
     or a string: ``"90"`` (seconds), ``"500ms"``, ``"1.5s"``, ``"5m"``,
     ``"2h"``, ``"3d"``, ``"1w"`` and compounds such as ``"1h30m"`` or
-    ``"1h 30m"``. Anything else, negative or not finite raises ``ValueError``
-    naming ``what`` (e.g. ``"sleep"``).
+    ``"1h 30m"``. Anything else, negative, not finite or longer than
+    :data:`MAX_DURATION` (1000 years) raises ``ValueError`` quoting the
+    value and naming ``what`` (e.g. ``"sleep"``).
     """
     if isinstance(value, str):
         text = value.strip()
@@ -70,7 +97,42 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         raise _invalid(value, what, f"a {name} is not a duration")
     if not math.isfinite(seconds):
         raise _invalid(value, what, "it is not finite")
+    if seconds > MAX_DURATION:
+        raise _invalid(value, what, "it is longer than 1000 years, the longest accepted")
     return seconds or 0.0  # -0.0 becomes 0.0
+
+
+def check_wakeup(timestamp: float, what: str = "a timer") -> float:
+    """Return ``timestamp`` (POSIX seconds) as a float if a timer may be set for it.
+
+    A time after :data:`LATEST_WAKEUP` (9999-01-01 UTC), or not a finite
+    number, raises ``ValueError`` quoting it and naming ``what`` (e.g.
+    ``"wf.sleep(until=...)"``). A time in the past is accepted: the engine
+    fires it at once.
+
+    >>> check_wakeup(until.timestamp(), "wf.sleep(until=...)")
+    """
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise ValueError(f"invalid wake-up time {_quote(timestamp)} for {what}: not a number")
+    try:
+        seconds = float(timestamp)
+    except OverflowError:  # an int no float holds
+        seconds = math.inf if timestamp > 0 else -math.inf
+    if seconds > LATEST_WAKEUP:
+        raise ValueError(
+            f"invalid wake-up time {_quote(timestamp)} for {what} ({_as_date(seconds)}): "
+            "worldflow schedules nothing after 9999-01-01 UTC"
+        )
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid wake-up time {_quote(timestamp)} for {what}: it is not finite")
+    return seconds
+
+
+def _as_date(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return "after the year 9999"
 
 
 def _short(x: float) -> str:

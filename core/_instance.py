@@ -5,6 +5,13 @@ into numbered commands, and feeds it what happened (a step's result, a timer
 firing, a hook payload, a cancellation) in log order. On replay, each command
 the code makes is checked against the one the log recorded at that position;
 a mismatch is a :class:`NonDeterminismError` naming both, never a hang.
+
+The code runs in passes watched by the watchdog (``_watchdog``): a pass
+that does not yield within the limit is stopped and the run fails with
+``WorkflowBlocked``. A recorded value that cannot be read back is not the
+code's to handle: ``start()`` and ``feed()`` raise ``CorruptLogError`` (or
+``SerializationError`` when its class is not in this process) to the engine,
+without running the code.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode, encode
-from ._errors import NonDeterminismError
+from ._errors import CorruptLogError, NonDeterminismError, SerializationError
 from ._failures import describe_error, rebuild_error
 from ._hooks import Hook, Webhook
 from ._loop import WorkflowLoop
+from ._watchdog import WorkflowBlocked, run_pass
 from ._world import Event
 
 if TYPE_CHECKING:
@@ -72,28 +80,40 @@ class WorkflowInstance:
         self.task: asyncio.Task[Any] | None = None
         self.started_at = 0.0
         self.divergence: NonDeterminismError | None = None
+        self.blocked: WorkflowBlocked | None = None  # set by the watchdog, from its thread
         self.discarded = False
 
     # -- driving ---------------------------------------------------------
     def start(self, at: float, input_tree: Any) -> None:
+        """Run the code from the start (the run's first pass, or a replay's)."""
+        args, kwargs = self._recorded_input(input_tree)
         self.started_at = at
         self.loop.set_time(at)
-        self.task = self.loop.create_task(self._main(input_tree))
-        self.loop.run_ready()
+        self.task = self.loop.create_task(self._main(args, kwargs))
+        self._run()
 
-    async def _main(self, input_tree: Any) -> Any:
-        args, kwargs = decode(input_tree)
+    async def _main(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return await self.workflow.fn(*args, **kwargs)
 
+    def _run(self) -> None:
+        """One pass: the code runs until it waits, under the watchdog."""
+        run_pass(self, self.loop.run_ready)
+
     def feed(self, event: Event) -> None:
-        """Deliver one result event to the code and run it until it waits again."""
+        """Deliver one result event to the code and run it until it waits again.
+
+        Raises ``CorruptLogError`` or ``SerializationError`` (and runs no code) if
+        a value the event records cannot be read back.
+        """
+        if self.blocked is not None:
+            return  # stopped by the watchdog: its code runs no more
         self.loop.set_time(event.at)
         data = event.data
         kind = event.kind
         if kind == "hook_failed":
             failed = self._hooks_by_cid.get(int(data["cid"]))
             if failed is not None:
-                failed._fail(rebuild_error(data["error"]))
+                failed._fail(self._recorded_error(event, ""))
         elif kind == "hook_received":
             hook = self._hooks.get(data["token"])
             if hook is None:
@@ -103,7 +123,7 @@ class WorkflowInstance:
                     raise_=False,
                 )
             else:
-                hook._deliver(self._decode(data["payload"]))
+                hook._deliver(self._recorded(event, data["payload"], "payload"))
         elif kind == "cancel_requested":
             if self.task is not None and not self.task.done():
                 self.task.cancel()
@@ -121,21 +141,55 @@ class WorkflowInstance:
                     self.loop.fire(handle)
                 else:
                     self._resolve(cid, None)
-            elif kind == "step_completed":
+            elif kind == "step_completed":  # the hot path: decode inline
                 try:
-                    value = self._decode(data["output"])
-                except Exception as exc:  # a class that cannot be rebuilt here
-                    self._fail(cid, exc)
-                else:
-                    self._resolve(cid, value)
+                    value = decode(data["output"])
+                except Exception as exc:
+                    raise self._unreadable(event.seq, kind, "output", exc) from exc
+                self._resolve(cid, value)
             elif kind == "step_failed":
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
-                self._fail(cid, rebuild_error(data["error"], context=label))
-        self.loop.run_ready()
+                self._fail(cid, self._recorded_error(event, label))
+        run_pass(self, self.loop.run_ready)
 
-    def _decode(self, tree: Any) -> Any:
-        return decode(tree)
+    # -- reading recorded values back --------------------------------------
+    # Never raised into the code, which could catch them and go on as if a step
+    # had failed: the engine decides (a corrupt log fails the run; a class this
+    # process lacks may be found by another).
+    def _recorded(self, event: Event, tree: Any, what: str) -> Any:
+        try:
+            return decode(tree)
+        except Exception as exc:
+            raise self._unreadable(event.seq, event.kind, what, exc) from exc
+
+    def _recorded_input(self, tree: Any) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            args, kwargs = decode(tree)
+            if type(args) is not list or type(kwargs) is not dict:
+                raise CorruptLogError(
+                    f"the input must be [args, kwargs], not [{type(args).__name__}, "
+                    f"{type(kwargs).__name__}]"
+                )
+        except Exception as exc:
+            raise self._unreadable(1, "run_created", "input", exc) from exc
+        return args, kwargs
+
+    def _recorded_error(self, event: Event, context: str) -> BaseException:
+        error = event.data.get("error")
+        if not isinstance(error, dict):
+            exc = CorruptLogError(f"an error must be an object, not {error!r}")
+            raise self._unreadable(event.seq, event.kind, "error", exc)
+        return rebuild_error(error, context=context)
+
+    def _unreadable(self, seq: int, kind: str, what: str, exc: Exception) -> Exception:
+        where = f"run {self.run_id!r} of workflow {self.workflow.name!r}: event {seq} ({kind})"
+        if isinstance(exc, SerializationError):
+            return SerializationError(f"{where}: its {what} cannot be read back here: {exc}")
+        return CorruptLogError(
+            f"{where}: its {what} cannot be read back: {exc}; the log was altered or damaged "
+            "(the code did not change)"
+        )
 
     def _resolve(self, cid: int, value: Any) -> None:
         self.steps.pop(cid, None)  # ended: nothing needs its Step any more
@@ -156,7 +210,7 @@ class WorkflowInstance:
     def check_replayed(self) -> None:
         """After replaying the whole log, every recorded command must have been made."""
         made = self.next_cid - 1
-        if made < len(self.recorded) and self.divergence is None:
+        if made < len(self.recorded) and self.divergence is None and self.blocked is None:
             missing = self.recorded[made]
             self._diverged(
                 f"the log records command #{made + 1} "
@@ -168,9 +222,15 @@ class WorkflowInstance:
 
     @property
     def done(self) -> bool:
-        return self.divergence is not None or (self.task is not None and self.task.done())
+        return (
+            self.divergence is not None
+            or self.blocked is not None
+            or (self.task is not None and self.task.done())
+        )
 
     def outcome(self) -> Outcome:
+        if self.blocked is not None:  # the traceback shows where the code was stopped
+            return Outcome("failed", error=describe_error(self.blocked))
         if self.divergence is not None:
             return Outcome("failed", error=describe_error(self.divergence, with_traceback=False))
         assert self.task is not None and self.task.done()
@@ -190,7 +250,7 @@ class WorkflowInstance:
     def close(self) -> None:
         """Stop the code for good (the run ended, or this copy is being dropped)."""
         self.discarded = True
-        self.loop.close()
+        run_pass(self, self.loop.close)  # ``finally`` blocks run there, watched too
 
     # -- commands made by the code -----------------------------------------
     def _command(
@@ -198,6 +258,8 @@ class WorkflowInstance:
     ) -> tuple[int, Event | None]:
         if self.discarded:
             raise Discarded(f"run {self.run_id!r}: this copy of the workflow is being dropped")
+        if self.blocked is not None:
+            raise Discarded(f"run {self.run_id!r}: the workflow was stopped: {self.blocked}")
         if self.done:
             raise RuntimeError("the workflow has ended; it cannot make more commands")
         cid = self.next_cid

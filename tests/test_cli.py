@@ -13,14 +13,16 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -524,7 +526,7 @@ def test_progress_line_says_what_the_run_is_doing() -> None:
         (["worker", "no_such_module"], 1, "no module named 'no_such_module'"),
         (["runs", "list", "--cursor", "garbage"], 2, "invalid cursor"),
         (["runs", "list", "--status", "bogus"], 2, "invalid choice: 'bogus'"),
-        (["runs", "list", "--limit", "0"], 2, "expected a whole number >= 1"),
+        (["runs", "list", "--limit", "0"], 2, "expected a whole number from 1 to 10000"),
         (["start", f"{MODULE}:sleeper", "--timeout", "soon"], 2, "invalid duration 'soon'"),
         (["--world", "bogus", "runs", "list"], 2, "unknown world 'bogus'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
@@ -532,13 +534,230 @@ def test_progress_line_says_what_the_run_is_doing() -> None:
         (["sleeps", "wake", "nope"], 1, "no run with id 'nope'"),
         (["runs", "show", "nope", "--follow"], 1, "no run with id 'nope'"),
         (["runs", "show", "x", "--follow", "--interval", "1ms"], 2, "at least 50ms"),
-        (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number >= 1"),
+        (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number from 1 to"),
     ],
 )
 def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:
     got, out, err = cli(*argv)
     assert (got, out) == (code, "")
     assert message in err
+
+
+def one_line(err: str) -> str:
+    """The one line a failing command writes on stderr."""
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (['"o-1"', "2", "3"], "too many positional arguments"),
+        ([], "missing a required argument: 'order_id'"),
+    ],
+    ids=["too-many", "missing"],
+)
+def test_start_checks_the_arguments_before_starting(cli: Cli, args: list[str], reason: str) -> None:
+    for wait in ([], ["--wait"]):
+        code, out, err = cli("start", f"{MODULE}:checkout", *args, *wait)
+        assert (code, out) == (2, "")
+        assert one_line(err) == (
+            f"worldflow: error: workflow '{MODULE}.checkout' (order_id, amount=1.0): {reason}\n"
+        )
+    assert cli.json("runs", "list")["runs"] == []  # nothing was started
+
+
+# What sys.argv holds for a byte that is not UTF-8 (Python decodes it with surrogateescape).
+NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")
+HUGE = "9" * 22
+DEEP = "[" * 50_000
+GARBAGE: list[list[str]] = [
+    *(
+        ["start", f"{MODULE}:checkout", value]
+        for value in (
+            DEEP,
+            "[" * 600 + "]" * 600,  # JSON parses it; too deep to store
+            "9" * 5000,
+            "1e400",
+            "NaN",
+            "-Infinity",
+            '"\\ud800"',
+            NOT_UTF8,
+            f'"{NOT_UTF8}"',
+        )
+    ),
+    ["start", f"{MODULE}:checkout", '"o"', "--id", NOT_UTF8],
+    [f"{MODULE}:checkout{NOT_UTF8}"],
+    *(
+        ["start", f"{MODULE}:checkout", '"o"', "--wait", "--timeout", value]
+        for value in (HUGE, "-1", "nan", "inf", "1e400", NOT_UTF8)
+    ),
+    ["hooks", "resume", "t1", DEEP],
+    ["hooks", "resume", "t1", "NaN"],
+    ["hooks", "resume", "t1", '{"a": "\\udfff"}'],
+    ["hooks", "resume", NOT_UTF8, "1"],
+    *(["runs", "list", "--limit", v] for v in (HUGE, "-1", "nan", "inf", "1e3", "١٢", "1_0", "")),
+    ["runs", "list", "--watch", "--count", HUGE],
+    ["runs", "list", "--watch", "--count", "-5"],
+    *(["runs", "list", "--watch", "--interval", v] for v in (HUGE, "nan", "inf", "-1")),
+    ["runs", "list", "--cursor", NOT_UTF8],
+    ["runs", "list", "--workflow", NOT_UTF8],
+    ["runs", "show", NOT_UTF8],
+    *(["runs", "show", "x", "--follow", "--timeout", v] for v in (HUGE, "nan", "-1")),
+    ["runs", "show", "x", "--follow", "--interval", "inf"],
+    ["runs", "events", NOT_UTF8],
+    ["runs", "cancel", NOT_UTF8],
+    ["runs", "rerun", "x", "--id", NOT_UTF8],
+    ["runs", "rerun", "x", "--wait", "--timeout", "nan"],
+    *(["sleeps", "wake", "x", "--position", v] for v in (HUGE, "0", "-1", "nan")),
+    *(["web", "--port", v] for v in (HUGE, "65536", "-1", "nan", "http")),
+    ["web", "--host", NOT_UTF8],
+    ["web", "--host", "a\x00b"],
+    *(["worker", MODULE, "--grace", v] for v in (HUGE, "nan", "inf", "-1", NOT_UTF8)),
+    ["worker", NOT_UTF8],
+    ["--world", NOT_UTF8, "runs", "list"],
+]
+
+
+def _garbage_id(argv: list[str]) -> str:
+    text = " ".join(argv).encode("ascii", "backslashreplace").decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@pytest.mark.parametrize("argv", GARBAGE, ids=[_garbage_id(argv) for argv in GARBAGE])
+def test_garbage_arguments_are_usage_errors(cli: Cli, argv: list[str]) -> None:
+    if argv[0].startswith(f"{MODULE}:"):
+        argv = ["start", *argv]
+    code, out, err = cli(*argv)
+    assert (code, out) == (2, ""), err
+    assert one_line(err).startswith("worldflow: error: ")
+    assert len(err) < 1000  # a value is quoted cut short, not whole
+    assert cli.json("runs", "list")["runs"] == []  # nothing was started
+
+
+def test_data_dir_must_be_a_directory(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = project / "notes.txt"
+    a_file.write_text("not a directory")
+    for data_dir, problem in [
+        (a_file, f"{a_file} is a file, not a directory"),
+        (a_file / "data", f"{a_file} is a file, so {a_file / 'data'} cannot be a directory"),
+    ]:
+        for argv in (
+            ["runs", "list"],
+            ["runs", "show", "r1"],
+            ["start", f"{MODULE}:checkout", '"o"'],
+            ["worker", MODULE],
+        ):
+            assert main(["--data-dir", str(data_dir), *argv]) == 2
+            out, err = capsys.readouterr()
+            assert out == ""
+            assert f"argument --data-dir: {problem}" in one_line(err)
+    monkeypatch.setenv("WORLDFLOW_DATA_DIR", str(a_file))
+    assert main(["runs", "list"]) == 2
+    assert capsys.readouterr().err == (
+        f"worldflow: error: WORLDFLOW_DATA_DIR: {a_file} is a file, not a directory\n"
+    )
+    assert a_file.read_text() == "not a directory"
+
+
+def test_a_directory_without_a_database_says_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = project / "empty"
+    empty.mkdir()
+    for data_dir in (empty, project / "absent"):
+        where = f"no worldflow database in {data_dir.resolve()}"
+        assert main(["--data-dir", str(data_dir), "runs", "list"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"worldflow: no runs: {where} (is --data-dir right?)\n"
+        assert main(["--data-dir", str(data_dir), "runs", "list", "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert json.loads(out) == {"runs": [], "cursor": None} and where in err
+        for argv in (["runs", "show", "r1"], ["runs", "events", "r1"]):
+            assert main(["--data-dir", str(data_dir), *argv]) == 1
+            out, err = capsys.readouterr()
+            assert out == ""
+            assert (
+                one_line(err)
+                == f"worldflow: error: no run with id 'r1' ({where}; is --data-dir right?)\n"
+            )
+    assert list(empty.iterdir()) == []  # reading created nothing
+    assert not (project / "absent").exists()
+
+
+# -- a corrupt store ----------------------------------------------------------------------------
+
+
+def corrupt(data: Path, sql: str, *params: str) -> None:
+    """Damage the local world's database as a disk or a hand edit might."""
+    with contextlib.closing(sqlite3.connect(data / "worldflow.sqlite3")) as db:
+        db.execute(sql, params)
+        db.commit()
+
+
+@pytest.fixture
+def corrupt_summary(cli: Cli) -> Cli:
+    """Two completed runs; the stored summary (runs.output) of ``r-done`` cut short."""
+    for run_id, order in (("r-done", "o-1"), ("r-ok", "o-2")):
+        code, _, err = cli(
+            "start", f"{MODULE}:checkout", json.dumps(order), "--wait", "--id", run_id
+        )
+        assert code == 0, err
+    corrupt(cli.data, """UPDATE runs SET output = '{"trunc' WHERE id = 'r-done'""")
+    return cli
+
+
+def test_a_run_whose_summary_is_corrupt_is_shown_from_its_log(corrupt_summary: Cli) -> None:
+    cli = corrupt_summary
+    code, out, err = cli("runs", "show", "r-done", "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert (doc["status"], doc["result"]) == ("completed", {"order": "o-1", "receipt": "r-o-1"})
+    assert doc["input"] == {"args": ["o-1"], "kwargs": {}}
+    assert "Unterminated string" in doc["unreadable"]
+    assert "cannot be read" in one_line(err) and "shown from its event log" in err
+
+    code, out, err = cli("runs", "show", "r-done")
+    assert code == 1 and "r-done" in out and "completed" in out and '"receipt": "r-o-1"' in out
+    code, out, err = cli("runs", "show", "r-done", "--follow", "--json")
+    assert code == 0  # the run's outcome: it completed
+    assert json.loads(out)["unreadable"] == doc["unreadable"]
+    assert "shown from its event log" in one_line(err)
+    code, out, err = cli("runs", "events", "r-done", "--json")
+    assert code == 1 and [e["kind"] for e in json.loads(out)][-1] == "run_completed"
+    assert "cannot be read" in one_line(err)
+    assert cli.json("runs", "show", "r-ok")["result"] == {"order": "o-2", "receipt": "r-o-2"}
+
+    # Not a usage error: the command line was right, the store failed.
+    code, out, err = cli("runs", "list")
+    assert code != 2
+    assert "cannot be read" in one_line(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the local store raises for the whole page when one row's output does not parse "
+    "(worlds/local/_store.py _run_info); it must return that run's RunInfo with "
+    "unreadable=<reason> (a new RunInfo field) and output/error None",
+)
+def test_runs_list_shows_the_other_runs_beside_a_corrupt_one(corrupt_summary: Cli) -> None:
+    cli = corrupt_summary
+    code, out, err = cli("runs", "list", "--json")
+    assert code == 0, err
+    runs = {r["id"]: r for r in json.loads(out)["runs"]}
+    assert runs["r-ok"]["result"] == {"order": "o-2", "receipt": "r-o-2"}
+    assert "Unterminated string" in runs["r-done"]["unreadable"]
+    assert "result" not in runs["r-done"]
+    assert "worldflow runs show r-done" in one_line(err)
+    code, out, _ = cli("runs", "list")
+    assert code == 0
+    [row] = [line for line in out.splitlines() if "r-done" in line]
+    assert "completed (unreadable)" in row
+    assert "r-ok" in out
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -580,7 +799,9 @@ def test_python_m_worldflow(cli: Cli) -> None:
 
 
 @contextlib.contextmanager
-def _worker_process(cli: Cli) -> Iterator[subprocess.Popen[str]]:
+def _worker_process(
+    cli: Cli, module: str = MODULE, *options: str
+) -> Iterator[subprocess.Popen[str]]:
     """``python -m worldflow worker MODULE --json`` on the test's data directory."""
     worker = subprocess.Popen(
         [
@@ -588,10 +809,11 @@ def _worker_process(cli: Cli) -> Iterator[subprocess.Popen[str]]:
             "-m",
             "worldflow",
             "worker",
-            MODULE,
+            module,
             "--data-dir",
             str(cli.data),
             "--json",
+            *options,
         ],
         cwd=cli.data.parent,
         env=_env(),
@@ -656,3 +878,85 @@ def test_worker_lets_running_steps_finish_when_stopped(cli: Cli) -> None:
             1,
             ready["worker_id"],
         )
+
+
+class _Lines:
+    """The lines of a process's stream, read on a thread as they come."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout: float = 20) -> str:
+        """The first line holding ``needle``, once it has come."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: [line for line in self.lines if needle in line], timeout
+            )
+        assert found, f"no {needle!r} in: {''.join(self.lines)}"
+        return found[0]
+
+    def text(self) -> str:
+        """Everything, once the stream has ended."""
+        self._reader.join(10)
+        return "".join(self.lines)
+
+
+def _corrupt_run_for_a_worker(cli: Cli) -> None:
+    """Run ``c1`` left for a worker, with a log no worker can read."""
+    assert cli("start", f"{MODULE}:checkout", '"o-1"', "--id", "c1")[0] == 0
+    corrupt(cli.data, """UPDATE events SET data = '{"trunc' WHERE run_id = 'c1'""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True], ids=["default", "-v"])
+def test_worker_shows_warnings_and_errors_on_stderr(cli: Cli, verbose: bool) -> None:
+    _corrupt_run_for_a_worker(cli)
+    with _worker_process(cli, MODULE, *(["-v"] if verbose else [])) as worker:
+        assert worker.stdout is not None and worker.stderr is not None
+        json.loads(worker.stdout.readline())
+        err = _Lines(worker.stderr)
+        line = err.wait_for("cannot load run 'c1'")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(15) == 0
+        text = err.text()
+    # The exception's reason on the same line; with -v, its traceback after it.
+    reason = (
+        "" if verbose else r" \(CorruptLogError: .*Unterminated string.*; -v for the traceback\)"
+    )
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d ERROR worldflow: cannot load run 'c1'{reason}\n", line)
+    assert ("Traceback" in text) is verbose  # the traceback only when asked for
+    assert re.search(r"\bWARNING worldflow\.local: .*'c1'", text)
+    assert "worker stopped" in text
+
+
+@pytest.mark.slow
+def test_worker_logs_through_the_logging_the_user_configured(cli: Cli, project: Path) -> None:
+    (project / "clilogged.py").write_text(
+        "import logging\n"
+        "import sys\n\n"
+        "logging.basicConfig(stream=sys.stderr, format='USER %(levelname)s %(name)s: %(message)s')\n"
+        f"from {MODULE} import checkout  # noqa: E402, F401\n"
+    )
+    _corrupt_run_for_a_worker(cli)
+    with _worker_process(cli, "clilogged") as worker:
+        assert worker.stdout is not None and worker.stderr is not None
+        json.loads(worker.stdout.readline())
+        err = _Lines(worker.stderr)
+        err.wait_for("cannot load run 'c1'")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(15) == 0
+        text = err.text()
+    loads = [line for line in text.splitlines() if "cannot load run 'c1'" in line]
+    # Each record once, through the user's handler only.
+    assert loads and all(
+        line == "USER ERROR worldflow: worldflow: cannot load run 'c1'" for line in loads
+    )

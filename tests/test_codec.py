@@ -973,3 +973,225 @@ def test_unresolvable_pydantic_model(models: Any) -> None:
     assert loads(text, unknown_classes="dict") == [
         {"__class__": "wf_test_pydantic_models.Address", "city": "Paris", "zip": None}
     ]
+
+
+# ------------------------------------------------------------- hostile logs
+
+
+def _run_isolated(script: str) -> None:
+    """Run ``script`` in a fresh interpreter, where no other test imported anything."""
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env={**os.environ, "PYTHONPATH": str(Path(_codec.__file__).parent.parent)},
+        check=True,
+        timeout=30,
+    )
+
+
+def test_decoding_hostile_trees_imports_nothing() -> None:
+    # concurrent.futures and pydantic import submodules from their module
+    # __getattr__; zoneinfo imports importlib.resources for a zone it lacks.
+    _run_isolated(
+        """
+        import sys, concurrent.futures, pydantic
+        from worldflow._codec import decode, to_display
+        from worldflow._errors import CorruptLogError, SerializationError
+
+        trees = [
+            {"$t": tag, "c": path, "v": 1 if tag == "enum" else {}}
+            for tag in ("enum", "dataclass", "model")
+            for path in (
+                "concurrent.futures:ProcessPoolExecutor",
+                "concurrent.futures:ProcessPoolExecutor.Inner",
+                "pydantic:BaseModel",
+                "pydantic:RootModel",
+            )
+        ] + [
+            {"$t": "datetime", "v": "2024-01-01T00:00:00", "zone": zone}
+            for zone in ("Mars/Olympus", "Europe/Atlantis", "UTC2")
+        ]
+        before = set(sys.modules)
+        for tree in trees:
+            for call in (decode, lambda t: decode(t, unknown_classes="dict"), to_display):
+                try:
+                    call(tree)
+                except (CorruptLogError, SerializationError):
+                    pass
+        added = sorted(set(sys.modules) - before)
+        assert not added, f"decoding imported {added}"
+        """
+    )
+
+
+def test_decode_reads_module_namespaces_without_attribute_hooks() -> None:
+    touched: list[str] = []
+
+    class Watched(types.ModuleType):
+        def __getattribute__(self, name: str) -> Any:
+            touched.append(name)
+            return super().__getattribute__(name)
+
+    module = Watched("wf_test_lazy_module")
+    sys.modules[module.__name__] = module
+    exec(
+        "import dataclasses\n"
+        "@dataclasses.dataclass\nclass Here:\n    a: int\n"
+        "def __getattr__(name):\n    raise AssertionError(f'__getattr__({name!r}) was called')\n",
+        module.__dict__,
+    )
+    touched.clear()
+    try:
+        assert decode({"$t": "dataclass", "c": "wf_test_lazy_module:Here", "v": {"a": 1}}).a == 1
+        missing = {"$t": "dataclass", "c": "wf_test_lazy_module:Lazy.Inner", "v": {}}
+        with pytest.raises(
+            SerializationError,
+            match=r"has no attribute 'Lazy\.Inner' .*does not call its __getattr__",
+        ):
+            decode(missing)
+        assert decode(missing, unknown_classes="dict") == {
+            "__class__": "wf_test_lazy_module.Lazy.Inner"
+        }
+    finally:
+        del sys.modules["wf_test_lazy_module"]
+    assert touched == []
+
+
+def test_a_sys_modules_entry_that_is_not_a_module_is_not_searched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Trap:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"{name} was read")
+
+    monkeypatch.setitem(sys.modules, "wf_test_not_a_module", Trap())
+    with pytest.raises(SerializationError, match="is not a module"):
+        decode({"$t": "enum", "c": "wf_test_not_a_module:E", "v": 1})
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["Mars/Olympus", "../zoneinfo/UTC", "/usr/share/zoneinfo/UTC", "Europe/./Paris", "a" * 300],
+)
+def test_unavailable_or_invalid_zone_is_corrupt(key: str) -> None:
+    tree = {"$t": "datetime", "v": "2024-01-01T00:00:00", "zone": key}
+    with pytest.raises(CorruptLogError, match="time zone"):
+        decode(tree)
+
+
+def test_zone_from_the_system_database_is_read() -> None:
+    if not any(os.path.isfile(os.path.join(base, "Asia/Tokyo")) for base in _zoneinfo_path()):
+        pytest.skip("no system tz database")
+    tree = {"$t": "datetime", "v": "2024-01-01T09:00:00", "zone": "Asia/Tokyo"}
+    assert decode(tree) == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _zoneinfo_path() -> tuple[str, ...]:
+    import zoneinfo
+
+    return tuple(zoneinfo.TZPATH)
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"$t": "int", "v": "zz"},
+        {"$t": "int", "v": "0x1f"},
+        {"$t": "int", "v": " 1f"},
+        {"$t": "int", "v": "1_f"},
+        {"$t": "timedelta", "v": [10**30, 0, 0]},
+        {"$t": "timedelta", "v": [0, 0, 10**30]},
+        {"$t": "dict", "v": [[{"$t": "int", "v": "q"}, 1]]},
+        {"$t": "enum", "c": "m:E", "v": {"$t": "timedelta", "v": [2**64, 0, 0]}},
+        {"$t": "custom", "n": "x", "v": {"$t": "int", "v": ""}},
+        {"$t": "dataclass", "c": "m:C", "v": {"f": {"$t": "nope", "v": 0}}},
+        {"$t": "tuple", "v": [1, {2: 3}]},
+        {"$t": "tuple", "v": [1, {"$t": "int"}]},
+    ],
+    ids=repr,
+)
+def test_display_and_decode_raise_only_corrupt_log_error(tree: Any) -> None:
+    with pytest.raises(CorruptLogError):
+        to_display(tree)
+    for mode in ("error", "dict"):
+        with pytest.raises(CorruptLogError):
+            decode(tree, unknown_classes=mode)  # type: ignore[arg-type]
+
+
+def _nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [_codec.MAX_DEPTH + 2, 1000, 100_000])
+def test_deep_nesting_is_refused_with_a_clear_error(depth: int) -> None:
+    tree = _nested_lists(depth)
+    for read in (decode, to_display):
+        with pytest.raises(CorruptLogError, match=f"nested more than {_codec.MAX_DEPTH} levels"):
+            read(tree)
+    with pytest.raises(SerializationError, match=f"at most {_codec.MAX_DEPTH} deep"):
+        encode(tree)
+
+
+def _nested_tuples(depth: int, leaf: Any) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+@pytest.mark.parametrize("leaf", [1, 2**100, math.inf, Decimal("1.5"), datetime(2024, 1, 1)])
+def test_deepest_encodable_value_reads_back_even_from_a_deep_stack(leaf: Any) -> None:
+    value = _nested_tuples(_codec.MAX_DEPTH if type(leaf) in (int, float) else 99, leaf)
+    tree = encode(value)
+    with pytest.raises(SerializationError):
+        encode((value,))
+
+    def at_depth(n: int) -> Any:
+        # The caller's stack may already be deep (the engine, pytest, a web app).
+        return at_depth(n - 1) if n else (decode(tree), to_display(tree))
+
+    decoded, shown = at_depth(300)
+    assert decoded == value
+    assert json.dumps(shown)
+
+
+@pytest.mark.parametrize(
+    "text", ["1e400", "[-1e400]", '{"a": {"b": 1e999}}', "[1" + "0" * 400 + ".0]"], ids=repr
+)
+def test_json_numbers_that_overflow_a_float_are_corrupt(text: str) -> None:
+    with pytest.raises(CorruptLogError, match="does not fit a float"):
+        loads(text)
+    with pytest.raises(CorruptLogError, match="does not fit a float"):
+        _codec.parse_json(text)
+
+
+def test_parse_json_reads_stored_json_as_is() -> None:
+    text = '{"at": 1715000000.25, "data": {"$t": "tuple", "v": [1]}, "n": null}'
+    assert _codec.parse_json(text) == json.loads(text)
+    assert _codec.parse_json(text.encode()) == json.loads(text)
+    for bad in ("NaN", "[Infinity]", "{", b"\xff"):
+        with pytest.raises(CorruptLogError, match="JSON"):
+            _codec.parse_json(bad)
+
+
+@pytest.mark.parametrize("tree", [math.inf, [-math.inf], {"a": math.nan}, [{"b": [math.nan]}]])
+def test_untagged_non_finite_float_in_a_tree_is_corrupt(tree: Any) -> None:
+    # What a store that parsed with plain json.loads hands over for 1e400 or NaN.
+    with pytest.raises(CorruptLogError, match="untagged"):
+        decode(tree)
+    json.dumps(to_display(tree), allow_nan=False)  # shown as text, for people
+
+
+def test_corrupt_error_messages_are_abridged() -> None:
+    for tree in (
+        {"$t": "int", "v": "z" * 1_000_000},
+        {"$t": "tuple", "v": {"k" * 1_000_000: 1}},
+        {"$t": "date", "v": list(range(100_000))},
+        {"$t": "float", "v": "1" * 100_000},
+    ):
+        for read in (decode, to_display):
+            with pytest.raises(CorruptLogError) as info:
+                read(tree)
+            assert len(str(info.value)) < 500

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from worldflow._duration import format_duration, parse_duration
+import worldflow as wf
+from worldflow._duration import (
+    LATEST_WAKEUP,
+    MAX_DURATION,
+    check_wakeup,
+    format_duration,
+    parse_duration,
+)
 
 FORMS = 'use a number of seconds, a timedelta, or a string such as "500ms", "10s", "5m", "2h", "3d", "1w"'
 
@@ -56,6 +65,10 @@ FORMS = 'use a number of seconds, a timedelta, or a string such as "500ms", "10s
         (timedelta(0), 0.0),
         (timedelta(minutes=5), 300.0),
         (timedelta(days=1, microseconds=1), 86400.000001),
+        # up to 1000 years
+        (MAX_DURATION, MAX_DURATION),
+        ("52000w", 52000 * 604800.0),
+        (timedelta(days=365_000), 365_000 * 86400.0),
     ],
     ids=repr,
 )
@@ -97,6 +110,12 @@ def test_accepted(value: object, seconds: float) -> None:
         (math.inf, "it is not finite"),
         (-math.inf, "it is negative"),
         (10**400, "it is too large"),
+        (1e300, "it is longer than 1000 years, the longest accepted"),
+        (10**20, "it is longer than 1000 years, the longest accepted"),
+        (MAX_DURATION * 1.0001, "it is longer than 1000 years, the longest accepted"),
+        ("100000w", "it is longer than 1000 years, the longest accepted"),
+        ("9" * 300, "it is longer than 1000 years, the longest accepted"),
+        (timedelta.max, "it is longer than 1000 years, the longest accepted"),
         (True, "a bool is not a duration"),
         (False, "a bool is not a duration"),
         # timedeltas
@@ -180,3 +199,60 @@ def test_format_reads_back(text: str) -> None:
     seconds = parse_duration(text)
     shown = format_duration(seconds).replace(" 00s", "").replace(" 00m", "").replace(" 0h", "")
     assert parse_duration(shown) == seconds
+
+
+# ------------------------------------------------------------ bounds on time
+
+
+def test_a_huge_int_is_quoted_without_failing() -> None:
+    # repr() of an int past 4300 digits raises ValueError itself.
+    with pytest.raises(ValueError, match=r"invalid duration <an int of \d+ bits> for sleep"):
+        parse_duration(10**5000, what="sleep")
+
+
+def test_the_longest_duration_from_now_fits_a_datetime() -> None:
+    latest = datetime.fromtimestamp(time.time() + MAX_DURATION, UTC)
+    assert latest.timestamp() < LATEST_WAKEUP
+    assert datetime.fromtimestamp(LATEST_WAKEUP, UTC) == datetime(9999, 1, 1, tzinfo=UTC)
+    # What displays do with a wake-up time: local time, and a margin added.
+    datetime.fromtimestamp(LATEST_WAKEUP).astimezone()
+    datetime.fromtimestamp(LATEST_WAKEUP + 86400 * 30, UTC)
+
+
+def test_sleep_past_any_datetime_is_refused_at_the_call() -> None:
+    with pytest.raises(ValueError, match=r"invalid duration 1e\+300 for sleep .*1000 years"):
+        wf.sleep(1e300)
+
+
+@pytest.mark.parametrize(
+    "timestamp", [0, 1.5, time.time(), -1e10, LATEST_WAKEUP, datetime.max.timestamp() - 2e9]
+)
+def test_check_wakeup_accepts_times_a_datetime_holds(timestamp: float) -> None:
+    result = check_wakeup(timestamp, "wf.sleep(until=...)")
+    assert type(result) is float and result == timestamp
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [
+        (1e300, "(after the year 9999): worldflow schedules nothing after 9999-01-01 UTC"),
+        (10**400, "(after the year 9999)"),
+        (datetime.max.replace(tzinfo=UTC).timestamp(), "(after the year 9999)"),
+        (LATEST_WAKEUP + 1, "(9999-01-01T00:00:01+00:00)"),
+        (math.inf, "(after the year 9999)"),
+        (-(10**400), ": it is not finite"),
+        (-math.inf, ": it is not finite"),
+        (math.nan, ": it is not finite"),
+        ("2030-01-01", ": not a number"),
+        (True, ": not a number"),
+        (None, ": not a number"),
+    ],
+    ids=repr,
+)
+def test_check_wakeup_refuses_what_no_datetime_holds(timestamp: Any, reason: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_wakeup(timestamp, "wf.sleep(until=...)")
+    message = str(info.value)
+    assert message.startswith("invalid wake-up time ")
+    assert " for wf.sleep(until=...)" in message
+    assert reason in message

@@ -11,8 +11,8 @@
     worldflow runs rerun RUN_ID [--id ID] [--wait] [--timeout S]
     worldflow sleeps wake RUN_ID [--position N]
     worldflow hooks resume TOKEN JSON
-    worldflow worker MODULE [MODULE...]
-    worldflow web [--host H] [--port P] [--open]
+    worldflow worker MODULE [MODULE...] [--grace D] [-v]
+    worldflow web [--host H] [--port P] [--open] [-v]
     worldflow setup aws [--name N] [--endpoint-url URL]
     worldflow package aws MODULE [MODULE...] [--out DIR] [--requirements FILE]
     worldflow setup gcp
@@ -41,7 +41,7 @@ from typing import Protocol
 
 from worldflow._errors import WorldflowError
 
-from ._common import EXIT_FAILED, EXIT_USAGE, CliError, say, write_json
+from ._common import EXIT_FAILED, EXIT_USAGE, CliError, data_dir_problem, say, write_json
 from ._parser import build_parser
 
 __all__ = ["EXIT_USAGE", "CliError", "WorldCommand", "main", "say", "write_json"]
@@ -72,15 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(__version__)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.json = getattr(args, "json", False)
-    if getattr(args, "data_dir", None) is not None:
-        os.environ["WORLDFLOW_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    if getattr(args, "world", None) is not None:
-        os.environ["WORLDFLOW_WORLD"] = args.world
-    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help or --version, already printed
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        args.json = getattr(args, "json", False)
+        _configure(args)
         code: int = args.handler(args)
     except CliError as exc:
         say(f"error: {exc.message}")
@@ -103,3 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {type(exc).__name__}: {exc} (set WORLDFLOW_DEBUG=1 for the traceback)")
         return EXIT_FAILED
     return code
+
+
+def _configure(args: argparse.Namespace) -> None:
+    """Pass ``--data-dir`` and ``--world`` on to the API's runtime through ``os.environ``."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None:  # checked, and made absolute, by the parser
+        os.environ["WORLDFLOW_DATA_DIR"] = data_dir
+    elif os.environ.get("WORLDFLOW_DATA_DIR"):
+        problem = data_dir_problem(Path(os.environ["WORLDFLOW_DATA_DIR"]).expanduser())
+        if problem is not None:
+            raise CliError(f"WORLDFLOW_DATA_DIR: {problem}", EXIT_USAGE)
+    if getattr(args, "world", None) is not None:
+        os.environ["WORLDFLOW_WORLD"] = args.world

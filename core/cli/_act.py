@@ -43,6 +43,10 @@ __all__ = ["cancel_run", "progress_line", "rerun_run", "resume_hook", "start_run
 def start_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.target)
     values = [parse_json(text, f"argument {i}") for i, text in enumerate(args.args, 1)]
+    try:
+        workflow.check_arguments(tuple(values), {})
+    except TypeError as exc:  # the run would only fail with it, once a worker ran it
+        raise CliError(str(exc), EXIT_USAGE) from None
     wait = args.wait or args.timeout is not None
 
     async def main() -> int:
@@ -59,6 +63,8 @@ async def _start(
 ) -> int:
     try:
         run = await wf.start(workflow, *values, id=args.id)
+    except wf.SerializationError as exc:  # e.g. JSON arguments nested too deeply to store
+        raise CliError(str(exc), EXIT_USAGE) from None
     except ValueError as exc:  # a malformed --id, or one taken by another workflow's run
         raise CliError(str(exc), EXIT_USAGE) from None
     doc: dict[str, Any] = {"id": run.id, "workflow": workflow.name}
@@ -202,7 +208,10 @@ def resume_hook(args: argparse.Namespace) -> int:
     payload = parse_json(args.payload, "the payload")
 
     async def resume() -> int:
-        run = await wf.resume_hook(args.token, payload)  # wf.HookNotFound if no live hook
+        try:
+            run = await wf.resume_hook(args.token, payload)  # wf.HookNotFound if no live hook
+        except wf.SerializationError as exc:  # e.g. a payload nested too deeply to store
+            raise CliError(str(exc), EXIT_USAGE) from None
         if args.json:
             write_json({"token": args.token, "run_id": run.id})
         else:

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TextIO, cast
 
 from rich.console import Console
@@ -26,11 +27,14 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "CliError",
+    "clip",
     "console",
+    "data_dir_problem",
     "display",
     "elapsed",
     "iso",
     "local_time",
+    "missing_database",
     "open_world",
     "say",
     "short",
@@ -117,6 +121,35 @@ class _TrimmedLines:
 # -- worlds ------------------------------------------------------------------------
 
 
+def data_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a data directory (it, or a folder above it, is a file), if so."""
+    try:
+        for folder in (path, *path.parents):
+            if folder.exists():
+                if folder.is_dir():
+                    return None
+                if folder == path:
+                    return f"{path} is a file, not a directory"
+                return f"{folder} is a file, so {path} cannot be a directory"
+    except OSError as exc:  # e.g. a folder on the way that we may not look into
+        return f"cannot use {path} as a directory: {exc.strerror or exc}"
+    return None
+
+
+def missing_database(world: object) -> str | None:
+    """A reason to show beside "nothing found" when the World has nothing to read.
+
+    The local world opened read-only over a directory without a database reads
+    it as empty; saying so tells a mistyped ``--data-dir`` from an idle world.
+    """
+    # LocalWorld's read-only fallback is an in-memory store (no public flag for it yet).
+    data_dir = getattr(world, "data_dir", None)
+    store_path = getattr(getattr(world, "store", None), "path", None)
+    if data_dir is None or store_path != ":memory:":
+        return None
+    return f"no worldflow database in {Path(data_dir).resolve()}"
+
+
 @contextlib.asynccontextmanager
 async def open_world() -> AsyncIterator[Backend]:
     """The configured World, not started (no background work), closed afterwards: its
@@ -149,6 +182,11 @@ def short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = " ".join(text.split()) if "\n" in text else text
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def clip(text: str, width: int = 40) -> str:
+    """``text`` quoted for a one-line message, cut to about ``width`` characters."""
+    return repr(text) if len(text) <= width else repr(text[:width]) + "…"
 
 
 def iso(ts: float | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 from types import ModuleType
@@ -11,7 +12,7 @@ from typing import Any
 
 from worldflow._definitions import Workflow
 
-from ._common import EXIT_FAILED, EXIT_USAGE, CliError
+from ._common import EXIT_FAILED, EXIT_USAGE, CliError, clip
 
 __all__ = ["import_module", "load_workflow", "parse_json"]
 
@@ -66,15 +67,70 @@ def load_workflow(target: str) -> Workflow[Any, Any]:
     return obj
 
 
-def parse_json(text: str, what: str) -> Any:
-    """``text`` as JSON, or a usage error naming ``what`` and how to quote a string."""
+class _Unusable(ValueError):
+    """JSON that parses but that no World can store (raised from the parser's hooks)."""
+
+
+def _constant(name: str) -> Any:
+    raise _Unusable(f"{name} is not JSON (a stored value must be a finite number)")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unusable(f"the number {clip(text)} is too large for a float")
+    return value
+
+
+def _int(text: str) -> int:
     try:
-        return json.loads(text)
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        raise _Unusable(f"a whole number of {len(text)} digits is too long") from None
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """A string in ``value`` (a parsed JSON tree) that is not valid Unicode, if any.
+
+    JSON's ``"\\ud800"`` escape parses into a lone surrogate, which no World
+    can store. The walk is iterative: the tree may be as deep as the parser allows.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``text`` as a JSON value a World can store, or a usage error naming ``what``."""
+    try:
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except json.JSONDecodeError as exc:
         hint = ""
         if text and text[0] not in "{[\"'-0123456789":
-            hint = f"; a string must be quoted for JSON, e.g. '{json.dumps(text)}'"
+            hint = f"; a string must be quoted for JSON, e.g. {clip(json.dumps(text))}"
         raise CliError(
-            f"{what} {text!r} is not valid JSON ({exc.msg} at column {exc.colno}){hint}",
+            f"{what} {clip(text)} is not valid JSON ({exc.msg} at column {exc.colno}){hint}",
             EXIT_USAGE,
         ) from None
+    except _Unusable as exc:
+        raise CliError(f"{what} {clip(text)} cannot be used: {exc}", EXIT_USAGE) from None
+    except RecursionError:
+        raise CliError(f"{what} {clip(text)} is nested too deeply", EXIT_USAGE) from None
+    bad = _lone_surrogate(value)
+    if bad is not None:
+        raise CliError(
+            f"{what} holds the string {clip(bad)}, which is not valid Unicode (a lone surrogate)",
+            EXIT_USAGE,
+        )
+    return value

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, cast
 
-from worldflow._duration import parse_duration
+from worldflow._duration import format_duration, parse_duration
 
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._cloud import add_world_commands
+from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
 from ._runs import list_runs, show_events
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
@@ -38,38 +42,76 @@ show --follow exit with the run's outcome.)
 """
 
 
-def _grace(text: str) -> float:
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (through ``main``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see: {self.prog} --help)", EXIT_USAGE)
+
+
+def _text(text: str) -> str:
+    """Any argument that becomes data (an id, a token, JSON, a name): valid Unicode.
+
+    Bytes that are not UTF-8 reach ``sys.argv`` as lone surrogates, which no
+    World can store; say so here rather than fail deep inside a write.
+    """
     try:
-        return parse_duration(text, what="--grace")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{clip(text)} is not valid UTF-8 text (a lone surrogate or an undecodable byte)"
+        ) from None
+    return text
 
 
-def _duration(text: str) -> float:
+def _data_dir(text: str) -> str:
     try:
-        return parse_duration(text, what="--timeout")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        path = Path(text).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop ...
+        raise argparse.ArgumentTypeError(f"cannot use {clip(text)} as a directory: {exc}") from None
+    problem = data_dir_problem(path)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return str(path)
 
 
-def _interval(text: str) -> float:
-    try:
-        value = parse_duration(text, what="--interval")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value < 0.05:
-        raise argparse.ArgumentTypeError(f"--interval must be at least 50ms, got {text!r}")
-    return value
+# Longer waits are typos, not plans (and a worker's --grace is a matter of seconds).
+_MAX_SECONDS = 365 * 86400.0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _duration(flag: str, minimum: float = 0.0) -> Callable[[str], float]:
+    """A type for a duration option: seconds or "30s", "5m" ..., at most a year."""
+
+    def duration(text: str) -> float:
+        try:
+            seconds = parse_duration(_text(text), what=flag)
+        except ValueError as exc:  # parse_duration's message quotes the text: keep it short
+            raise argparse.ArgumentTypeError(str(exc).replace(repr(text), clip(text))) from None
+        if seconds < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be at least {format_duration(minimum)}, got {clip(text)}"
+            )
+        if seconds > _MAX_SECONDS:
+            raise argparse.ArgumentTypeError(f"must be at most 365d, got {clip(text)}")
+        return seconds
+
+    return duration
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: int() also takes "١٢", "1_0" and " 1 "
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """A type for a whole-number option from ``low`` to ``high``."""
+
+    def whole(text: str) -> int:
+        if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {clip(text)}"
+            )
+        return int(text)
+
+    return whole
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -86,12 +128,14 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=_data_dir,
         default=argparse.SUPPRESS,
         help="the local world's data directory (sets WORLDFLOW_DATA_DIR; default ./.worldflow)",
     )
     common.add_argument(
         "--world",
         metavar="NAME",
+        type=_text,
         default=argparse.SUPPRESS,
         help="local, aws, gcp or module:factory (sets WORLDFLOW_WORLD; default local)",
     )
@@ -100,7 +144,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser(version: str) -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="worldflow",
         description="Start, inspect and serve durable workflow runs.",
         epilog=_EPILOG,
@@ -108,7 +152,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"worldflow {version}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    # Sub-parsers are _Parsers too (argparse makes them of the parser's class); the
+    # cast keeps the one type the command helpers (and _cloud) take.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(title="commands", metavar="COMMAND", required=True),
+    )
 
     def command(
         group: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -132,19 +181,22 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "run of its @wf.workflow FUNCTION with the JSON_ARGS. Prints the run id; with "
         "--wait, waits for the run to end and prints its result.",
     )
-    start.add_argument("target", metavar="MODULE:FUNCTION", help="e.g. shop.flows:checkout")
+    start.add_argument(
+        "target", metavar="MODULE:FUNCTION", type=_text, help="e.g. shop.flows:checkout"
+    )
     start.add_argument(
         "args",
         metavar="JSON_ARGS",
         nargs="*",
+        type=_text,
         help="the workflow's arguments, each a JSON value (quote strings: '\"order-1\"')",
     )
-    start.add_argument("--id", help="the run's id (starting is idempotent per id)")
+    start.add_argument("--id", type=_text, help="the run's id (starting is idempotent per id)")
     start.add_argument("--wait", action="store_true", help="wait for the run to end")
     start.add_argument(
         "--timeout",
         metavar="S",
-        type=_duration,
+        type=_duration("--timeout"),
         help="with --wait: give up after S (seconds, or e.g. 30s, 5m); exit 4",
     )
 
@@ -152,44 +204,64 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
     listing = command(runs_commands, "list", list_runs, "list runs, newest first")
     listing.add_argument("--status", choices=STATUSES, help="only runs with this status")
-    listing.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
     listing.add_argument(
-        "--limit", type=_positive, default=50, metavar="N", help="at most N runs (default 50)"
+        "--workflow", metavar="NAME", type=_text, help="only runs of this workflow"
     )
-    listing.add_argument("--cursor", metavar="C", help="continue after a previous page")
+    listing.add_argument(
+        "--limit",
+        type=_whole(1, 10_000),
+        default=50,
+        metavar="N",
+        help="at most N runs, 1 to 10000 (default 50; --cursor pages on)",
+    )
+    listing.add_argument("--cursor", metavar="C", type=_text, help="continue after a previous page")
     listing.add_argument(
         "--watch",
         action="store_true",
         help="refresh until Ctrl-C (in place on a terminal; with --json, a document per change)",
     )
     listing.add_argument(
-        "--interval", type=_interval, default=1.0, metavar="S", help="with --watch (default 1s)"
+        "--interval",
+        type=_duration("--interval", minimum=0.05),
+        default=1.0,
+        metavar="S",
+        help="with --watch (default 1s)",
     )
     listing.add_argument(
-        "--count", type=_positive, metavar="N", help="with --watch: stop after N refreshes"
+        "--count",
+        type=_whole(1, 1_000_000),
+        metavar="N",
+        help="with --watch: stop after N refreshes",
     )
     show = command(
         runs_commands, "show", show_run, "a run's status, input, steps, and result or error"
     )
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", metavar="RUN_ID", type=_text)
     show.add_argument(
         "--follow",
         action="store_true",
         help="redraw as the run goes on, until it ends; exit with its outcome",
     )
     show.add_argument(
-        "--interval", type=_interval, default=0.5, metavar="S", help="with --follow (default 0.5s)"
+        "--interval",
+        type=_duration("--interval", minimum=0.05),
+        default=0.5,
+        metavar="S",
+        help="with --follow (default 0.5s)",
     )
     show.add_argument(
-        "--timeout", metavar="S", type=_duration, help="with --follow: give up after S; exit 4"
+        "--timeout",
+        metavar="S",
+        type=_duration("--timeout"),
+        help="with --follow: give up after S; exit 4",
     )
     events = command(runs_commands, "events", show_events, "a run's event log")
-    events.add_argument("run_id", metavar="RUN_ID")
+    events.add_argument("run_id", metavar="RUN_ID", type=_text)
     events.add_argument(
         "--raw", action="store_true", help="event data as stored (encoded values, not for display)"
     )
     cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
-    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("run_id", metavar="RUN_ID", type=_text)
     rerun = command(
         runs_commands,
         "rerun",
@@ -198,11 +270,14 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "Start a new run of RUN_ID's workflow with RUN_ID's input (a fresh run, not a "
         "replay). Prints the new run's id; with --wait, waits for it (a worker executes it).",
     )
-    rerun.add_argument("run_id", metavar="RUN_ID")
-    rerun.add_argument("--id", help="the new run's id (idempotent per id)")
+    rerun.add_argument("run_id", metavar="RUN_ID", type=_text)
+    rerun.add_argument("--id", type=_text, help="the new run's id (idempotent per id)")
     rerun.add_argument("--wait", action="store_true", help="wait for the new run to end")
     rerun.add_argument(
-        "--timeout", metavar="S", type=_duration, help="with --wait: give up after S; exit 4"
+        "--timeout",
+        metavar="S",
+        type=_duration("--timeout"),
+        help="with --wait: give up after S; exit 4",
     )
 
     sleeps = commands.add_parser("sleeps", parents=[common], help="wake sleeping runs early")
@@ -215,9 +290,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "Fire RUN_ID's pending sleeps now (only the one at --position if given): the "
         "workflow carries on as if they had ended. Exit 1 if nothing is sleeping.",
     )
-    wake.add_argument("run_id", metavar="RUN_ID")
+    wake.add_argument("run_id", metavar="RUN_ID", type=_text)
     wake.add_argument(
-        "--position", type=_positive, metavar="N", help="only the sleep with this command number"
+        "--position",
+        type=_whole(1, 1_000_000_000),
+        metavar="N",
+        help="only the sleep with this command number",
     )
 
     hooks = commands.add_parser("hooks", parents=[common], help="deliver payloads to hooks")
@@ -225,8 +303,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     resume = command(
         hooks_commands, "resume", resume_hook, "deliver a JSON payload to the hook with TOKEN"
     )
-    resume.add_argument("token", metavar="TOKEN")
-    resume.add_argument("payload", metavar="JSON")
+    resume.add_argument("token", metavar="TOKEN", type=_text)
+    resume.add_argument("payload", metavar="JSON", type=_text)
 
     worker = command(
         commands,
@@ -237,10 +315,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "execute runs of their workflows until SIGINT or SIGTERM; then let the steps "
         "already running finish, for up to --grace (a second signal stops at once).",
     )
-    worker.add_argument("modules", metavar="MODULE", nargs="+")
+    worker.add_argument("modules", metavar="MODULE", nargs="+", type=_text)
     worker.add_argument(
         "--grace",
-        type=_grace,
+        type=_duration("--grace"),
         default=10.0,
         metavar="DURATION",
         help="how long running steps may take to finish after a stop signal (default 10s; "
@@ -255,13 +333,24 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "It has no authentication: keep the default --host 127.0.0.1 unless a proxy "
         "in front of it checks who comes in. Needs: pip install 'worldflow[web]'.",
     )
-    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    web.add_argument(
+        "--host", type=_text, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     web.add_argument(
         "--port",
-        type=int,
+        type=_whole(0, 65535),
         default=DEFAULT_PORT,
         help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
     )
     web.add_argument("--open", action="store_true", help="open the UI in a browser")
+    for serving in (worker, web):
+        serving.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="log more on stderr: -v info and tracebacks, -vv debug "
+            "(default: warnings and errors, a line each)",
+        )
     add_world_commands(commands, command)
     return parser

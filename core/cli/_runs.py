@@ -20,10 +20,12 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow._backend import Backend
+from worldflow._errors import CorruptLogError, WorldError
 from worldflow._inspect import call_args
 from worldflow._world import Event, RunInfo, RunPage
 
 from ._common import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -32,6 +34,7 @@ from ._common import (
     elapsed,
     iso,
     local_time,
+    missing_database,
     open_world,
     say,
     short,
@@ -46,6 +49,16 @@ __all__ = ["list_runs", "show_events"]
 # -- runs list ---------------------------------------------------------------------
 
 
+def _unreadable(info: RunInfo) -> str | None:
+    """Why the World could not read the run's stored summary (then output and error are None).
+
+    For a store that marks such a run instead of failing the whole page: the
+    local store still raises today (see tests/test_cli.py).
+    """
+    reason = getattr(info, "unreadable", None)
+    return None if reason is None else str(reason)
+
+
 def run_summary(info: RunInfo) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "id": info.id,
@@ -54,7 +67,10 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
         "created_at": iso(info.created_at),
         "updated_at": iso(info.updated_at),
     }
-    if info.status == "completed":
+    unreadable = _unreadable(info)
+    if unreadable is not None:
+        doc["unreadable"] = unreadable
+    elif info.status == "completed":
         doc["result"] = display(info.output)
     elif info.status == "failed":
         doc["error"] = info.error or {}
@@ -66,24 +82,39 @@ async def _page(storage: Backend, args: argparse.Namespace) -> RunPage:
         return await storage.list_runs(
             status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor
         )
-    except ValueError as exc:  # a malformed --cursor
-        raise CliError(str(exc), EXIT_USAGE) from None
+    except (CorruptLogError, WorldError) as exc:
+        raise CliError(f"cannot list runs: {exc}") from None
+    except json.JSONDecodeError as exc:  # the store could not read a stored run
+        raise CliError(f"cannot list runs: a stored run cannot be read ({exc})") from None
+    except ValueError as exc:
+        if args.cursor is None:  # then it is not the cursor: the World failed
+            raise CliError(f"cannot list runs: {type(exc).__name__}: {exc}") from None
+        raise CliError(str(exc), EXIT_USAGE) from None  # a malformed --cursor
 
 
 def list_runs(args: argparse.Namespace) -> int:
     if args.watch:
         return asyncio.run(_watch(args))
 
-    async def fetch() -> RunPage:
+    async def fetch() -> tuple[RunPage, str | None]:
         async with open_world() as world:
-            return await _page(world, args)
+            return await _page(world, args), missing_database(world)
 
-    page = asyncio.run(fetch())
+    page, missing = asyncio.run(fetch())
+    if missing is not None:
+        say(f"no runs: {missing} (is --data-dir right?)")
+    for info in page.runs:
+        if (reason := _unreadable(info)) is not None:
+            say(
+                f"the stored summary of run {info.id!r} cannot be read ({reason}); "
+                f"`{shlex.join(['worldflow', 'runs', 'show', info.id])}` shows it from its event log"
+            )
     if args.json:
         write_json(_page_doc(page))
         return EXIT_OK
     if not page.runs:
-        say("no runs" + ("" if args.cursor is None else " after this cursor"))
+        if missing is None:
+            say("no runs" + ("" if args.cursor is None else " after this cursor"))
         return EXIT_OK
     out = console()
     out.print(_runs_table(page))
@@ -112,7 +143,9 @@ def _runs_table(page: RunPage) -> Table:
         table.add_row(
             info.id,
             info.workflow,
-            status_text(info.status),
+            status_text(info.status)
+            if _unreadable(info) is None
+            else Text(f"{info.status} (unreadable)", style="bold red"),
             local_time(info.created_at),
             Text(elapsed(info.created_at, info.updated_at if info.done else None)),
         )
@@ -191,11 +224,15 @@ def _event_summary(event: Event) -> str:
 
 
 def show_events(args: argparse.Namespace) -> int:
-    async def read() -> list[Event]:
+    async def read() -> tuple[list[Event], str | None]:
         async with open_world() as world:
-            return list((await load_detail(world, args.run_id)).events)
+            detail, unreadable = await load_detail(world, args.run_id)
+            return list(detail.events), unreadable
 
-    events = asyncio.run(read())
+    events, unreadable = asyncio.run(read())
+    if unreadable is not None:
+        say(unreadable)
+    code = EXIT_OK if unreadable is None else EXIT_FAILED
     if args.json:
         write_json(
             [
@@ -208,7 +245,7 @@ def show_events(args: argparse.Namespace) -> int:
                 for e in events
             ]
         )
-        return EXIT_OK
+        return code
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("SEQ", justify="right")
     table.add_column("TIME", no_wrap=True)
@@ -218,4 +255,4 @@ def show_events(args: argparse.Namespace) -> int:
         details = json.dumps(e.data, ensure_ascii=False) if args.raw else _event_summary(e)
         table.add_row(str(e.seq), local_time(e.at, ms=True), e.kind, Text(details))
     console().print(table)
-    return EXIT_OK
+    return code

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -24,19 +24,23 @@ from rich.text import Text
 
 from worldflow._backend import Backend
 from worldflow._duration import format_duration
-from worldflow._errors import RunNotFound
+from worldflow._errors import CorruptLogError, RunNotFound, WorldError
 from worldflow._inspect import RunDetail, StepInfo, WaitInfo, inspect_run
+from worldflow._state import RunState
+from worldflow._world import RunInfo, RunStatus
 
 from ._common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    CliError,
     console,
     display,
     elapsed,
     iso,
     local_time,
+    missing_database,
     open_world,
     say,
     short,
@@ -47,11 +51,52 @@ from ._common import (
 __all__ = ["detail_doc", "load_detail", "run_view", "show_run"]
 
 
-async def load_detail(storage: Backend, run_id: str) -> RunDetail:
-    info = await storage.get_run(run_id)
+async def load_detail(storage: Backend, run_id: str) -> tuple[RunDetail, str | None]:
+    """The run, and why its stored summary could not be read if it could not.
+
+    A summary the World cannot read (a corrupt row) does not hide the run: it
+    is rebuilt from the event log, which holds everything the summary does.
+    """
+    try:
+        info = await storage.get_run(run_id)
+    except (CorruptLogError, WorldError, ValueError) as exc:
+        problem = f"the stored summary of run {run_id!r} cannot be read ({exc})"
+        return await _from_log(storage, run_id, problem), problem
+    if info is not None and info.unreadable:
+        problem = f"the stored summary of run {run_id!r} cannot be read ({info.unreadable})"
+        return await _from_log(storage, run_id, problem), problem
     if info is None:
+        missing = missing_database(storage)
+        if missing is not None:
+            raise CliError(f"{RunNotFound(run_id)} ({missing}; is --data-dir right?)")
         raise RunNotFound(run_id)
-    return inspect_run(info, await storage.read_events(run_id))
+    return inspect_run(info, await storage.read_events(run_id)), None
+
+
+async def _from_log(storage: Backend, run_id: str, problem: str) -> RunDetail:
+    try:
+        events = await storage.read_events(run_id)
+    except (CorruptLogError, WorldError, ValueError) as exc:
+        raise CliError(f"{problem}, nor its event log ({exc})") from None
+    if not events:
+        raise CliError(f"{problem}, and it has no events")
+    state = RunState(run_id)
+    for event in events:
+        try:
+            state.apply(event)
+        except (CorruptLogError, KeyError, TypeError, ValueError):
+            break  # inspect_run reports it as the detail's log_error
+    info = RunInfo(
+        id=run_id,
+        workflow=state.workflow,
+        status=cast(RunStatus, state.status),
+        created_at=state.created_at,
+        updated_at=events[-1].at,
+        last_seq=events[-1].seq,
+        output=state.output,
+        error=state.error,
+    )
+    return inspect_run(info, events)
 
 
 # -- JSON --------------------------------------------------------------------------
@@ -112,8 +157,12 @@ def _wait_doc(w: WaitInfo) -> dict[str, Any]:
     return doc
 
 
-def detail_doc(d: RunDetail) -> dict[str, Any]:
-    """``runs show --json``: the run, its steps (with every attempt), waits and events."""
+def detail_doc(d: RunDetail, unreadable: str | None = None) -> dict[str, Any]:
+    """``runs show --json``: the run, its steps (with every attempt), waits and events.
+
+    ``unreadable``: why the World could not read the run's summary (the run is
+    then described from its event log).
+    """
     info = d.info
     doc: dict[str, Any] = {
         "id": info.id,
@@ -153,6 +202,8 @@ def detail_doc(d: RunDetail) -> dict[str, Any]:
         }
     if d.log_error is not None:
         doc["log_error"] = d.log_error
+    if unreadable is not None:
+        doc["unreadable"] = unreadable
     return doc
 
 
@@ -267,39 +318,45 @@ def show_run(args: argparse.Namespace) -> int:
     if args.follow:
         return asyncio.run(_follow(args))
 
-    async def read() -> RunDetail:
+    async def read() -> tuple[RunDetail, str | None]:
         async with open_world() as world:
             return await load_detail(world, args.run_id)
 
-    detail = asyncio.run(read())
+    detail, unreadable = asyncio.run(read())
     if args.json:
-        write_json(detail_doc(detail))
+        write_json(detail_doc(detail, unreadable))
     else:
         console().print(run_view(detail))
+    code = EXIT_OK
+    if unreadable is not None:
+        say(f"{unreadable}; shown from its event log")
+        code = EXIT_FAILED
     if detail.log_error is not None:
         say(f"the event log is corrupt: {detail.log_error}")
-        return EXIT_FAILED
-    return EXIT_OK
+        code = EXIT_FAILED
+    return code
 
 
 async def _follow(args: argparse.Namespace) -> int:
     """Redraw the run until it ends (or ``--timeout`` passes); exit with its outcome."""
     out = console()
     async with open_world() as world:
-        detail = await load_detail(world, args.run_id)
+        detail, unreadable = await load_detail(world, args.run_id)
         if out.is_terminal and not args.json:
             with Live(run_view(detail), console=out, auto_refresh=False) as live:
 
                 def redraw(d: RunDetail) -> None:
                     live.update(run_view(d), refresh=True)
 
-                detail = await _until_done(world, detail, args, redraw)
+                detail, unreadable = await _until_done(world, detail, unreadable, args, redraw)
         else:
-            detail = await _until_done(world, detail, args, None)
+            detail, unreadable = await _until_done(world, detail, unreadable, args, None)
             if not args.json:
                 out.print(run_view(detail))
     if args.json:
-        write_json(detail_doc(detail))
+        write_json(detail_doc(detail, unreadable))
+    if unreadable is not None:
+        say(f"{unreadable}; shown from its event log")
     if not detail.info.done:
         say(f"run {detail.id} is still {detail.status} after {format_duration(args.timeout)}")
         return EXIT_TIMEOUT
@@ -309,16 +366,17 @@ async def _follow(args: argparse.Namespace) -> int:
 async def _until_done(
     storage: Backend,
     detail: RunDetail,
+    unreadable: str | None,
     args: argparse.Namespace,
     redraw: Callable[[RunDetail], None] | None,
-) -> RunDetail:
+) -> tuple[RunDetail, str | None]:
     loop = asyncio.get_running_loop()
     deadline = None if args.timeout is None else loop.time() + args.timeout
     while not detail.info.done:
         if deadline is not None and loop.time() >= deadline:
             break
         await asyncio.sleep(args.interval)
-        detail = await load_detail(storage, detail.id)
+        detail, unreadable = await load_detail(storage, detail.id)
         if redraw is not None:
             redraw(detail)
-    return detail
+    return detail, unreadable

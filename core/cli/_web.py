@@ -19,7 +19,8 @@ import webbrowser
 from collections.abc import Iterator
 from typing import Any
 
-from ._common import EXIT_OK, EXIT_USAGE, CliError, say, write_json
+from ._common import EXIT_OK, EXIT_USAGE, CliError, clip, say, write_json
+from ._logging import logging_to_stderr
 
 __all__ = ["DEFAULT_PORT", "serve_web"]
 
@@ -52,7 +53,12 @@ def serve_web(args: argparse.Namespace) -> int:
         say(f"warning: {args.host} is not a loopback address; the UI has no authentication")
     if args.open:
         threading.Timer(0.3, webbrowser.open, (url,)).start()
-    with contextlib.suppress(KeyboardInterrupt), sock, _quiet_sigterm():
+    with (
+        logging_to_stderr(args.verbose),
+        contextlib.suppress(KeyboardInterrupt),
+        sock,
+        _quiet_sigterm(),
+    ):
         asyncio.run(server.serve(sockets=[sock]))
     say("web UI stopped")
     return EXIT_OK
@@ -80,16 +86,16 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # ValueError, TypeError: not a host name
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
+        shown = host if host.isprintable() and len(host) <= 100 else clip(host)
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
             raise CliError(
-                f"port {port} on {host} is in use; choose another with --port (0: any free port)",
+                f"port {port} on {shown} is in use; choose another with --port (0: any free port)",
                 EXIT_USAGE,
             ) from None
-        raise CliError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE
-        ) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CliError(f"cannot listen on {shown}:{port}: {reason}", EXIT_USAGE) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

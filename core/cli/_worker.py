@@ -16,6 +16,7 @@ from worldflow._world import World
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, say, write_json
 from ._load import import_module
+from ._logging import logging_to_stderr
 
 __all__ = ["serve"]
 
@@ -23,8 +24,9 @@ __all__ = ["serve"]
 def serve(args: argparse.Namespace) -> int:
     for name in args.modules:
         import_module(name)
+    # After the imports: a module that configures logging decides where logs go.
     # KeyboardInterrupt: where no signal handler could be installed (Windows, a thread).
-    with contextlib.suppress(KeyboardInterrupt):
+    with logging_to_stderr(args.verbose), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
     say("worker stopped")
     return EXIT_OK
