@@ -87,19 +87,13 @@ _NOT_THROUGH_LAMBDA = (
 )
 
 
-# Engine behaviour a host that answers per batch exposes (see docs/aws.md, "Known gaps"):
-# core changes are proposed; these markers go once they are in.
+# Engine behaviour a host that answers per invocation exposes (docs/aws.md, "Known gaps"):
+# a core change is proposed; this marker goes once it is in.
 _CORE_GAPS = {
     # The check that a new hook's token is not another live run's is a background task
     # the engine does not count as work in flight: the invocation answers, the process
     # freezes, and the run that lost the token waits until another message comes.
     "test_a_hook_token_belongs_to_one_live_run": "the engine's hook check is not awaited",
-    # A payload that comes before the one numbered before it waits (up to 60 s, bounded
-    # only by the deadline) inside Engine.deliver: the invocation, which also holds the
-    # rest of its batch, cannot answer, and the missing payload is in a later batch.
-    "test_hook_payloads_keep_their_order_whatever_the_queue_does": (
-        "a parked hook payload holds the invocation until its deadline"
-    ),
 }
 
 

@@ -28,7 +28,7 @@ import worldflow as wf
 from worldflow._api import client
 from worldflow.testing import normalized
 from worldflow.world import Message, NewEvent, Outgoing, RunCreate, load_settings
-from worldflow.worlds.aws import AwsWorld, _host, create_world, setup
+from worldflow.worlds.aws import AwsWorld, _host, _queue, create_world, setup
 from worldflow.worlds.aws.testing import (
     InvocationError,
     LambdaContext,
@@ -36,6 +36,7 @@ from worldflow.worlds.aws.testing import (
     MotoServer,
     RuntimeApi,
     WebhookGateway,
+    world_factory,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -519,3 +520,69 @@ async def main() -> None:
 if __name__ == "__main__":
     asyncio.run(main())
 """
+
+
+@wf.workflow(name="aws-lambda-tests.three")
+async def three_payloads(token: str) -> list[str]:
+    got: list[str] = []
+    async for payload in wf.create_hook(token=token):
+        got.append(payload)
+        if len(got) == 3:
+            break
+    return got
+
+
+@pytest.mark.xfail(
+    reason="core: a payload given back after parking parks again on a stale warm state",
+    strict=False,
+)
+def test_a_payload_parked_on_a_stale_container_is_applied(
+    env: dict[str, str], moto: MotoServer
+) -> None:
+    """Two containers, one run: A applied payload 1, B payload 2. Payload 3 reaches A,
+    whose warm state still waits for 2: it must be applied after A looks at the log
+    again, not given back for ever (each redelivery counts towards the dead-letter
+    queue)."""
+    make = world_factory(
+        {k: env[k] for k in ("WORLDFLOW_AWS_TABLE", "WORLDFLOW_AWS_QUEUE_URL")}
+        | {"WORLDFLOW_AWS_BUCKET": env["WORLDFLOW_AWS_BUCKET"]},
+        session=moto.session(),
+        endpoint_url=moto.url,
+        clock=wf.VirtualClock(),
+        poll=False,
+    )
+    a, b = _host.LambdaHost(make), _host.LambdaHost(make)
+
+    def record(out: Outgoing) -> dict[str, Any]:
+        body = json.dumps(_queue.encode(out))
+        return {"messageId": out.message.id, "receiptHandle": "r", "body": body}
+
+    def invoke(host: _host.LambdaHost, out: Outgoing) -> list[Any]:
+        answer = host({"Records": [record(out)]}, LambdaContext(30))
+        return list(answer["batchItemFailures"])
+
+    async def start() -> str:
+        async with client(make()):
+            return (await wf.start(three_payloads, "stale")).id
+
+    try:
+        run_id = asyncio.run(start())
+        assert invoke(a, Outgoing(Message("start", run_id, "resume"))) == []
+        storage = make().storage
+        for _ in range(3):
+            asyncio.run(storage.next_payload("stale"))
+
+        def payload(n: int) -> Outgoing:
+            data = {"token": "stale", "payload": str(n), "n": n}
+            return Outgoing(Message(f"p{n}", run_id, "hook", data))
+
+        assert invoke(a, payload(1)) == []
+        assert invoke(b, payload(2)) == []
+        for _ in range(3):  # SQS brings it back to A, say, each time
+            if not invoke(a, payload(3)):
+                break
+        events = asyncio.run(storage.read_log(run_id)).events
+        assert [e.data["n"] for e in events if e.kind == "hook_received"] == [1, 2, 3]
+    finally:
+        a.close()
+        b.close()
