@@ -21,7 +21,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
 from ._definitions import Workflow, get_workflow
-from ._duration import parse_duration
+from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
 from ._inspect import RunDetail, StepInfo, inspect_run
@@ -73,6 +73,7 @@ def configure(
     always_replay: bool | None = None,
     modules: list[str] | None = None,
     serve: Serve | None = None,
+    workflow_block_timeout: float | None = None,
 ) -> None:
     """Choose the World for runtimes created from now on.
 
@@ -85,6 +86,9 @@ def configure(
     ``wf.worker()``) executes work: ``"auto"`` (the default, also from
     ``WORLDFLOW_SERVE``) lets the World decide (the local world: yes; aws and
     gcp: no, their functions execute), ``"always"`` or ``"never"``.
+    ``workflow_block_timeout``: seconds workflow code may run without awaiting
+    before it is stopped and its run fails with ``wf.WorkflowBlocked`` (default
+    5, from ``WORLDFLOW_WORKFLOW_BLOCK_TIMEOUT``; 0 turns the watchdog off).
     """
     if world is not None:
         _config.world = world
@@ -94,6 +98,10 @@ def configure(
         _config.modules = tuple(modules)
     if serve is not None:
         _config.serve = _check_serve(serve, "wf.configure(serve=...)")
+    if workflow_block_timeout is not None:
+        from ._watchdog import set_block_timeout
+
+        set_block_timeout(workflow_block_timeout)
 
 
 def _check_serve(value: str, where: str) -> Serve:
@@ -364,9 +372,9 @@ async def start(
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
-        name = get_workflow(workflow).name
+        definition = get_workflow(workflow)
     elif isinstance(workflow, Workflow):
-        name = workflow.name
+        definition = workflow
     else:
         raise TypeError(
             f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
@@ -374,9 +382,10 @@ async def start(
         )
     if current_instance() is not None:
         raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
+    definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
     runtime = await _runtime()
     run_id = await runtime.start_run(
-        name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
+        definition.name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
     )
     return Run(run_id)
 
@@ -419,7 +428,7 @@ def sleep(duration: object = None, *, until: dt.datetime | None = None) -> Await
             raise ValueError("wf.sleep() takes a duration or until=, not both")
         if not isinstance(until, dt.datetime) or until.tzinfo is None:
             raise ValueError(f"wf.sleep(until=...) needs a timezone-aware datetime, got {until!r}")
-        deadline = until.timestamp()
+        deadline = check_wakeup(until.timestamp(), "wf.sleep(until=...)")
         if instance is None:
             return asyncio.sleep(max(0.0, deadline - dt.datetime.now(dt.UTC).timestamp()))
         return instance.sleep_until(max(deadline, instance.loop.time()))

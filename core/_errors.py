@@ -5,6 +5,7 @@
     ├── RetryableError           raised in a step: retry after ``retry_after``
     ├── StepFailed               a step failed for good; its class is not importable here
     ├── NonDeterminismError      the workflow's code no longer matches its log
+    ├── WorkflowBlocked          workflow code ran too long without awaiting, and was stopped
     ├── RunFailed                ``Run.result()`` of a run that failed
     ├── RunCancelled             ``Run.result()`` of a run that was cancelled
     ├── RunNotFound              no run has that id
@@ -37,6 +38,7 @@ __all__ = [
     "RunNotFound",
     "SerializationError",
     "StepFailed",
+    "WorkflowBlocked",
     "WorkflowNotFound",
     "WorldError",
     "WorldflowError",
@@ -87,6 +89,15 @@ class NonDeterminismError(WorldflowError):
 
     The message names the position, the command the log expected and the
     one the code made.
+    """
+
+
+class WorkflowBlocked(WorldflowError):
+    """Workflow code ran for too long without awaiting, and was stopped.
+
+    Workflow code must only compute and await: do blocking or long work in a
+    ``@step``. The limit is ``WORLDFLOW_WORKFLOW_BLOCK_TIMEOUT`` seconds (or
+    ``wf.configure(workflow_block_timeout=...)``).
     """
 
 

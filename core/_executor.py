@@ -245,12 +245,13 @@ class RunExecutor:
         except CorruptLogError as exc:
             # Stored data that cannot be read back is not a reason to try forever in
             # silence, nor a code change: the run ends failed, saying which event.
-            self.loading = False
             self.forget()
-            self._corrupt(events, exc)
+            self.rt.spawn(self._fail_corrupt(exc, events))
             return
         except Exception as exc:
-            if not self.rt.closed and not isinstance(exc, WorkflowNotFound):
+            if isinstance(exc, SerializationError):  # another process may have the class
+                log.warning("worldflow: cannot replay run %r yet: %s", self.run_id, exc)
+            elif not self.rt.closed and not isinstance(exc, WorkflowNotFound):
                 log.exception("worldflow: cannot load run %r", self.run_id)
             self.loading = False
             self._reject(exc, retry=True)  # tries again later, not at once
@@ -267,57 +268,42 @@ class RunExecutor:
                 dead.add(worker)
         return dead
 
-    def _corrupt(self, events: list[Event], exc: CorruptLogError) -> None:
-        """End a run whose log cannot be read as failed with the CorruptLogError, so that
-        ``runs show`` says why; its messages are then acknowledged."""
-        log.error("worldflow: run %r cannot be read and is failed: %s", self.run_id, exc)
-        if not events or any(
-            e.kind in (EventKind.RUN_FAILED, EventKind.RUN_COMPLETED, EventKind.RUN_CANCELLED)
-            for e in events[-1:]
-        ):
-            self._reject(exc, retry=False)
-            return
-        error = describe_error(exc, with_traceback=False)
-        tokens = [
-            e.data["token"]
-            for e in events
-            if e.kind == EventKind.HOOK_CREATED
-            and isinstance(e.data, dict)
-            and isinstance(e.data.get("token"), str)
-        ]
-        at = max(self.rt.clock.now(), events[-1].at)
-        append = Append(
-            self.run_id,
-            events[-1].seq,
-            [NewEvent(EventKind.RUN_FAILED, {"error": error}, at)],
-            status="failed",
-            error=error,
-            hooks_removed=tokens,
-            holder=None,
-            holder_changed=True,
-        )
-        self.rt.spawn(self._write_corrupt(append, exc))
-
-    async def _fail_corrupt(self, exc: CorruptLogError) -> None:
-        """A pass met data it cannot read (a value decoded for the workflow): fail the run."""
+    async def _fail_corrupt(self, exc: CorruptLogError, events: list[Event]) -> None:
+        """End a run whose log cannot be read back as failed with the CorruptLogError, so
+        that ``runs show`` says why (and its messages are acknowledged): appended after
+        the last event, which the run's projection knows even when the log cannot be read.
+        Hooks it created (as far as the log reads) are removed with it."""
+        log.error("worldflow: run %r cannot be read; it is failed", self.run_id, exc_info=exc)
+        ok = False
         try:
-            events = await self.rt.backend.read_events(self.run_id)
-        except Exception as read_error:
-            log.warning("worldflow: cannot read run %r again (%s)", self.run_id, read_error)
-            events = []
-        self.loading = False
-        if events:
-            self._corrupt(events, exc)
-        else:
-            self._reject(exc, retry=True)
-
-    async def _write_corrupt(self, append: Append, exc: CorruptLogError) -> None:
-        try:
-            ok = (await self.rt.backend.append([append]))[0]
+            info = await self.rt.backend.get_run(self.run_id)
+            if info is not None and not info.done and info.last_seq > 0:
+                error = describe_error(exc, with_traceback=False)
+                tokens = [
+                    e.data["token"]
+                    for e in events
+                    if e.kind == EventKind.HOOK_CREATED
+                    and isinstance(e.data, dict)
+                    and isinstance(e.data.get("token"), str)
+                ]
+                at = max(self.rt.clock.now(), events[-1].at if events else info.updated_at)
+                append = Append(
+                    self.run_id,
+                    info.last_seq,
+                    [NewEvent(EventKind.RUN_FAILED, {"error": error}, at)],
+                    status="failed",
+                    error=error,
+                    hooks_removed=tokens,
+                    holder=None,
+                    holder_changed=True,
+                )
+                ok = (await self.rt.backend.append([append]))[0]
+            else:
+                ok = info is None or info.done  # gone, or ended: nothing more to do
         except Exception as write_error:
             log.warning("worldflow: cannot record run %r as failed (%s)", self.run_id, write_error)
-            ok = False
-        self._reject(exc, retry=not ok)
+        self.loading = False
+        self._reject(exc, retry=not ok)  # not recorded (a race, the store): look again later
         if ok:
             self.rt.run_ended(self.run_id)
 
@@ -342,13 +328,17 @@ class RunExecutor:
 
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
         instance = self._new_instance(state.workflow, list(state.commands))
-        for event in events:
-            if event.kind == EventKind.RUN_STARTED:
-                instance.start(event.at, state.input)
-            elif event.kind in RESULT_KINDS:
-                if instance.done:
-                    break
-                instance.feed(event)
+        try:
+            for event in events:
+                if event.kind == EventKind.RUN_STARTED:
+                    instance.start(event.at, state.input)
+                elif event.kind in RESULT_KINDS:
+                    if instance.done:
+                        break
+                    instance.feed(event)
+        except BaseException:
+            instance.close()  # torn down on the workflow loop, not by the garbage collector
+            raise
         instance.check_replayed()
         instance.take_commands()  # commands made during replay are already in the log
         return instance
@@ -378,7 +368,13 @@ class RunExecutor:
             self.inputs[:0] = [i for i in inputs if i not in self.parked]
             self.forget()
             self.loading = True
-            self.rt.spawn(self._fail_corrupt(exc))
+            self.rt.spawn(self._fail_corrupt(exc, []))
+            return
+        except SerializationError as exc:  # another process may have the class
+            log.warning("worldflow: run %r: %s; trying again later", self.run_id, exc)
+            self.inputs[:0] = [i for i in inputs if i not in self.parked]
+            self.forget()
+            self._reject(exc, retry=True)
             return
         except Exception:
             log.exception("worldflow: internal error in run %r", self.run_id)

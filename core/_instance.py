@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode, encode
+from ._duration import check_wakeup
 from ._errors import CorruptLogError, NonDeterminismError, SerializationError
 from ._failures import describe_error, rebuild_error
 from ._hooks import Hook, Webhook
@@ -298,13 +299,17 @@ class WorkflowInstance:
         return fut
 
     def sleep_until(self, until: float) -> asyncio.Future[None]:
+        until = check_wakeup(until, "wf.sleep()")
         cid, _ = self._command("sleep_started", None, {"until": until})
         fut: asyncio.Future[None] = self.loop.create_future()
         self._pending[cid] = fut
         return fut
 
     def start_timer(self, handle: asyncio.TimerHandle) -> None:
-        cid, _ = self._command("sleep_started", None, {"until": handle.when()})
+        when = check_wakeup(
+            handle.when(), "an asyncio timer in workflow code (asyncio.sleep, wait_for, timeout)"
+        )
+        cid, _ = self._command("sleep_started", None, {"until": when})
         self._timers[cid] = handle
 
     def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:

@@ -60,7 +60,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import WorldflowError
+from ._errors import WorkflowBlocked
 
 if TYPE_CHECKING:
     from ._instance import WorkflowInstance
@@ -72,18 +72,6 @@ log = logging.getLogger("worldflow")
 ENV = "WORLDFLOW_WORKFLOW_BLOCK_TIMEOUT"
 DEFAULT = 5.0
 _TRIES = 3  # injections into one pass before the watchdog gives up on it
-
-
-class WorkflowBlocked(WorldflowError):
-    """Workflow code ran for too long without awaiting, and was stopped.
-
-    Workflow code must only compute and await: do blocking or long work in a
-    ``@step``. The limit is ``WORLDFLOW_WORKFLOW_BLOCK_TIMEOUT`` seconds.
-    """
-
-
-# Recorded as "worldflow.WorkflowBlocked", the name it is meant to be exported under.
-WorkflowBlocked.__module__ = "worldflow"
 
 
 class _Interrupt(BaseException):

@@ -32,6 +32,7 @@ PUBLIC = [
     "Webhook",
     "WebhookRequest",
     "Workflow",
+    "WorkflowBlocked",
     "WorkflowMetadata",
     "WorkflowNotFound",
     "WorldError",

@@ -155,10 +155,6 @@ def test_an_input_of_a_missing_class_is_a_serialization_error() -> None:
     assert instance.task is None  # the code was never started
 
 
-@pytest.mark.xfail(
-    reason="the executor must fail the run with the CorruptLogError that replay raises "
-    "(a change to core/_executor.py, handed over with this test)"
-)
 def test_a_run_whose_stored_output_was_damaged_fails_with_corrupt_log(tmp_path: Path) -> None:
     async def main() -> tuple[wf.RunFailed, list[str]]:
         async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):

@@ -47,6 +47,20 @@ def _world_packages() -> Iterator[tuple[str, str]]:
             yield ep.name, ep.value.partition(":")[0]
 
 
+class _Broken:
+    """Stands in for a command whose module does not import."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.help = self.description = f"(unavailable: {reason})"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise CliError(self.reason)
+
+
 def world_commands() -> dict[str, dict[str, str]]:
     """command -> world -> the ``"module:attribute"`` that provides it."""
     found: dict[str, dict[str, str]] = {}
@@ -72,8 +86,10 @@ def add_world_commands(
         for world, spec in sorted(providers.items()):
             try:
                 provider = _load(spec)
-            except ImportError as exc:
-                raise CliError(f"`worldflow {name} {world}` cannot be loaded: {exc}") from exc
+            except (ImportError, AttributeError) as exc:
+                # One world's broken command must not take the whole CLI down: say so
+                # when (and only when) that command is asked for.
+                provider = _Broken(f"`worldflow {name} {world}` cannot be loaded: {exc}")
 
             def handler(args: argparse.Namespace, _p: Any = provider) -> int:
                 try:

@@ -142,10 +142,9 @@ def missing_database(world: object) -> str | None:
     The local world opened read-only over a directory without a database reads
     it as empty; saying so tells a mistyped ``--data-dir`` from an idle world.
     """
-    # LocalWorld's read-only fallback is an in-memory store (no public flag for it yet).
+    world = getattr(world, "world", world)  # a Backend: the World it reads
     data_dir = getattr(world, "data_dir", None)
-    store_path = getattr(getattr(world, "store", None), "path", None)
-    if data_dir is None or store_path != ":memory:":
+    if data_dir is None or getattr(world, "database", True) is not None:
         return None
     return f"no worldflow database in {Path(data_dir).resolve()}"
 

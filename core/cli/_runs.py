@@ -50,13 +50,8 @@ __all__ = ["list_runs", "show_events"]
 
 
 def _unreadable(info: RunInfo) -> str | None:
-    """Why the World could not read the run's stored summary (then output and error are None).
-
-    For a store that marks such a run instead of failing the whole page: the
-    local store still raises today (see tests/test_cli.py).
-    """
-    reason = getattr(info, "unreadable", None)
-    return None if reason is None else str(reason)
+    """Why the World could not read the run's stored summary (then output and error are None)."""
+    return info.unreadable
 
 
 def run_summary(info: RunInfo) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""The postgres world passes the whole conformance suite, warm and always replaying,
+against the real PostgreSQL server (a database of this test session's own)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import worldflow as wf
+from worldflow.testing import WorldConformance
+from worldflow.worlds.postgres import PostgresWorld
+from worldflow.worlds.postgres.testing import (
+    ServerMissing,
+    empty_schema,
+    fresh_database,
+    world_factory,
+)
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    try:
+        with fresh_database() as url:
+            yield url
+    except ServerMissing as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+
+
+class TestPostgresWorld(WorldConformance):
+    schema = "conformance"
+
+    @pytest.fixture
+    def make_world(self, database: str) -> Callable[[], PostgresWorld]:
+        empty_schema(database, self.schema)  # one schema per class, emptied per test
+        clock = wf.VirtualClock()
+        return world_factory(
+            database, clock, schema=self.schema, heartbeat=0.2, lease=1.0, poll_interval=0.2
+        )
+
+
+class TestPostgresWorldAlwaysReplay(TestPostgresWorld):
+    schema = "conformance_replay"
+    always_replay = True
