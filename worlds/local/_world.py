@@ -63,6 +63,9 @@ class LocalWorld(World):
         path = ":memory:" if self.data_dir is None else str(self.data_dir / "worldflow.sqlite3")
         if read_only and not Path(path).exists():
             path = ":memory:"  # nothing has run here: read as empty, create nothing
+        #: The SQLite file read and written; None when there is none (in memory, or
+        #: opened read-only where no database exists yet).
+        self.database = None if path == ":memory:" else Path(path)
         store = Store(path, worker_id, clock)
         queue = LocalQueue(store, clock, registered_workflows, poll_interval=poll_interval)
         listen: tuple[str, int] | None = None
