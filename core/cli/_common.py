@@ -17,6 +17,7 @@ from rich.text import Text
 from worldflow._backend import Backend
 from worldflow._codec import to_display
 from worldflow._config import create_world
+from worldflow._documents import iso
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError
 
@@ -186,14 +187,6 @@ def short(value: Any, width: int = 60) -> str:
 def clip(text: str, width: int = 40) -> str:
     """``text`` quoted for a one-line message, cut to about ``width`` characters."""
     return repr(text) if len(text) <= width else repr(text[:width]) + "…"
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with milliseconds: ``2024-05-01T12:00:00.123Z``."""
-    if ts is None:
-        return None
-    when = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def local_time(ts: float | None, *, date: bool = True, ms: bool = False) -> str:

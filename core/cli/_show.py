@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow._backend import Backend
+from worldflow._documents import detail_document
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError, RunNotFound, WorldError
-from worldflow._inspect import RunDetail, StepInfo, WaitInfo, inspect_run
+from worldflow._inspect import RunDetail, StepInfo, inspect_run
 from worldflow._state import RunState
 from worldflow._world import RunInfo, RunStatus
 
@@ -38,7 +39,6 @@ from ._common import (
     console,
     display,
     elapsed,
-    iso,
     local_time,
     missing_database,
     open_world,
@@ -48,7 +48,7 @@ from ._common import (
     write_json,
 )
 
-__all__ = ["detail_doc", "load_detail", "run_view", "show_run"]
+__all__ = ["load_detail", "run_view", "show_run"]
 
 
 async def load_detail(storage: Backend, run_id: str) -> tuple[RunDetail, str | None]:
@@ -100,114 +100,6 @@ async def _from_log(storage: Backend, run_id: str, problem: str) -> RunDetail:
 
 
 # -- JSON --------------------------------------------------------------------------
-
-
-def _attempt_doc(step: StepInfo) -> list[dict[str, Any]]:
-    return [
-        {
-            "attempt": a.number,
-            "outcome": a.outcome,
-            "started_at": iso(a.started_at),
-            "ended_at": iso(a.ended_at),
-            "duration": a.duration,
-            "worker": a.worker,
-            **({"error": a.error} if a.error is not None else {}),
-        }
-        for a in step.attempts
-    ]
-
-
-def _step_doc(st: StepInfo) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "cid": st.position,
-        "step_id": st.id,
-        "name": st.name,
-        "status": st.status,
-        "attempts": len(st.attempts),
-        "scheduled_at": iso(st.scheduled_at),
-        "started_at": iso(st.started_at),
-        "ended_at": iso(st.ended_at),
-        "duration": st.duration,
-        "input": st.input,
-        "history": _attempt_doc(st),
-    }
-    if st.status == "completed":
-        doc["output"] = st.output
-    elif st.error is not None:  # failed, or a failed attempt's error before a retry
-        doc["error"] = st.error
-    if st.status == "retrying":
-        doc["retry_at"] = iso(st.retry_at)
-    if st.attempts and st.attempts[-1].worker is not None:
-        doc["worker"] = st.attempts[-1].worker
-    return doc
-
-
-def _wait_doc(w: WaitInfo) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "cid": w.position,
-        "kind": w.kind,
-        "started_at": iso(w.started_at),
-        "ended_at": iso(w.ended_at),
-    }
-    if w.kind == "sleep":
-        doc["until"] = iso(w.until)
-        doc["early"] = w.early
-    else:
-        doc.update(token=w.token, webhook=w.kind == "webhook", url=w.url, received=w.received)
-    return doc
-
-
-def detail_doc(d: RunDetail, unreadable: str | None = None) -> dict[str, Any]:
-    """``runs show --json``: the run, its steps (with every attempt), waits and events.
-
-    ``unreadable``: why the World could not read the run's summary (the run is
-    then described from its event log).
-    """
-    info = d.info
-    doc: dict[str, Any] = {
-        "id": info.id,
-        "workflow": info.workflow,
-        "status": info.status,
-        "created_at": iso(info.created_at),
-        "updated_at": iso(info.updated_at),
-        "started_at": iso(d.started_at),
-        "ended_at": iso(d.ended_at),
-        "duration": d.duration,
-        "events": len(d.events),
-        "input": d.input,
-        "steps": [_step_doc(st) for st in d.steps],
-        "waits": [_wait_doc(w) for w in d.waits],
-        "sleeps": [{"cid": w.position, "until": iso(w.until)} for w in d.sleeping],
-        "hooks": [
-            {
-                "cid": h.position,
-                "token": h.token,
-                "webhook": h.kind == "webhook",
-                "url": h.url,
-                "received": h.received,
-            }
-            for h in d.hooks_waiting
-        ],
-    }
-    if not info.done:
-        doc["cancel_requested"] = d.cancel_requested
-    if info.status == "completed":
-        doc["result"] = display(info.output)
-    elif info.status == "failed":
-        error = info.error or {}
-        doc["error"] = {
-            "type": error.get("type"),
-            "message": error.get("message"),
-            "traceback": error.get("traceback"),
-        }
-    if d.log_error is not None:
-        doc["log_error"] = d.log_error
-    if unreadable is not None:
-        doc["unreadable"] = unreadable
-    return doc
-
-
-# -- for people ----------------------------------------------------------------------
 
 
 def call_text(call: dict[str, Any]) -> str:
@@ -324,7 +216,7 @@ def show_run(args: argparse.Namespace) -> int:
 
     detail, unreadable = asyncio.run(read())
     if args.json:
-        write_json(detail_doc(detail, unreadable))
+        write_json(detail_document(detail, unreadable))
     else:
         console().print(run_view(detail))
     code = EXIT_OK
@@ -354,7 +246,7 @@ async def _follow(args: argparse.Namespace) -> int:
             if not args.json:
                 out.print(run_view(detail))
     if args.json:
-        write_json(detail_doc(detail, unreadable))
+        write_json(detail_document(detail, unreadable))
     if unreadable is not None:
         say(f"{unreadable}; shown from its event log")
     if not detail.info.done:

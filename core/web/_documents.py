@@ -6,9 +6,9 @@ epoch seconds, so a script can use the API as well as the page does.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from worldflow._documents import detail_document
 from worldflow._inspect import RunDetail, display
 from worldflow._world import Event, RunInfo, RunPage
 
@@ -42,20 +42,5 @@ def event_doc(event: Event) -> dict[str, Any]:
 
 
 def detail_doc(detail: RunDetail) -> dict[str, Any]:
-    """Everything the run page shows, as JSON (the event log is its own route)."""
-    doc = run_doc(detail.info)
-    doc.update(
-        input=detail.input,
-        started_at=detail.started_at,
-        ended_at=detail.ended_at,
-        cancel_requested=detail.cancel_requested,
-        log_error=detail.log_error,
-        steps=[
-            {**dataclasses.asdict(s), "attempts": [dataclasses.asdict(a) for a in s.attempts]}
-            for s in detail.steps
-        ],
-        waits=[dataclasses.asdict(w) for w in detail.waits],
-        hooks_waiting=[w.token for w in detail.hooks_waiting],
-        sleeping=[w.position for w in detail.sleeping],
-    )
-    return doc
+    """A run's detail: the same document as ``worldflow runs show --json``."""
+    return detail_document(detail)

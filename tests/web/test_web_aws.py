@@ -117,7 +117,7 @@ def test_pages_and_actions_on_the_aws_world(moto: MotoServer, settings: dict[str
             assert "web-aws.charge" in page and "web-aws:o-1" in page
             doc = web.get(f"/api/runs/{run.id}").json()
             (step,) = doc["steps"]
-            assert [a["outcome"] for a in step["attempts"]] == ["retried", "completed"]
+            assert [a["outcome"] for a in step["history"]] == ["retried", "completed"]
 
             token = re.search(r'<meta name="wf-token" content="([^"]+)">', web.get("/").text)
             assert token is not None
@@ -132,7 +132,7 @@ def test_pages_and_actions_on_the_aws_world(moto: MotoServer, settings: dict[str
                 return doc if doc["status"] == "completed" else None
 
             finished = _until(done)
-            assert finished["output"] == {"receipt": "charged o-1", "answer": "ok"}
+            assert finished["result"] == {"receipt": "charged o-1", "answer": "ok"}
             rerun = web.post(f"/api/runs/{run.id}/rerun", json={}, headers=headers)
             assert rerun.status_code == 200, rerun.text
             assert len(web.get("/api/runs").json()["runs"]) == 2
