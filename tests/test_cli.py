@@ -955,3 +955,15 @@ def test_worker_logs_through_the_logging_the_user_configured(cli: Cli, project: 
     loads = [line for line in text.splitlines() if "run 'c1' cannot be read" in line]
     # Each record once, through the user's handler only.
     assert loads == ["USER ERROR worldflow: worldflow: run 'c1' cannot be read; it is failed"]
+
+
+def test_runs_prune_deletes_only_runs_that_ended_long_ago(cli: Cli) -> None:
+    assert cli("start", f"{MODULE}:checkout", '"o-old"', "--id", "old", "--wait")[0] == 0
+    assert cli("start", f"{MODULE}:checkout", '"o-new"', "--id", "new", "--wait")[0] == 0
+    corrupt(cli.data, "UPDATE runs SET updated_at = updated_at - 40 * 86400 WHERE id = 'old'")
+    code, out, err = cli("runs", "prune", "--older-than", "30d", "--json")
+    assert code == 0, err
+    assert json.loads(out)["deleted"] == 1
+    ids = [r["id"] for r in cli.json("runs", "list")["runs"]]
+    assert ids == ["new"]
+    assert cli("runs", "prune", "--older-than", "soon")[0] == 2

@@ -151,11 +151,11 @@ def missing_database(world: object) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def open_world() -> AsyncIterator[Backend]:
+async def open_world(*, read_only: bool = True) -> AsyncIterator[Backend]:
     """The configured World, not started (no background work), closed afterwards: its
     storage as the engine reads it (big values from blobs, unsent messages sent)."""
     try:
-        world = create_world(read_only=True)
+        world = create_world(read_only=read_only)
     except (ValueError, ImportError) as exc:
         raise CliError(f"cannot set up the world: {exc}", EXIT_USAGE) from None
     backend = Backend(world)

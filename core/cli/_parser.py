@@ -13,7 +13,7 @@ from worldflow._duration import format_duration, parse_duration
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._cloud import add_world_commands
 from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
-from ._runs import list_runs, show_events
+from ._runs import list_runs, prune_runs, show_events
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
@@ -79,8 +79,10 @@ def _data_dir(text: str) -> str:
 _MAX_SECONDS = 365 * 86400.0
 
 
-def _duration(flag: str, minimum: float = 0.0) -> Callable[[str], float]:
-    """A type for a duration option: seconds or "30s", "5m" ..., at most a year."""
+def _duration(
+    flag: str, minimum: float = 0.0, maximum: float = _MAX_SECONDS
+) -> Callable[[str], float]:
+    """A type for a duration option: seconds or "30s", "5m" ..., at most a year (by default)."""
 
     def duration(text: str) -> float:
         try:
@@ -91,8 +93,10 @@ def _duration(flag: str, minimum: float = 0.0) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"must be at least {format_duration(minimum)}, got {clip(text)}"
             )
-        if seconds > _MAX_SECONDS:
-            raise argparse.ArgumentTypeError(f"must be at most 365d, got {clip(text)}")
+        if seconds > maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {format_duration(maximum)}, got {clip(text)}"
+            )
         return seconds
 
     return duration
@@ -259,6 +263,22 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     events.add_argument("run_id", metavar="RUN_ID", type=_text)
     events.add_argument(
         "--raw", action="store_true", help="event data as stored (encoded values, not for display)"
+    )
+    prune = command(
+        runs_commands,
+        "prune",
+        prune_runs,
+        "delete runs that ended long ago",
+        "Delete the runs that ended (completed, failed or cancelled) more than AGE ago, "
+        "with their event logs, messages and hooks. Runs still going are never touched. "
+        "A serving process does the same on its own with WORLDFLOW_RETENTION set.",
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        type=_duration("--older-than", minimum=1.0, maximum=100 * 365 * 86400.0),
+        help='runs that ended more than this long ago ("30d", "12h", seconds)',
     )
     cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
     cancel.add_argument("run_id", metavar="RUN_ID", type=_text)

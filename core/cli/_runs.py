@@ -20,9 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow._backend import Backend
+from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError, WorldError
 from worldflow._inspect import call_args
-from worldflow._world import Event, RunInfo, RunPage
+from worldflow._world import Event, Pruning, RunInfo, RunPage
 
 from ._common import (
     EXIT_FAILED,
@@ -216,6 +217,28 @@ def _event_summary(event: Event) -> str:
         pass  # a malformed event: show its data as it is
     data = {k: v for k, v in d.items() if k != "cid"}
     return f"{cid}{short(display(data), 100)}" if data else cid.strip()
+
+
+def prune_runs(args: argparse.Namespace) -> int:
+    """``worldflow runs prune --older-than AGE``: delete runs that ended before now - AGE."""
+
+    async def prune() -> int:
+        async with open_world(read_only=False) as reader:
+            storage = reader.world.storage
+            if not isinstance(storage, Pruning):
+                raise CliError(f"the {reader.world.name} world cannot delete old runs")
+            before = reader.world.clock.now() - args.older_than
+            total = 0
+            while deleted := await storage.prune(before, 500):
+                total += deleted
+            return total
+
+    deleted = asyncio.run(prune())
+    if args.json:
+        write_json({"deleted": deleted, "older_than": args.older_than})
+    else:
+        say(f"deleted {deleted} run(s) that ended over {format_duration(args.older_than)} ago")
+    return EXIT_OK
 
 
 def show_events(args: argparse.Namespace) -> int:
