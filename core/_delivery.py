@@ -69,7 +69,10 @@ async def deliver(
         if wait > 0:
             limit = min(world.hold if hold is None else hold, left())
             if wait <= limit or (not world.real_time and deadline is None):
-                await world.clock.sleep_until(due)
+                try:
+                    await _bounded(world.clock.sleep_until(due), left())
+                except TimeoutError:  # a virtual clock that did not move in time
+                    return Disposition.later(1.0, "not due before the host's deadline")
             elif world.real_time:
                 return await _hop(rt, d, due)
             else:

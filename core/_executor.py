@@ -95,6 +95,7 @@ class RunExecutor:
         self.retry_delay = 0.1  # before loading again after a failure
         self.parked: list[_Input] = []  # hook payloads that came before the one due first
         self.unsent = 0  # appends whose messages are not sent yet (outbox)
+        self.checking = 0  # hook-token checks under way (they may record hook_failed)
         self.holder: str | object | None = _UNKNOWN  # the holder the last append recorded
         self._quiet: list[asyncio.Future[None]] = []
 
@@ -160,7 +161,14 @@ class RunExecutor:
 
     @property
     def idle(self) -> bool:
-        return not (self.inputs or self.inflight or self.loading or self.running or self.unsent)
+        return not (
+            self.inputs
+            or self.inflight
+            or self.loading
+            or self.running
+            or self.unsent
+            or self.checking
+        )
 
     def prime(self, first: Event) -> None:
         """A run this process has just created: its log is that one event, no need to read it."""
@@ -177,15 +185,19 @@ class RunExecutor:
 
     async def _check_hooks(self, hooks: list[tuple[int, str]]) -> None:
         """A token another live run already held stayed with it: fail our hook."""
-        for cid, token in hooks:
-            try:
-                holder = await self.rt.backend.get_hook(token)
-            except Exception:
-                log.exception("worldflow: cannot check hook %r of run %r", token, self.run_id)
-                continue
-            if holder is not None and holder.run_id != self.run_id:
-                self.inputs.append(_Input(hook_taken=(cid, token, holder.run_id)))
-                self.kick()
+        try:
+            for cid, token in hooks:
+                try:
+                    holder = await self.rt.backend.get_hook(token)
+                except Exception:
+                    log.exception("worldflow: cannot check hook %r of run %r", token, self.run_id)
+                    continue
+                if holder is not None and holder.run_id != self.run_id:
+                    self.inputs.append(_Input(hook_taken=(cid, token, holder.run_id)))
+                    self.kick()
+        finally:
+            self.checking -= 1
+            self._settle()
 
     def others(self, state: RunState) -> set[str]:
         """Other workers that run attempts of this run's steps, as the state says."""
@@ -420,6 +432,7 @@ class RunExecutor:
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
         if batch.hooks:
+            self.checking += 1  # the run is not quiet until its new hooks are checked
             self.rt.spawn(self._check_hooks(batch.hooks))
         self._finish_inputs(inputs)
         if batch.append.status in TERMINAL:
@@ -557,6 +570,9 @@ class RunExecutor:
     def _give_back(self, inp: _Input) -> None:
         if inp in self.parked:
             self.parked.remove(inp)
+            # The payload before it may be in the log already, written by another
+            # process: read the log again before the next one is looked at.
+            self.stale = True
             if inp.done is not None and not inp.done.done():
                 inp.done.set_exception(Parked())
 

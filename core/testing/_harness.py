@@ -38,11 +38,22 @@ __all__ = [
 
 
 class Harness:
-    """One World (re)opened over the same storage, served on the running loop."""
+    """One World (re)opened over the same storage, served on the running loop.
 
-    def __init__(self, make_world: Callable[[], World], *, always_replay: bool = False) -> None:
+    ``serve=False``: the test's process is a client (it starts, signals and looks at
+    runs); the World's own host executes them (a Lambda harness, a service process).
+    """
+
+    def __init__(
+        self,
+        make_world: Callable[[], World],
+        *,
+        always_replay: bool = False,
+        serve: bool = True,
+    ) -> None:
         self.make_world = make_world
         self.always_replay = always_replay
+        self.serve = serve
         self.world: World = make_world()
         self._stack: contextlib.AsyncExitStack | None = None
         self._runtime: Runtime | None = None
@@ -57,7 +68,7 @@ class Harness:
     async def _open(self) -> None:
         self._stack = contextlib.AsyncExitStack()
         self._runtime = await self._stack.enter_async_context(
-            _serving(self.world, self.always_replay, serve=True)
+            _serving(self.world, self.always_replay, serve=self.serve)
         )
 
     @property

@@ -49,7 +49,10 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
 
     def test(self: WorldConformance, make_world: Callable[[], World]) -> None:
         async def main() -> None:
-            async with Harness(make_world, always_replay=self.always_replay) as h:
+            harness = self.harness_class(
+                make_world, always_replay=self.always_replay, serve=self.serve
+            )
+            async with harness as h:
                 await asyncio.wait_for(fn(self, h), self.timeout)
 
         asyncio.run(main())
@@ -65,6 +68,16 @@ class WorldConformance:
 
     always_replay: ClassVar[bool] = False
     timeout: ClassVar[float] = 30.0
+    #: False: the test's process is a client and the World's own host executes runs
+    #: (tests that need a serving runtime in this process are skipped).
+    serve: ClassVar[bool] = True
+    #: The harness each test opens (a World's tests may give a subclass, e.g. one whose
+    #: restart also restarts the World's host).
+    harness_class: ClassVar[type[Harness]] = Harness
+
+    def _needs_a_serving_test_process(self) -> None:
+        if not self.serve:
+            pytest.skip("needs a serving runtime in the test's own process")
 
     @pytest.fixture
     def make_world(self) -> Callable[[], World]:
@@ -564,6 +577,7 @@ class WorldConformance:
     # -- at-least-once delivery -------------------------------------------------------------------
     @conformance
     async def test_duplicate_delivery_leaves_the_same_log(self, h: Harness) -> None:
+        self._needs_a_serving_test_process()
         async def scenario() -> list[Any]:
             logs = []
             tag, token = "dup", "dup-token"
@@ -606,6 +620,7 @@ class WorldConformance:
 
     @conformance
     async def test_two_workers_racing_record_one_result(self, h: Harness) -> None:
+        self._needs_a_serving_test_process()
         tag = _tag()
         other = Runtime(h.make_world())
         await other.start()
@@ -630,6 +645,7 @@ class WorldConformance:
 
     @conformance
     async def test_attempt_of_a_stopped_worker_is_run_again(self, h: Harness) -> None:
+        self._needs_a_serving_test_process()
         tag = _tag()
         other = Runtime(h.make_world())
         await other.start()

@@ -532,10 +532,6 @@ async def three_payloads(token: str) -> list[str]:
     return got
 
 
-@pytest.mark.xfail(
-    reason="core: a payload given back after parking parks again on a stale warm state",
-    strict=False,
-)
 def test_a_payload_parked_on_a_stale_container_is_applied(
     env: dict[str, str], moto: MotoServer
 ) -> None:

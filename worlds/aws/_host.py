@@ -117,8 +117,11 @@ class LambdaHost:
 
     async def _batch(self, records: list[dict[str, Any]], remaining: float) -> list[str]:
         engine, opened = await self._engine()
-        if not opened and engine.lease_until < time.time() + remaining:
-            await engine.heartbeat()  # the process may have been frozen past its lease
+        if not opened and engine.lease_until < time.time() + engine.world.heartbeat:
+            # Frozen since the last invocation, its proof of life has run out (or nearly):
+            # renew it before any step starts; during the invocation the engine's own
+            # heartbeat keeps it. Back-to-back invocations write none.
+            await engine.heartbeat()
         deadline = self.loop.time() + remaining - MARGIN
         hold = max(0.0, min(HOLD, remaining - MARGIN))
         answers = await asyncio.gather(*(self._record(engine, r, deadline, hold) for r in records))
