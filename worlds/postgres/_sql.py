@@ -1,9 +1,12 @@
-r"""The statements of the postgres world's store, and the arrays they take.
+"""The statements of the postgres world's store, and the data one write takes.
 
-Every write is one statement over ``unnest``\ ed arrays, whatever the number of
-runs, events, hooks and messages it writes: :class:`Group` gathers those
-arrays, :class:`Sql` holds the statements of one schema and composes the
-write of a group from the parts it needs.
+Every write is one statement, whatever the number of runs, events, hooks and
+messages it writes: :class:`Group` gathers them, and the statement reads them
+from one JSON parameter (``json_to_recordset``), which is several times
+cheaper to send than psycopg's text arrays (those are escaped in Python, one
+element at a time); a few events alone (one step of one run, the common
+case) go as ``VALUES`` rows of scalar parameters. Each statement shape is
+prepared once per connection (psycopg prepares a query run five times).
 """
 
 from __future__ import annotations
@@ -20,32 +23,62 @@ __all__ = ["SERVER_NOW", "Group", "Sql"]
 #: The database server's wall clock, in epoch seconds: leases are measured on it, so that
 #: the clocks of the workers' machines need not agree.
 SERVER_NOW = "extract(epoch from clock_timestamp())"
+#: Up to this many events (and nothing else) are inserted as VALUES rows.
+VALUES_ROWS = 12
 
 
 @dataclasses.dataclass
 class Group:
-    """The arrays one write statement takes: what a group of appends (or creates) writes."""
+    """What one write statement writes: a group of appends, or of new runs."""
 
-    events: tuple[list[str], list[int], list[str], list[float], list[str]] = dataclasses.field(
-        default_factory=lambda: ([], [], [], [], [])
-    )
-    runs: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    hooks_deleted: tuple[list[str], list[str]] = dataclasses.field(default_factory=lambda: ([], []))
-    hooks_created: dict[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)
-    messages: tuple[
-        list[str], list[str], list[str], list[str], list[float], list[str | None], list[bool]
-    ] = dataclasses.field(default_factory=lambda: ([], [], [], [], [], [], []))
+    events: list[tuple[str, int, str, float, str]] = dataclasses.field(default_factory=list)
+    runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    hooks_deleted: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    hooks_created: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    created: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     conflict: bool = False  # a hook token both removed and created: written one by one
 
     def add_event(self, run_id: str, seq: int, kind: str, at: float, data: str) -> None:
-        for column, value in zip(self.events, (run_id, seq, kind, at, data), strict=True):
-            column.append(value)  # type: ignore[attr-defined]
+        self.events.append((run_id, seq, kind, at, data))
 
     def add_message(self, out: Outgoing, due: float, mine: bool) -> None:
         m = out.message
-        values = (m.run_id, m.id, m.kind, json_dumps(m.data), due, out.key, mine)
-        for column, value in zip(self.messages, values, strict=True):
-            column.append(value)  # type: ignore[attr-defined]
+        self.messages.append(
+            {
+                "run_id": m.run_id,
+                "msg_id": m.id,
+                "kind": m.kind,
+                "data": json_dumps(m.data),
+                "due": due,
+                "dedup": out.key,
+                "mine": mine,
+            }
+        )
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The projection changes of a run (the last append of the group wins)."""
+        found = self.runs.get(run_id)
+        if found is None:
+            found = self.runs[run_id] = {"id": run_id, "set_holder": False}
+        return found
+
+    def document(self) -> str:
+        """The JSON parameter: one key per part present."""
+        doc: dict[str, Any] = {}
+        if self.events:
+            doc["e"] = [{"r": r, "s": s, "k": k, "a": a, "d": d} for r, s, k, a, d in self.events]
+        if self.runs:
+            doc["r"] = list(self.runs.values())
+        if self.hooks_deleted:
+            doc["hd"] = self.hooks_deleted
+        if self.hooks_created:
+            doc["hc"] = list(self.hooks_created.values())
+        if self.messages:
+            doc["m"] = self.messages
+        if self.created:
+            doc["c"] = self.created
+        return json_dumps(doc)
 
 
 class Sql:
@@ -86,44 +119,41 @@ class Sql:
             m AS (DELETE FROM {s}.messages WHERE run_id IN (SELECT id FROM gone)),
             h AS (DELETE FROM {s}.hooks WHERE run_id IN (SELECT id FROM gone))
             SELECT count(*) FROM gone"""
-        self.events = (
-            f"INSERT INTO {s}.events (run_id, seq, kind, at, data) SELECT * FROM "
-            "unnest(%s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])"
-        )
-        self.runs = f"""UPDATE {s}.runs AS x SET
-                status = coalesce(u.status, x.status),
-                updated_at = CASE WHEN u.status IS NULL THEN x.updated_at ELSE u.updated_at END,
-                output = CASE WHEN u.status IS NULL THEN x.output ELSE u.output END,
-                error = CASE WHEN u.status IS NULL THEN x.error ELSE u.error END,
-                holder = CASE WHEN u.set_holder THEN u.holder ELSE x.holder END
-            FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[],
-                        %s::bool[], %s::text[])
-                AS u(id, status, updated_at, output, error, set_holder, holder)
-            WHERE x.id = u.id"""
-        self.hooks_deleted = (
-            f"DELETE FROM {s}.hooks AS h USING unnest(%s::text[], %s::text[]) AS d(token, run_id) "
-            "WHERE h.token = d.token AND h.run_id = d.run_id"
-        )
+        # The parts of a write; each reads its rows from the document (the `doc` CTE).
+        self._events = f"""INSERT INTO {s}.events (run_id, seq, kind, at, data)
+            SELECT x.r, x.s, x.k, x.a, x.d
+            FROM doc, json_to_recordset(doc.d -> 'e') AS x(r text, s int, k text, a float8, d text)"""
+        self._runs = f"""UPDATE {s}.runs AS t SET
+                status = coalesce(u.status, t.status),
+                updated_at = CASE WHEN u.status IS NULL THEN t.updated_at ELSE u.updated_at END,
+                output = CASE WHEN u.status IS NULL THEN t.output ELSE u.output END,
+                error = CASE WHEN u.status IS NULL THEN t.error ELSE u.error END,
+                holder = CASE WHEN u.set_holder THEN u.holder ELSE t.holder END
+            FROM doc, json_to_recordset(doc.d -> 'r') AS u(id text, status text,
+                updated_at float8, output text, error text, set_holder bool, holder text)
+            WHERE t.id = u.id"""
+        self._hooks_deleted = f"""DELETE FROM {s}.hooks AS h
+            USING doc, json_to_recordset(doc.d -> 'hd') AS x(token text, run_id text)
+            WHERE h.token = x.token AND h.run_id = x.run_id"""
         # A token another live run holds stays with that run.
-        self.hooks_created = (
-            f"INSERT INTO {s}.hooks (token, run_id, webhook) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bool[]) ON CONFLICT (token) DO NOTHING"
-        )
+        self._hooks_created = f"""INSERT INTO {s}.hooks (token, run_id, webhook)
+            SELECT x.token, x.run_id, x.webhook
+            FROM doc, json_to_recordset(doc.d -> 'hc') AS x(token text, run_id text, webhook bool)
+            ON CONFLICT (token) DO NOTHING"""
         # Claimed here (mine) or left for any worker, whom a notification wakes.
-        self.messages = f"""INSERT INTO {s}.messages
+        self._messages = f"""INSERT INTO {s}.messages
                 (run_id, msg_id, kind, data, due, dedup, attempts, claimed_by, claimed_until)
             SELECT u.run_id, u.msg_id, u.kind, u.data, u.due, u.dedup,
                    CASE WHEN u.mine THEN 1 ELSE 0 END,
-                   CASE WHEN u.mine THEN %s END,
-                   CASE WHEN u.mine THEN {SERVER_NOW} + %s END
-            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],
-                        %s::text[], %s::bool[])
-                AS u(run_id, msg_id, kind, data, due, dedup, mine)
+                   CASE WHEN u.mine THEN %(worker)s END,
+                   CASE WHEN u.mine THEN {SERVER_NOW} + %(lease)s END
+            FROM doc, json_to_recordset(doc.d -> 'm') AS u(run_id text, msg_id text, kind text,
+                data text, due float8, dedup text, mine bool)
             {{where}}
             ON CONFLICT (dedup) DO NOTHING
             RETURNING id, run_id, msg_id, kind, data, due, dedup, attempts,
                 claimed_by IS NOT NULL AS mine,
-                CASE WHEN claimed_by IS NULL THEN pg_notify(%s, '') END AS notified"""
+                CASE WHEN claimed_by IS NULL THEN pg_notify(%(channel)s, '') END AS notified"""
         self.claim = f"""
             WITH c AS (
                 SELECT m.id FROM {s}.messages m LEFT JOIN {s}.runs r ON r.id = m.run_id
@@ -163,83 +193,79 @@ class Sql:
         self.forget = f"DELETE FROM {s}.workers WHERE id = %s"
         self._cache: dict[tuple[object, ...], str] = {}
 
-    def _messages_params(self, group: Group, worker: str, settings: PostgresSettings) -> list[Any]:
-        return [worker, settings.lease, *group.messages, settings.channel]
-
-    def append(
-        self, group: Group, worker: str, settings: PostgresSettings
-    ) -> tuple[str, list[Any]]:
-        """One statement writing a group of appends; only the parts it needs, so that the
-        common one (events only) is a plain insert. Each shape is prepared once per
-        connection by psycopg."""
-        has = (bool(group.runs), bool(group.hooks_deleted[0]), bool(group.hooks_created))
-        has_messages = bool(group.messages[0])
-        params: list[Any] = [*group.events]
-        if not any(has) and not has_messages:
-            return self.events, params
-        key = ("append", *has, has_messages)
+    def _values(self, n: int) -> str:
+        key = ("values", n)
         sql = self._cache.get(key)
-        parts = [f"e AS ({self.events})"]
-        if group.runs:
-            parts.append(f"r AS ({self.runs})")
-            columns: list[list[Any]] = [[] for _ in range(7)]
-            for run_id, row in group.runs.items():
-                for column, value in zip(columns, (run_id, *row), strict=True):
-                    column.append(value)
-            params += columns
-        if group.hooks_deleted[0]:
-            parts.append(f"hd AS ({self.hooks_deleted})")
-            params += group.hooks_deleted
-        if group.hooks_created:
-            parts.append(f"hc AS ({self.hooks_created})")
-            tokens = list(group.hooks_created)
-            params += [
-                tokens,
-                [group.hooks_created[t][0] for t in tokens],
-                [group.hooks_created[t][1] for t in tokens],
-            ]
-        if has_messages:
-            parts.append(f"m AS ({self.messages.format(where='')})")
-            params += self._messages_params(group, worker, settings)
         if sql is None:
-            main = "SELECT * FROM m" if has_messages else "SELECT 1 WHERE false"
-            sql = self._cache[key] = "WITH " + ",\n".join(parts) + "\n" + main
-        return sql, params
+            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * n)
+            sql = self._cache[key] = (
+                f"INSERT INTO {self.s}.events (run_id, seq, kind, at, data) VALUES {rows}"
+            )
+        return sql
 
-    def create(
-        self,
-        runs: tuple[list[str], list[str], list[float], list[str], list[str]],
-        group: Group,
-        worker: str,
-        settings: PostgresSettings,
-    ) -> tuple[str, list[Any]]:
-        """One statement creating runs (those whose id is free) with their first event and
-        their messages. Rows: ``("r", run_id)`` per run created, ``("m", ...)`` per message."""
-        s = self.s
-        params: list[Any] = [*runs]
-        sql = f"""WITH u AS (
-                SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[])
-                    AS u(id, workflow, at, kind, data)),
-            r AS (INSERT INTO {s}.runs (id, workflow, status, created_at, updated_at)
-                SELECT id, workflow, 'pending', at, at FROM u
-                ON CONFLICT (id) DO NOTHING RETURNING id),
-            e AS (INSERT INTO {s}.events (run_id, seq, kind, at, data)
-                SELECT u.id, 1, u.kind, u.at, u.data FROM u JOIN r ON r.id = u.id)"""
-        nothing = (
-            "NULL::text, NULL::text, NULL::text, NULL::float8, NULL::text, NULL::int, NULL::bool"
+    @staticmethod
+    def _params(group: Group, worker: str, settings: PostgresSettings) -> dict[str, Any]:
+        params: dict[str, Any] = {"doc": group.document()}
+        if group.messages:
+            params.update(worker=worker, lease=settings.lease, channel=settings.channel)
+        return params
+
+    def append(self, group: Group, worker: str, settings: PostgresSettings) -> tuple[str, Any]:
+        """One statement writing a group of appends, with only the parts it needs."""
+        parts = (
+            bool(group.runs),
+            bool(group.hooks_deleted),
+            bool(group.hooks_created),
+            bool(group.messages),
         )
-        if group.messages[0]:
-            where = "WHERE u.run_id IN (SELECT id FROM r)"
-            sql += f",\n m AS ({self.messages.format(where=where)})"
-            params += self._messages_params(group, worker, settings)
-            sql += f"""
-            SELECT 'r', NULL::bigint, r.id, {nothing} FROM r
-            UNION ALL
-            SELECT 'm', m.id, m.run_id, m.msg_id, m.kind, m.data, m.due, m.dedup, m.attempts,
-                   m.mine FROM m"""
-        else:
-            sql += f"\nSELECT 'r', NULL::bigint, r.id, {nothing} FROM r"
-        return sql, params
+        if not any(parts) and len(group.events) <= VALUES_ROWS:
+            return self._values(len(group.events)), [v for row in group.events for v in row]
+        key = ("append", *parts)
+        sql = self._cache.get(key)
+        if sql is None:
+            ctes = ["doc AS (SELECT %(doc)s::json AS d)", f"e AS ({self._events})"]
+            names = ("r", "hd", "hc")
+            bodies = (self._runs, self._hooks_deleted, self._hooks_created)
+            ctes += [f"{n} AS ({b})" for n, b, on in zip(names, bodies, parts, strict=False) if on]
+            main = "SELECT 1 WHERE false"
+            if group.messages:
+                ctes.append(f"m AS ({self._messages.format(where='')})")
+                main = "SELECT * FROM m"
+            sql = self._cache[key] = "WITH " + ",\n".join(ctes) + "\n" + main
+        return sql, self._params(group, worker, settings)
 
-    def send(self, group: Group, worker: str, settings: PostgresSettings) -> tuple[str, list[Any]]:
-        return self.messages.format(where=""), self._messages_params(group, worker, settings)
+    def create(self, group: Group, worker: str, settings: PostgresSettings) -> tuple[str, Any]:
+        """One statement creating runs (those whose id is free) with their first event and
+        their messages. Rows: ``"r"`` and the id of each run created, ``"m"`` and the
+        columns of each message inserted."""
+        key = ("create", bool(group.messages))
+        sql = self._cache.get(key)
+        if sql is None:
+            s = self.s
+            nothing = ", ".join(
+                ["NULL::bigint", "r.id"] + ["NULL::text"] * 3 + ["NULL::float8", "NULL::text"]
+            )
+            sql = f"""WITH doc AS (SELECT %(doc)s::json AS d),
+                u AS (SELECT * FROM doc, json_to_recordset(doc.d -> 'c')
+                    AS u(id text, workflow text, at float8, kind text, data text)),
+                r AS (INSERT INTO {s}.runs (id, workflow, status, created_at, updated_at)
+                    SELECT id, workflow, 'pending', at, at FROM u
+                    ON CONFLICT (id) DO NOTHING RETURNING id),
+                e AS (INSERT INTO {s}.events (run_id, seq, kind, at, data)
+                    SELECT u.id, 1, u.kind, u.at, u.data FROM u JOIN r ON r.id = u.id)"""
+            if group.messages:
+                where = "WHERE u.run_id IN (SELECT id FROM r)"
+                sql += f",\n m AS ({self._messages.format(where=where)})"
+                sql += f"""
+                SELECT 'r', {nothing}, NULL::int, NULL::bool FROM r
+                UNION ALL
+                SELECT 'm', m.id, m.run_id, m.msg_id, m.kind, m.data, m.due, m.dedup,
+                       m.attempts, m.mine FROM m"""
+            else:
+                sql += f"\nSELECT 'r', {nothing}, NULL::int, NULL::bool FROM r"
+            self._cache[key] = sql
+        return sql, self._params(group, worker, settings)
+
+    def send(self, group: Group, worker: str, settings: PostgresSettings) -> tuple[str, Any]:
+        sql = "WITH doc AS (SELECT %(doc)s::json AS d)\n" + self._messages.format(where="")
+        return sql, self._params(group, worker, settings)

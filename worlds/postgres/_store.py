@@ -25,6 +25,7 @@ claimed by whichever worker takes it first (:mod:`._queue`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict
@@ -124,6 +125,8 @@ class Store:
         self.clock = clock
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
+        self._writer: AsyncConnection[Any] | None = None
+        self._writing = asyncio.Lock()
         self._closed = False
         #: The queue's hand-off while this process serves: messages this store claimed
         #: for it as it inserted them.
@@ -131,6 +134,7 @@ class Store:
         #: Runs this process wrote to last (a hint: their messages due now are claimed here).
         self.active: OrderedDict[str, None] = OrderedDict()
         self._creates: list[tuple[RunCreate, asyncio.Future[tuple[RunInfo, bool]]]] = []
+        self._wanted: dict[str, list[asyncio.Future[RunInfo | None]]] = {}
         self.writes = 0  # write statements sent (the benchmark counts them)
         self.messages_queued = 0
         self._sql = Sql(f'"{settings.schema}"')
@@ -190,8 +194,38 @@ class Store:
                 raise explain(exc, what, *self._where) from exc
         raise AssertionError("unreachable")
 
+    async def _write(self, what: str, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Like :meth:`_run`, on the connection kept for appends: the engine makes one
+        append call at a time, and a pool checkout per step costs more than it saves."""
+        pool = self._pool or await self._open()
+        async with self._writing:
+            for attempt in (1, 2):
+                conn = self._writer
+                try:
+                    if conn is None:
+                        conn = self._writer = await pool.getconn()
+                    return await body(conn)
+                except self._psycopg.OperationalError as exc:
+                    await self._drop_writer()
+                    if attempt == 1 and not self._closed:
+                        log.info("worldflow: %s: %s; trying again on a new connection", what, exc)
+                        continue
+                    raise explain(exc, what, *self._where) from exc
+                except (self._psycopg.Error, self._pool_module.PoolTimeout) as exc:
+                    if conn is not None and conn.info.transaction_status:
+                        await self._drop_writer()  # left in a transaction: not reused
+                    raise explain(exc, what, *self._where) from exc
+            raise AssertionError("unreachable")
+
+    async def _drop_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None and self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.putconn(conn)  # the pool discards a broken one
+
     async def close(self) -> None:
         self._closed = True
+        await self._drop_writer()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(timeout=2.0)
@@ -227,18 +261,23 @@ class Store:
             first.setdefault(create.run_id, create)
         now = self.clock.now()
         group = Group()
-        runs: tuple[list[str], list[str], list[float], list[str], list[str]] = ([], [], [], [], [])
         for create in first.values():
             e = create.event
-            values = (create.run_id, create.workflow, e.at, e.kind, json_dumps(e.data))
-            for column, value in zip(runs, values, strict=True):
-                column.append(value)  # type: ignore[attr-defined]
+            group.created.append(
+                {
+                    "id": create.run_id,
+                    "workflow": create.workflow,
+                    "at": e.at,
+                    "kind": e.kind,
+                    "data": json_dumps(e.data),
+                }
+            )
             for out in create.messages:
                 due = now if out.not_before is None else out.not_before
                 # A run created here is executed here: its start is claimed for this process.
                 mine = self.local is not None and due <= now
                 group.add_message(out, due, mine)
-        sql, params = self._sql.create(runs, group, self.worker_id, self.settings)
+        sql, params = self._sql.create(group, self.worker_id, self.settings)
 
         async def body(conn: AsyncConnection[Any]) -> tuple[set[str], list[StoredMessage]]:
             cur = await conn.execute(sql, params)
@@ -290,21 +329,25 @@ class Store:
         for a in appends:
             for i, e in enumerate(a.events, a.expected_seq + 1):
                 group.add_event(a.run_id, i, e.kind, e.at, json_dumps(e.data))
-            if a.status is not None or a.holder_changed:
-                row = group.runs.setdefault(a.run_id, [None, None, None, None, False, None])
-                if a.status is not None:
-                    row[0] = a.status
-                    row[1] = a.events[-1].at if a.events else now
-                    row[2] = None if a.output is None else json_dumps(a.output)
-                    row[3] = None if a.error is None else json_dumps(a.error)
-                if a.holder_changed:
-                    row[4] = True
-                    row[5] = a.holder
+            if a.status is not None:
+                row = group.run(a.run_id)
+                row["status"] = a.status
+                row["updated_at"] = a.events[-1].at if a.events else now
+                row["output"] = None if a.output is None else json_dumps(a.output)
+                row["error"] = None if a.error is None else json_dumps(a.error)
+            if a.holder_changed:
+                row = group.run(a.run_id)
+                row["set_holder"] = True
+                row["holder"] = a.holder
             for token in a.hooks_removed:
                 ops.setdefault(token, []).append((False, a.run_id))
             for hook in a.hooks_created:
                 ops.setdefault(hook.token, []).append((True, hook.run_id))
-                group.hooks_created[hook.token] = (hook.run_id, hook.webhook)
+                group.hooks_created[hook.token] = {
+                    "token": hook.token,
+                    "run_id": hook.run_id,
+                    "webhook": hook.webhook,
+                }
             for out in a.messages:
                 due = now if out.not_before is None else out.not_before
                 group.add_message(out, due, self._mine(out, due, now))
@@ -312,9 +355,7 @@ class Store:
             removed = [run_id for created, run_id in changes if not created]
             if removed and any(created for created, _ in changes):
                 group.conflict = True  # the order of the two matters: one append at a time
-            for run_id in removed:
-                group.hooks_deleted[0].append(token)
-                group.hooks_deleted[1].append(run_id)
+            group.hooks_deleted += [{"token": token, "run_id": run_id} for run_id in removed]
             if not changes[-1][0]:
                 group.hooks_created.pop(token, None)
         return group
@@ -341,7 +382,7 @@ class Store:
                     pass  # another writer took a sequence number: one append at a time
             return await self._append_one_by_one(conn, appends, now)
 
-        results, stored = await self._run(f"append to {len(appends)} run(s)", body)
+        results, stored = await self._write(f"append to {len(appends)} run(s)", body)
         for a, ok in zip(appends, results, strict=True):
             if ok:
                 self._mark_active(a.run_id, a.status)
@@ -421,8 +462,29 @@ class Store:
         """Nothing to do: an append's messages are queued in its own transaction."""
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        found = await self._get_runs([run_id])
-        return found[0] if found else None
+        """A run's projection; the runs asked for during one turn of the loop are read by
+        one query (every ``run.result()`` of a process polls, and they come in waves)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[RunInfo | None] = loop.create_future()
+        self._wanted.setdefault(run_id, []).append(done)
+        if len(self._wanted) == 1 and len(self._wanted[run_id]) == 1:
+            loop.call_soon(lambda: loop.create_task(self._get_wanted()))
+        return await done
+
+    async def _get_wanted(self) -> None:
+        wanted, self._wanted = self._wanted, {}
+        try:
+            found = {info.id: info for info in await self._get_runs(list(wanted))}
+        except Exception as exc:
+            for futures in wanted.values():
+                for done in futures:
+                    if not done.done():
+                        done.set_exception(exc)
+            return
+        for run_id, futures in wanted.items():
+            for done in futures:
+                if not done.done():
+                    done.set_result(found.get(run_id))
 
     async def _get_runs(self, run_ids: list[str]) -> list[RunInfo]:
         async def body(conn: AsyncConnection[Any]) -> list[Any]:
