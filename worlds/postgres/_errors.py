@@ -40,9 +40,14 @@ def explain(exc: BaseException, what: str, url: str, schema: str) -> PostgresErr
             f"schema {schema!r} of {where} has no worldflow tables (was it dropped?): run "
             "`worldflow setup postgres`, or check WORLDFLOW_POSTGRES_SCHEMA"
         )
-    elif isinstance(exc, errors.InvalidCatalogName):
+    elif isinstance(exc, errors.InvalidCatalogName) or (
+        'database "' in reason and "does not exist" in reason
+    ):
         hint = f"the database of {where} does not exist: create it (createdb) or fix the URL"
-    elif isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification):
+    elif isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification) or any(
+        words in reason
+        for words in ("password authentication failed", "no pg_hba.conf entry", 'role "')
+    ):
         hint = f"{where} refused the user or password: fix WORLDFLOW_POSTGRES_URL"
     elif isinstance(exc, psycopg.ProgrammingError) and "conninfo" in reason.lower():
         hint = "WORLDFLOW_POSTGRES_URL is not a valid libpq URL"

@@ -128,9 +128,13 @@ def connect(settings: PostgresSettings, what: str) -> Any:
 def read_version(conn: Any, schema: str) -> int | None:
     """The schema's version, or None if it has no worldflow tables."""
     # Looked up first, so that a missing table is no error (which would abort the
-    # transaction this may run in).
-    found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".meta',)).fetchone()
-    if found is None or found[0] is None:
+    # transaction this may run in); in the catalog tables, not with to_regclass(), whose
+    # cache may not have seen another process create it a moment ago.
+    found = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'meta'",
+        (schema,),
+    ).fetchone()
+    if found is None:
         return None
     row = conn.execute(
         f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from worldflow.world import Clock
 
-from ._schema import SCHEMA_VERSION, ddl
+from ._schema import SCHEMA_VERSION, ddl, read_version
 from ._settings import redact
 from ._world import PostgresWorld
 
@@ -106,7 +106,7 @@ def empty_schema(url: str, schema: str) -> None:
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             (f"worldflow schema {schema}",),
         )
-        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".meta',)).fetchone() == (None,):
+        if read_version(conn, schema) is None:
             for statement in ddl(schema):
                 conn.execute(statement)
             conn.execute(
