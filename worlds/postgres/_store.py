@@ -187,12 +187,20 @@ class Store:
                     return await body(conn)
             except operational as exc:
                 if retry and attempt == 1 and not self._closed:
-                    log.info("worldflow: %s: %s; trying again on a new connection", what, exc)
+                    await self._recover(pool, what, exc)
                     continue
                 raise explain(exc, what, *self._where) from exc
             except (self._psycopg.Error, self._pool_module.PoolTimeout) as exc:
                 raise explain(exc, what, *self._where) from exc
         raise AssertionError("unreachable")
+
+    async def _recover(self, pool: AsyncConnectionPool[Any], what: str, exc: Exception) -> None:
+        """A connection broke (the server restarted, a backend was terminated): the idle
+        ones are likely broken too. Check them all (the pool replaces the dead ones)
+        before trying again."""
+        log.info("worldflow: %s: %s; checking the pool's connections, trying again", what, exc)
+        with contextlib.suppress(Exception):
+            await pool.check()
 
     async def _write(self, what: str, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Like :meth:`_run`, on the connection kept for appends: the engine makes one
@@ -208,7 +216,7 @@ class Store:
                 except self._psycopg.OperationalError as exc:
                     await self._drop_writer()
                     if attempt == 1 and not self._closed:
-                        log.info("worldflow: %s: %s; trying again on a new connection", what, exc)
+                        await self._recover(pool, what, exc)
                         continue
                     raise explain(exc, what, *self._where) from exc
                 except (self._psycopg.Error, self._pool_module.PoolTimeout) as exc:
