@@ -1144,3 +1144,43 @@ def test_the_cli_and_the_web_ui_read_the_postgres_world(
     with TestClient(create_app(), base_url="http://127.0.0.1:8765") as web:
         assert run_id in web.get("/").text
         assert web.get(f"/api/runs/{run_id}").json()["result"] == 6
+
+
+@pytest.mark.crash
+@pytest.mark.slow
+def test_worldflow_worker_drains_on_sigterm_and_another_worker_goes_on(scene: Scene) -> None:
+    env = {
+        **_env(scene.url, scene.schema),
+        "CRASH_LOG": str(scene.log),
+        "PYTHONPATH": str(scene.dir),
+        "WORLDFLOW_POSTGRES_HEARTBEAT": "0.1",
+        "WORLDFLOW_POSTGRES_LEASE": "0.6",
+        "WORLDFLOW_POSTGRES_POLL_INTERVAL": "0.2",
+        "WORLDFLOW_POSTGRES_WEBHOOK_PORT": "off",
+    }
+    cli = [sys.executable, "-m", "worldflow", "worker", "crashflows", "--grace", "10s"]
+    first = subprocess.Popen(cli, cwd=scene.dir, env=env, stderr=subprocess.PIPE)
+    scene.procs.append(first)  # type: ignore[arg-type]
+    from worldflow._runtime import Runtime
+
+    async def start() -> None:
+        client = Runtime(world(scene.url, scene.schema), serve=False)
+        await client.start()
+        await client.start_run("crashflows.mid_step", (), {}, "crash-run")
+        await client.close()
+
+    run(start())
+    scene.wait(
+        "step two to start", lambda: any(x.startswith("run two 1") for x in scene.executions())
+    )
+    first.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    scene.log.with_suffix(".log.go").touch()  # step two may finish within the grace
+    assert first.wait(20) == 0
+    # Step two's result was recorded by the draining worker: nobody runs it again.
+    assert "two" in scene.completed_steps()
+    second = subprocess.Popen(cli, cwd=scene.dir, env=env, stderr=subprocess.PIPE)
+    scene.procs.append(second)  # type: ignore[arg-type]
+    scene.wait("the run to finish", scene.finished)
+    assert scene.result() == ["one", "two!", "three"]
+    scene.no_rerun({"one", "two"})
