@@ -1184,3 +1184,133 @@ def test_worldflow_worker_drains_on_sigterm_and_another_worker_goes_on(scene: Sc
     scene.wait("the run to finish", scene.finished)
     assert scene.result() == ["one", "two!", "three"]
     scene.no_rerun({"one", "two"})
+
+
+# -- webhooks through the user's own ASGI app, and the deployment examples ----------------------
+
+
+class ThreadWorker:
+    """A postgres-world worker on a thread of its own, as another process would be."""
+
+    def __init__(self, made: PostgresWorld) -> None:
+        self.world = made
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self._serve(),))
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        async with wf.worker(self.world):
+            self.ready.set()
+            await self.stop.wait()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def __enter__(self) -> ThreadWorker:
+        self.thread.start()
+        assert self.ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.loop is not None and self.stop is not None
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+@wf.workflow(name="pg.webhook")
+async def webhook_flow() -> Any:
+    request = await wf.create_webhook()
+    return request.json()
+
+
+def test_webhooks_answered_by_the_users_own_asgi_app(
+    database: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from worldflow.world import webhook_app
+
+    public = "https://app.example.com/hooks"
+    for key, value in {
+        **_env(database, schema),
+        "WORLDFLOW_PUBLIC_URL": public,
+        "WORLDFLOW_POSTGRES_WEBHOOK_PORT": "off",
+        "WORLDFLOW_SERVE": "never",  # the web app only answers; the worker executes
+    }.items():
+        if key.startswith("WORLDFLOW_"):
+            monkeypatch.setenv(key, value)
+    app = Starlette(routes=[Mount("/hooks", app=webhook_app())])
+    with ThreadWorker(world(database, schema, public_url=public)) as worker:
+        started = worker.call(wf.start(webhook_flow))
+        events = worker.call(until_event(started, "hook_created"))
+        url = events["url"]
+        assert url.startswith(f"{public}/webhooks/")
+        with TestClient(app, base_url="https://app.example.com") as client:
+            assert client.post("/hooks/webhooks/no-such-token", json={}).status_code == 404
+            answer = client.post(url.removeprefix("https://app.example.com"), json={"paid": 3})
+            assert answer.status_code == 202, answer.text
+        assert worker.call(started.result(timeout=10)) == {"paid": 3}
+
+
+async def until_event(handle: wf.Run[Any], kind: str) -> dict[str, Any]:
+    for _ in range(1000):
+        found = [e for e in await handle.events() if e.kind == kind]
+        if found:
+            return found[0].data
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no {kind} event")
+
+
+def test_the_deployment_examples_use_real_settings_and_drain_in_time() -> None:
+    import dataclasses
+
+    import yaml
+
+    known = {f"WORLDFLOW_POSTGRES_{f.name.upper()}" for f in dataclasses.fields(PostgresSettings)}
+    known |= {
+        "WORLDFLOW_WORLD",
+        "WORLDFLOW_PUBLIC_URL",
+        "WORLDFLOW_RETENTION",
+        "WORLDFLOW_POSTGRES_WEBHOOK_PORT",
+    }
+    folder = ROOT / "infra" / "postgres"
+    job, deployment, service = yaml.safe_load_all((folder / "deployment.yaml").read_text())
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "worldflow",
+        "setup",
+        "postgres",
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[:2] == ["worldflow", "worker"]
+    grace = float(command[command.index("--grace") + 1].rstrip("s"))
+    assert pod["terminationGracePeriodSeconds"] > grace
+    names = {env["name"] for env in container["env"]}
+    assert names <= known, names - known
+    settings = {
+        env["name"].removeprefix("WORLDFLOW_POSTGRES_").lower(): env["value"]
+        for env in container["env"]
+        if env["name"].startswith("WORLDFLOW_POSTGRES_") and "value" in env
+    }
+    PostgresSettings.from_mapping({**settings, "url": "postgresql://h/d"})  # all valid
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    unit = (folder / "worldflow-worker.service").read_text()
+    (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert " worldflow worker " in start.replace("/worldflow worker", " worldflow worker")
+    grace = float(start.split("--grace")[1].split()[0].rstrip("s"))
+    (stop,) = [line for line in unit.splitlines() if line.startswith("TimeoutStopSec=")]
+    assert float(stop.split("=")[1]) > grace
+    mentioned = {
+        word.split("=")[0].lstrip("#").strip()
+        for word in unit.split()
+        if word.lstrip("#").startswith("WORLDFLOW_") and "=" in word
+    }
+    assert mentioned and mentioned <= known, mentioned - known
