@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from worldflow.world import (
@@ -138,6 +138,7 @@ class Store:
         self.claim_own = True
         self._creates: list[tuple[RunCreate, asyncio.Future[tuple[RunInfo, bool]]]] = []
         self._wanted: dict[str, list[asyncio.Future[RunInfo | None]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.writes = 0  # write statements sent (the benchmark counts them)
         self.messages_queued = 0
         self._sql = Sql(f'"{settings.schema}"')
@@ -242,6 +243,12 @@ class Store:
             await pool.close(timeout=2.0)
 
     # -- Storage: creating runs ------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task of the store's own (a batch of creates or reads), kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _mark_active(self, run_id: str, status: str | None = None) -> None:
         if status in TERMINAL:
             self.active.pop(run_id, None)
@@ -267,7 +274,7 @@ class Store:
         done: asyncio.Future[tuple[RunInfo, bool]] = loop.create_future()
         self._creates.append((create, done))
         if len(self._creates) == 1:
-            loop.call_soon(lambda: loop.create_task(self._create_pending()))
+            self._spawn(self._create_pending())
         return await done
 
     async def _create_pending(self) -> None:
@@ -484,7 +491,7 @@ class Store:
         done: asyncio.Future[RunInfo | None] = loop.create_future()
         self._wanted.setdefault(run_id, []).append(done)
         if len(self._wanted) == 1 and len(self._wanted[run_id]) == 1:
-            loop.call_soon(lambda: loop.create_task(self._get_wanted()))
+            self._spawn(self._get_wanted())
         return await done
 
     async def _get_wanted(self) -> None:
