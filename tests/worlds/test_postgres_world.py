@@ -464,6 +464,32 @@ def test_retention_deletes_ended_runs_from_a_serving_process(database: str, sche
     run(main())
 
 
+@wf.workflow(name="pg.nul")
+async def nul_hook() -> Any:
+    return await wf.create_hook(token="bad\x00token")
+
+
+def test_ids_and_tokens_postgres_cannot_store_fail_alone(database: str, schema: str) -> None:
+    """PostgreSQL's text cannot hold a NUL character: such a run id is refused at start,
+    such a hook token is never indexed (nobody can resume it), and neither stops the
+    runs committed beside it."""
+
+    async def main() -> None:
+        async with wf.worker(world(database, schema)):
+            with pytest.raises(ValueError, match="printable"):  # core refuses it first
+                await wf.start(summing, 1, id="bad\x00id")
+            stuck = await wf.start(nul_hook)
+            others = [await wf.start(summing, 5) for _ in range(3)]
+            assert [await h.result(timeout=10) for h in others] == [10] * 3
+            with pytest.raises(wf.HookNotFound):
+                await wf.resume_hook("bad\x00token", 1)
+            with pytest.raises(wf.RunNotFound):
+                await wf.get_run("bad\x00id").status()
+            assert await stuck.status() == "running"
+
+    run(main())
+
+
 # -- the queue -------------------------------------------------------------------------------
 
 

@@ -8,9 +8,10 @@ them: ``transactional_messages``).
 
 One round trip per group commit. The engine hands :meth:`Store.append` every
 append that piled up while the previous one was in flight; they are written by
-*one* statement (data-modifying CTEs over ``unnest``\\ ed arrays: the events,
+*one* statement (data-modifying CTEs reading one JSON document: the events,
 the runs' projection, hooks, messages, and a ``pg_notify`` for the messages
-other workers must see), which the server runs as one transaction. The
+other workers must see; see :mod:`._sql`), which the server runs as one
+transaction. The
 events' primary key ``(run_id, seq)`` is the fence: if another writer took a
 sequence number first, the statement fails whole, and the group is written
 again one append at a time, each under a savepoint, so that only the appends
@@ -64,6 +65,8 @@ T = TypeVar("T")
 
 #: At most this many runs are remembered as executed here (a hint for claiming messages).
 ACTIVE_RUNS = 100_000
+#: PostgreSQL's text cannot hold it: an id or token with one can be in no row.
+NUL = "\x00"
 
 
 @dataclasses.dataclass(slots=True)
@@ -280,8 +283,18 @@ class Store:
     async def _create_pending(self) -> None:
         items, self._creates = self._creates, []
         first: dict[str, RunCreate] = {}
-        for create, _ in items:
+        for create, done in items:
+            if NUL in create.run_id or NUL in create.workflow:
+                done.set_exception(
+                    ValueError(
+                        f"run id {create.run_id!r}: the postgres world cannot store a NUL "
+                        "character in a run id or workflow name"
+                    )
+                )
+                continue
             first.setdefault(create.run_id, create)
+        if not first:
+            return
         now = self.clock.now()
         group = Group()
         for create in first.values():
@@ -363,8 +376,14 @@ class Store:
                 row["set_holder"] = True
                 row["holder"] = a.holder
             for token in a.hooks_removed:
-                ops.setdefault(token, []).append((False, a.run_id))
+                if NUL not in token:
+                    ops.setdefault(token, []).append((False, a.run_id))
             for hook in a.hooks_created:
+                if NUL in hook.token:  # no row can hold it: the hook can never be resumed
+                    log.error(
+                        "worldflow: run %r: hook token %r has a NUL character", a.run_id, hook.token
+                    )
+                    continue
                 ops.setdefault(hook.token, []).append((True, hook.run_id))
                 group.hooks_created[hook.token] = {
                     "token": hook.token,
@@ -455,6 +474,9 @@ class Store:
 
     # -- Storage: reads -----------------------------------------------------------------------
     async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
+        if NUL in run_id:
+            return Log([])
+
         async def body(conn: AsyncConnection[Any]) -> list[Any]:
             cur = await conn.execute(self._sql.read_log, (run_id, after_seq))
             return await cur.fetchall()
@@ -487,6 +509,8 @@ class Store:
     async def get_run(self, run_id: str) -> RunInfo | None:
         """A run's projection; the runs asked for during one turn of the loop are read by
         one query (every ``run.result()`` of a process polls, and they come in waves)."""
+        if NUL in run_id:
+            return None
         loop = asyncio.get_running_loop()
         done: asyncio.Future[RunInfo | None] = loop.create_future()
         self._wanted.setdefault(run_id, []).append(done)
@@ -560,6 +584,9 @@ class Store:
         return RunPage(runs, next_cursor)
 
     async def get_hook(self, token: str) -> HookInfo | None:
+        if NUL in token:
+            return None
+
         async def body(conn: AsyncConnection[Any]) -> Any:
             cur = await conn.execute(self._sql.get_hook, (token,))
             return await cur.fetchone()
@@ -568,6 +595,8 @@ class Store:
         return None if row is None else HookInfo(row[0], row[1], bool(row[2]), int(row[3]))
 
     async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
+        if NUL in token:
+            return None
         sql = self._sql.next_payload_webhook if webhook else self._sql.next_payload
 
         async def body(conn: AsyncConnection[Any]) -> Any:
