@@ -164,7 +164,11 @@ def _enc(v: Any, depth: int) -> Any:
     compare per container.
     """
     t = type(v)
-    if t is str or v is None or t is bool:
+    if t is str:
+        if not v.isascii():
+            _utf8(v)
+        return v
+    if v is None or t is bool:
         return v
     if t is int:
         return v if _IMIN <= v <= _IMAX else {"$t": "int", "v": format(v, "x")}
@@ -179,13 +183,27 @@ def _enc(v: Any, depth: int) -> Any:
     return _enc_other(v, depth + 1)
 
 
+def _utf8(text: str) -> bool:
+    """True if ``text`` can be stored (written as UTF-8): a lone surrogate cannot.
+
+    Only non-ASCII text gets here (``str.isascii`` is a flag read, so ASCII costs
+    nothing more)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Unsupported(
+            text, f"the text has a lone surrogate ({text[exc.start]!r}) that UTF-8 cannot hold"
+        ) from None
+    return True
+
+
 def _enc_list(v: list[Any], depth: int) -> Any:
     out: list[Any] = []
     try:
         for x in v:
             t = type(x)
             if (
-                t is str
+                (t is str and (x.isascii() or _utf8(x)))
                 or (t is int and -0x8000000000000000 <= x <= 0x7FFFFFFFFFFFFFFF)
                 or x is None
                 or t is bool
@@ -209,9 +227,11 @@ def _enc_dict(v: dict[Any, Any], depth: int) -> Any:
         for k, x in v.items():
             if type(k) is not str:
                 break
+            if not k.isascii():
+                _utf8(k)
             t = type(x)
             if (
-                t is str
+                (t is str and (x.isascii() or _utf8(x)))
                 or (t is int and -0x8000000000000000 <= x <= 0x7FFFFFFFFFFFFFFF)
                 or x is None
                 or t is bool

@@ -245,8 +245,15 @@ class Runtime:
                 except Exception:
                     if self._closed:
                         return
-                    log.exception("worldflow: append failed; retrying in %.2fs", delay)
-                    self._pending[:0] = items
+                    failed = await self._one_by_one(items) if len(items) > 1 else items
+                    if not failed:
+                        continue
+                    log.exception(
+                        "worldflow: append of run(s) %s failed; retrying in %.2fs",
+                        ", ".join(sorted({repr(e.run_id) for e, _ in failed})[:5]),
+                        delay,
+                    )
+                    self._pending[:0] = failed
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
@@ -255,6 +262,28 @@ class Runtime:
                     executor.committed(ok)
         finally:
             self._flusher = self._wake = None
+
+    async def _one_by_one(
+        self, items: list[tuple[RunExecutor, Append]]
+    ) -> list[tuple[RunExecutor, Append]]:
+        """A group commit failed: commit its runs one at a time, so that one run's bad
+        append (a store that refuses its data) does not hold up every other run.
+        Returns what failed alone (retried later); the rest is committed."""
+        failed: list[tuple[RunExecutor, Append]] = []
+        runs: dict[str, list[tuple[RunExecutor, Append]]] = {}
+        for item in items:  # a run's appends stay together: they form a chain
+            runs.setdefault(item[1].run_id, []).append(item)
+        for chain in runs.values():
+            try:
+                results = await self.backend.append([append for _, append in chain])
+            except Exception:
+                if self._closed:
+                    return []
+                failed += chain
+                continue
+            for (executor, _), ok in zip(chain, results, strict=True):
+                executor.committed(ok)
+        return failed
 
     @property
     def idle(self) -> bool:

@@ -1195,3 +1195,13 @@ def test_corrupt_error_messages_are_abridged() -> None:
             with pytest.raises(CorruptLogError) as info:
                 read(tree)
             assert len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "value", ["\ud800", ["ok", "x\udc80"], {"k": "\udfff"}, {"\ud800": 1}, ("a", {"b": ["\ud801"]})]
+)
+def test_text_with_a_lone_surrogate_is_refused_where_it_is_written(value: object) -> None:
+    # UTF-8 cannot hold it: a store would fail on it at commit, long after the step.
+    with pytest.raises(SerializationError, match="lone surrogate"):
+        encode(value, "a step's output")
+    assert encode(["é", {"ü": "日本"}], "fine") == ["é", {"ü": "日本"}]

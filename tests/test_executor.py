@@ -157,3 +157,37 @@ def test_a_message_is_acknowledged_once_its_own_run_is_quiet(tmp_path: Path) -> 
             assert await busy.result(timeout=5) == 1
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+class RefusesOneRun:
+    """A World's storage that refuses every append of one run (bad data for this store)."""
+
+    def __init__(self, inner: Storage, bad: str) -> None:
+        self.inner = inner
+        self.bad = bad
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, appends: Any) -> list[bool]:
+        if any(a.run_id == self.bad for a in appends):
+            self.refused += 1
+            raise ValueError("this store cannot hold that run's data (a test)")
+        return list(await self.inner.append(appends))
+
+
+def test_one_run_whose_appends_fail_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    async def main() -> list[int]:
+        world = LocalWorld(tmp_path, serve_webhooks=False)
+        refusing = RefusesOneRun(world.storage, "poison")
+        world.storage = refusing
+        async with wf.worker(world):
+            await wf.start(w.sequential, "poison", 5, id="poison")
+            runs = [await wf.start(w.sequential, f"ok{i}", 5) for i in range(10)]
+            results = [await run.result(timeout=10) for run in runs]
+            assert refusing.refused >= 1
+            assert await wf.get_run("poison").status() in ("pending", "running")
+            return results
+
+    assert asyncio.run(main()) == [10] * 10

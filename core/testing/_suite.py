@@ -578,6 +578,7 @@ class WorldConformance:
     @conformance
     async def test_duplicate_delivery_leaves_the_same_log(self, h: Harness) -> None:
         self._needs_a_serving_test_process()
+
         async def scenario() -> list[Any]:
             logs = []
             tag, token = "dup", "dup-token"
