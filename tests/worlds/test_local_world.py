@@ -275,7 +275,7 @@ def test_a_process_that_does_not_serve_only_enqueues(tmp_path: Path) -> None:
     try:
         run_id, status = asyncio.run(client())
     finally:
-        wf.configure(serve="auto")
+        _api._config.serve = None  # back to WORLDFLOW_SERVE (or auto)
         _api._config.world = None
     assert status == "pending"
 
