@@ -32,9 +32,25 @@ import enum
 from typing import Any, NotRequired, TypedDict
 
 __all__ = [
+    "CANCEL_REQUESTED",
     "COMMAND_KINDS",
     "END_KINDS",
+    "HOOK_CREATED",
+    "HOOK_FAILED",
+    "HOOK_RECEIVED",
     "RESULT_KINDS",
+    "RUN_CANCELLED",
+    "RUN_COMPLETED",
+    "RUN_CREATED",
+    "RUN_FAILED",
+    "RUN_STARTED",
+    "SLEEP_FIRED",
+    "SLEEP_STARTED",
+    "STEP_COMPLETED",
+    "STEP_FAILED",
+    "STEP_RETRYING",
+    "STEP_SCHEDULED",
+    "STEP_STARTED",
     "EventKind",
 ]
 
@@ -60,27 +76,40 @@ class EventKind(enum.StrEnum):
     RUN_CANCELLED = "run_cancelled"
 
 
+# Plain-str twins of the members, for the engine's hot path: an Enum member's
+# attribute access and hash run Python code (about five times a str's), and a
+# kind is a plain str in every stored log anyway.
+RUN_CREATED = EventKind.RUN_CREATED.value
+RUN_STARTED = EventKind.RUN_STARTED.value
+STEP_SCHEDULED = EventKind.STEP_SCHEDULED.value
+STEP_STARTED = EventKind.STEP_STARTED.value
+STEP_RETRYING = EventKind.STEP_RETRYING.value
+STEP_COMPLETED = EventKind.STEP_COMPLETED.value
+STEP_FAILED = EventKind.STEP_FAILED.value
+SLEEP_STARTED = EventKind.SLEEP_STARTED.value
+SLEEP_FIRED = EventKind.SLEEP_FIRED.value
+HOOK_CREATED = EventKind.HOOK_CREATED.value
+HOOK_RECEIVED = EventKind.HOOK_RECEIVED.value
+HOOK_FAILED = EventKind.HOOK_FAILED.value
+CANCEL_REQUESTED = EventKind.CANCEL_REQUESTED.value
+RUN_COMPLETED = EventKind.RUN_COMPLETED.value
+RUN_FAILED = EventKind.RUN_FAILED.value
+RUN_CANCELLED = EventKind.RUN_CANCELLED.value
+
 K = EventKind
 
 #: Events a workflow's code makes (commands), with the label replay errors use.
 COMMAND_KINDS: dict[str, str] = {
-    K.STEP_SCHEDULED: "step",
-    K.SLEEP_STARTED: "sleep",
-    K.HOOK_CREATED: "hook",
+    STEP_SCHEDULED: "step",
+    SLEEP_STARTED: "sleep",
+    HOOK_CREATED: "hook",
 }
 #: Events fed into the workflow's code, in log order, on replay.
 RESULT_KINDS: frozenset[str] = frozenset(
-    {
-        K.STEP_COMPLETED,
-        K.STEP_FAILED,
-        K.SLEEP_FIRED,
-        K.HOOK_RECEIVED,
-        K.HOOK_FAILED,
-        K.CANCEL_REQUESTED,
-    }
+    {STEP_COMPLETED, STEP_FAILED, SLEEP_FIRED, HOOK_RECEIVED, HOOK_FAILED, CANCEL_REQUESTED}
 )
 #: The events that end a run.
-END_KINDS: frozenset[str] = frozenset({K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED})
+END_KINDS: frozenset[str] = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
 
 
 # -- the data of each kind (documentation for tools that read logs; the engine

@@ -31,7 +31,23 @@ from ._errors import (
     SerializationError,
     WorkflowNotFound,
 )
-from ._events import RESULT_KINDS, EventKind
+from ._events import (
+    CANCEL_REQUESTED,
+    HOOK_CREATED,
+    HOOK_FAILED,
+    HOOK_RECEIVED,
+    RESULT_KINDS,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+    SLEEP_FIRED,
+    SLEEP_STARTED,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_STARTED,
+)
 from ._failures import describe_error
 from ._instance import WorkflowInstance
 from ._state import RunState, StepState
@@ -294,7 +310,7 @@ class RunExecutor:
                 tokens = [
                     e.data["token"]
                     for e in events
-                    if e.kind == EventKind.HOOK_CREATED
+                    if e.kind == HOOK_CREATED
                     and isinstance(e.data, dict)
                     and isinstance(e.data.get("token"), str)
                 ]
@@ -302,7 +318,7 @@ class RunExecutor:
                 append = Append(
                     self.run_id,
                     info.last_seq,
-                    [NewEvent(EventKind.RUN_FAILED, {"error": error}, at)],
+                    [NewEvent(RUN_FAILED, {"error": error}, at)],
                     status="failed",
                     error=error,
                     hooks_removed=tokens,
@@ -342,7 +358,7 @@ class RunExecutor:
         instance = self._new_instance(state.workflow, list(state.commands))
         try:
             for event in events:
-                if event.kind == EventKind.RUN_STARTED:
+                if event.kind == RUN_STARTED:
                     instance.start(event.at, state.input)
                 elif event.kind in RESULT_KINDS:
                     if instance.done:
@@ -394,7 +410,8 @@ class RunExecutor:
             self.forget()
             self._reject(RuntimeError(f"internal error in run {self.run_id!r}"), retry=True)
             return
-        inputs = [i for i in inputs if i not in self.parked]
+        if self.parked:  # inputs parked in this pass wait on: not finished below
+            inputs = [i for i in inputs if i not in self.parked]
         holder = self._holder(state)
         if holder != self.holder and (batch.events or self.holder is not _UNKNOWN):
             batch.append.holder = holder
@@ -460,12 +477,12 @@ class RunExecutor:
         assert self.instance is not None
         for kind, data in self.instance.take_commands():
             self._record(batch, kind, data)
-            if kind == EventKind.HOOK_CREATED:
+            if kind == HOOK_CREATED:
                 batch.append.hooks_created.append(
                     HookInfo(data["token"], self.run_id, bool(data["webhook"]))
                 )
                 batch.hooks.append((data["cid"], data["token"]))
-            elif kind == EventKind.SLEEP_STARTED:
+            elif kind == SLEEP_STARTED:
                 self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
 
     def _wake_at(self, batch: _Batch, when: float, what: str) -> None:
@@ -496,15 +513,13 @@ class RunExecutor:
                     data["n"] = n
                 if "trace" in message.data:
                     data["trace"] = message.data["trace"]
-                self._feed(batch, self._record(batch, EventKind.HOOK_RECEIVED, data))
+                self._feed(batch, self._record(batch, HOOK_RECEIVED, data))
                 if self.parked:  # the one a parked payload waited for may be this one
                     waiting, self.parked = self.parked, []
                     for other in sorted(waiting, key=_payload_number):
                         self._apply(batch, other)
             elif message.kind == "cancel" and not state.cancel_requested:
-                self._feed(
-                    batch, self._record(batch, EventKind.CANCEL_REQUESTED, {"id": message.id})
-                )
+                self._feed(batch, self._record(batch, CANCEL_REQUESTED, {"id": message.id}))
             elif message.kind == "wake":
                 wanted = message.data.get("cid")
                 for cid in sorted(state.timers):
@@ -512,7 +527,7 @@ class RunExecutor:
                         data = {"cid": cid, "early": True, "id": message.id}
                         if "trace" in message.data:
                             data["trace"] = message.data["trace"]
-                        self._feed(batch, self._record(batch, EventKind.SLEEP_FIRED, data))
+                        self._feed(batch, self._record(batch, SLEEP_FIRED, data))
             return
         if inp.hook_taken is not None:
             cid, token, holder = inp.hook_taken
@@ -520,7 +535,7 @@ class RunExecutor:
             if hook is not None and hook.cid == cid:
                 error = describe_error(HookConflict(token, holder), with_traceback=False)
                 data = {"cid": cid, "token": token, "error": error}
-                self._feed(batch, self._record(batch, EventKind.HOOK_FAILED, data))
+                self._feed(batch, self._record(batch, HOOK_FAILED, data))
             return
         assert inp.attempt is not None
         cid, attempt, ok, value = inp.attempt
@@ -534,14 +549,14 @@ class RunExecutor:
             return  # a late result of an attempt that was timed out, lost or superseded
         if ok:
             data = {"cid": cid, "attempt": attempt, "output": value}
-            self._feed(batch, self._record(batch, EventKind.STEP_COMPLETED, data))
+            self._feed(batch, self._record(batch, STEP_COMPLETED, data))
             return
         options = self._options(step)
         error = describe_error(value)
         fatal = isinstance(value, FatalError | SerializationError | WorkflowNotFound)
         if fatal or attempt > options.max_retries:
             data = {"cid": cid, "attempt": attempt, "error": error}
-            self._feed(batch, self._record(batch, EventKind.STEP_FAILED, data))
+            self._feed(batch, self._record(batch, STEP_FAILED, data))
             return
         delay = options.delay_before(attempt + 1)
         if isinstance(value, RetryableError) and value.retry_after is not None:
@@ -551,7 +566,7 @@ class RunExecutor:
                 error["message"] += f" ({bad}; used the step's backoff instead)"
         retry_at = batch.at + delay
         data = {"cid": cid, "attempt": attempt, "error": error, "retry_at": retry_at}
-        self._record(batch, EventKind.STEP_RETRYING, data)
+        self._record(batch, STEP_RETRYING, data)
         self._wake_at(batch, retry_at, f"retry:{cid}:{attempt + 1}")
 
     def _gap_given_up(self, inp: _Input) -> bool:
@@ -603,7 +618,7 @@ class RunExecutor:
             if state.cancel_requested:
                 self._end(batch, "cancelled", None, None)
                 return
-            event = self._record(batch, EventKind.RUN_STARTED, {})
+            event = self._record(batch, RUN_STARTED, {})
             batch.append.status = "running"
             self.instance = self._new_instance(state.workflow, [])
             self.instance.start(event.at, state.input)
@@ -615,7 +630,7 @@ class RunExecutor:
             progress = False
             for cid, until in sorted(state.timers.items(), key=lambda item: item[1]):
                 if until <= batch.at:
-                    self._feed(batch, self._record(batch, EventKind.SLEEP_FIRED, {"cid": cid}))
+                    self._feed(batch, self._record(batch, SLEEP_FIRED, {"cid": cid}))
                     progress = True
             for step in list(state.open_steps.values()):
                 if step.status == "running" and self._lost(step, batch.at):
@@ -651,7 +666,7 @@ class RunExecutor:
                 "traceback": "",
             }
             data = {"cid": step.cid, "attempt": step.attempt, "error": error}
-            self._feed(batch, self._record(batch, EventKind.STEP_FAILED, data))
+            self._feed(batch, self._record(batch, STEP_FAILED, data))
             return True
         self._start_attempt(batch, step)
         return False
@@ -665,18 +680,18 @@ class RunExecutor:
             "worker": self.rt.worker_id,
             "lease_until": None if timeout is None else batch.at + timeout,
         }
-        self._record(batch, EventKind.STEP_STARTED, data)
+        self._record(batch, STEP_STARTED, data)
         batch.launch.append((step.cid, attempt))
 
     def _end(self, batch: _Batch, status: str, output: Any, error: dict[str, Any] | None) -> None:
         state = self.state
         assert state is not None
         if status == "completed":
-            self._record(batch, EventKind.RUN_COMPLETED, {"output": output})
+            self._record(batch, RUN_COMPLETED, {"output": output})
         elif status == "failed":
-            self._record(batch, EventKind.RUN_FAILED, {"error": error})
+            self._record(batch, RUN_FAILED, {"error": error})
         else:
-            self._record(batch, EventKind.RUN_CANCELLED, {})
+            self._record(batch, RUN_CANCELLED, {})
         batch.append.status = state.status  # type: ignore[assignment]
         batch.append.output = output
         batch.append.error = error

@@ -14,7 +14,26 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._errors import CorruptLogError
-from ._events import COMMAND_KINDS, RESULT_KINDS, EventKind
+from ._events import (
+    CANCEL_REQUESTED,
+    COMMAND_KINDS,
+    HOOK_CREATED,
+    HOOK_FAILED,
+    HOOK_RECEIVED,
+    RESULT_KINDS,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_CREATED,
+    RUN_FAILED,
+    RUN_STARTED,
+    SLEEP_FIRED,
+    SLEEP_STARTED,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_SCHEDULED,
+    STEP_STARTED,
+)
 from ._world import TERMINAL, Event
 
 __all__ = ["COMMAND_KINDS", "RESULT_KINDS", "HookState", "RunState", "StepState"]
@@ -237,20 +256,20 @@ def _ended(status: str) -> Any:
 
 
 _APPLY: dict[str, Any] = {
-    EventKind.RUN_CREATED: _run_created,
-    EventKind.RUN_STARTED: _run_started,
-    EventKind.STEP_SCHEDULED: _step_scheduled,
-    EventKind.STEP_STARTED: _step_started,
-    EventKind.STEP_RETRYING: _step_retrying,
-    EventKind.STEP_COMPLETED: _step_completed,
-    EventKind.STEP_FAILED: _step_failed,
-    EventKind.SLEEP_STARTED: _sleep_started,
-    EventKind.SLEEP_FIRED: _sleep_fired,
-    EventKind.HOOK_CREATED: _hook_created,
-    EventKind.HOOK_RECEIVED: _hook_received,
-    EventKind.HOOK_FAILED: _hook_failed,
-    EventKind.CANCEL_REQUESTED: _cancel_requested,
-    EventKind.RUN_COMPLETED: _ended("completed"),
-    EventKind.RUN_FAILED: _ended("failed"),
-    EventKind.RUN_CANCELLED: _ended("cancelled"),
+    RUN_CREATED: _run_created,
+    RUN_STARTED: _run_started,
+    STEP_SCHEDULED: _step_scheduled,
+    STEP_STARTED: _step_started,
+    STEP_RETRYING: _step_retrying,
+    STEP_COMPLETED: _step_completed,
+    STEP_FAILED: _step_failed,
+    SLEEP_STARTED: _sleep_started,
+    SLEEP_FIRED: _sleep_fired,
+    HOOK_CREATED: _hook_created,
+    HOOK_RECEIVED: _hook_received,
+    HOOK_FAILED: _hook_failed,
+    CANCEL_REQUESTED: _cancel_requested,
+    RUN_COMPLETED: _ended("completed"),
+    RUN_FAILED: _ended("failed"),
+    RUN_CANCELLED: _ended("cancelled"),
 }

@@ -40,6 +40,9 @@ from ._store import Checkpointer, Store, StoredMessage
 
 __all__ = ["LocalQueue"]
 
+#: Seconds acknowledged messages wait to be deleted together.
+ACK_DELAY = 0.02
+
 log = logging.getLogger("worldflow.local")
 
 
@@ -199,7 +202,9 @@ class LocalQueue:
         self._attempts.pop(row, None)
         self._acks.append(row)
         if len(self._acks) == 1:
-            asyncio.get_running_loop().call_soon(self._flush_acks_soon)
+            # Deleted a little later, many in one transaction: a message acknowledged
+            # but not yet deleted when the process dies only comes back as a no-op.
+            asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_acks_soon)
 
     def _flush_acks_soon(self) -> None:
         if not self._closed:

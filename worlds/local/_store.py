@@ -351,30 +351,35 @@ class Store:
                     lost.add(a.run_id)
                     results.append(False)
                     continue
-                # The run's row changes only with its status or its owner: no
-                # second write per step.
+                # The run's row changes only with its status, owner or holder: one
+                # UPDATE at most, and none for most steps.
+                sets: list[str] = []
+                values: list[Any] = []
                 if a.status is not None:
-                    db.execute(
-                        "UPDATE runs SET updated_at = ?, owner = ?, status = ?, output = ?, "
-                        "error = ? WHERE id = ?",
-                        (
-                            a.events[-1].at if a.events else now,
-                            self.worker_id,
-                            a.status,
-                            None if a.output is None else _dumps(a.output),
-                            None if a.error is None else _dumps(a.error),
-                            a.run_id,
-                        ),
-                    )
+                    sets.append("updated_at = ?, status = ?, output = ?, error = ?")
+                    values += [
+                        a.events[-1].at if a.events else now,
+                        a.status,
+                        None if a.output is None else _dumps(a.output),
+                        None if a.error is None else _dumps(a.error),
+                    ]
                     if a.status in ("completed", "failed", "cancelled"):
                         self.owned.discard(a.run_id)  # keeps the set to runs in flight
-                    else:
+                    elif a.run_id not in self.owned:
+                        sets.append("owner = ?")
+                        values.append(self.worker_id)
                         self.owned.add(a.run_id)
                 elif a.run_id not in self.owned:
-                    db.execute("UPDATE runs SET owner = ? WHERE id = ?", (self.worker_id, a.run_id))
+                    sets.append("owner = ?")
+                    values.append(self.worker_id)
                     self.owned.add(a.run_id)
                 if a.holder_changed:
-                    db.execute("UPDATE runs SET holder = ? WHERE id = ?", (a.holder, a.run_id))
+                    sets.append("holder = ?")
+                    values.append(a.holder)
+                if sets:
+                    db.execute(
+                        f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*values, a.run_id)
+                    )
                 if a.hooks_created:
                     db.executemany(
                         "INSERT INTO hooks (token, run_id, webhook) VALUES (?, ?, ?) "
