@@ -26,6 +26,18 @@ from typing import TYPE_CHECKING, Any
 from ._codec import decode, encode
 from ._duration import check_wakeup
 from ._errors import CorruptLogError, NonDeterminismError, SerializationError
+from ._events import (
+    CANCEL_REQUESTED,
+    HOOK_CREATED,
+    HOOK_FAILED,
+    HOOK_RECEIVED,
+    RUN_CREATED,
+    SLEEP_FIRED,
+    SLEEP_STARTED,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_SCHEDULED,
+)
 from ._failures import describe_error, rebuild_error
 from ._hooks import Hook, Webhook
 from ._loop import WorkflowLoop
@@ -37,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Discarded", "Outcome", "WorkflowInstance"]
 
-_COMMAND_LABEL = {"step_scheduled": "step", "sleep_started": "sleep", "hook_created": "hook"}
+_COMMAND_LABEL = {STEP_SCHEDULED: "step", SLEEP_STARTED: "sleep", HOOK_CREATED: "hook"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,11 +123,11 @@ class WorkflowInstance:
         self.loop.set_time(event.at)
         data = event.data
         kind = event.kind
-        if kind == "hook_failed":
+        if kind == HOOK_FAILED:
             failed = self._hooks_by_cid.get(int(data["cid"]))
             if failed is not None:
                 failed._fail(self._recorded_error(event, ""))
-        elif kind == "hook_received":
+        elif kind == HOOK_RECEIVED:
             hook = self._hooks.get(data["token"])
             if hook is None:
                 self._diverged(
@@ -125,7 +137,7 @@ class WorkflowInstance:
                 )
             else:
                 hook._deliver(self._recorded(event, data["payload"], "payload"))
-        elif kind == "cancel_requested":
+        elif kind == CANCEL_REQUESTED:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
         else:
@@ -136,19 +148,19 @@ class WorkflowInstance:
                     f"workflow's code has made only {self.next_cid - 1} commands",
                     raise_=False,
                 )
-            elif kind == "sleep_fired":
+            elif kind == SLEEP_FIRED:
                 handle = self._timers.pop(cid, None)
                 if handle is not None:
                     self.loop.fire(handle)
                 else:
                     self._resolve(cid, None)
-            elif kind == "step_completed":  # the hot path: decode inline
+            elif kind == STEP_COMPLETED:  # the hot path: decode inline
                 try:
                     value = decode(data["output"])
                 except Exception as exc:
                     raise self._unreadable(event.seq, kind, "output", exc) from exc
                 self._resolve(cid, value)
-            elif kind == "step_failed":
+            elif kind == STEP_FAILED:
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
                 self._fail(cid, self._recorded_error(event, label))
@@ -173,7 +185,7 @@ class WorkflowInstance:
                     f"{type(kwargs).__name__}]"
                 )
         except Exception as exc:
-            raise self._unreadable(1, "run_created", "input", exc) from exc
+            raise self._unreadable(1, RUN_CREATED, "input", exc) from exc
         return args, kwargs
 
     def _recorded_error(self, event: Event, context: str) -> BaseException:
@@ -292,7 +304,7 @@ class WorkflowInstance:
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Future[Any]:
         tree = encode([list(args), kwargs], where=f"the arguments of step {step.name!r}")
-        cid, _ = self._command("step_scheduled", step.name, {"input": tree})
+        cid, _ = self._command(STEP_SCHEDULED, step.name, {"input": tree})
         self.steps[cid] = step
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._pending[cid] = fut
@@ -300,7 +312,7 @@ class WorkflowInstance:
 
     def sleep_until(self, until: float) -> asyncio.Future[None]:
         until = check_wakeup(until, "wf.sleep()")
-        cid, _ = self._command("sleep_started", None, {"until": until})
+        cid, _ = self._command(SLEEP_STARTED, None, {"until": until})
         fut: asyncio.Future[None] = self.loop.create_future()
         self._pending[cid] = fut
         return fut
@@ -309,7 +321,7 @@ class WorkflowInstance:
         when = check_wakeup(
             handle.when(), "an asyncio timer in workflow code (asyncio.sleep, wait_for, timeout)"
         )
-        cid, _ = self._command("sleep_started", None, {"until": when})
+        cid, _ = self._command(SLEEP_STARTED, None, {"until": when})
         self._timers[cid] = handle
 
     def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:
@@ -321,7 +333,7 @@ class WorkflowInstance:
         chosen = token or secrets.token_urlsafe(18)
         url = self.webhook_url(chosen) if webhook else None
         data = {"token": chosen, "webhook": webhook, "url": url}
-        cid, recorded = self._command("hook_created", "webhook" if webhook else "hook", data)
+        cid, recorded = self._command(HOOK_CREATED, "webhook" if webhook else "hook", data)
         if recorded is not None:
             if token is not None and recorded.data["token"] != token:
                 self._diverged(

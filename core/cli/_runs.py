@@ -22,6 +22,20 @@ from rich.text import Text
 from worldflow._backend import Backend
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError, WorldError
+from worldflow._events import (
+    HOOK_CREATED,
+    HOOK_FAILED,
+    HOOK_RECEIVED,
+    RUN_COMPLETED,
+    RUN_CREATED,
+    RUN_FAILED,
+    SLEEP_STARTED,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_SCHEDULED,
+    STEP_STARTED,
+)
 from worldflow._inspect import call_args
 from worldflow._world import Event, Pruning, RunInfo, RunPage
 
@@ -192,26 +206,26 @@ def _event_summary(event: Event) -> str:
     cid = f"#{d['cid']} " if "cid" in d else ""
     kind = event.kind
     try:
-        if kind == "run_created":
+        if kind == RUN_CREATED:
             return f"{d.get('workflow')}({call_text(call_args(d.get('input')))})"
-        if kind == "step_scheduled":
+        if kind == STEP_SCHEDULED:
             return f"{cid}{d.get('name')}({call_text(call_args(d.get('input')))})"
-        if kind == "step_started":
+        if kind == STEP_STARTED:
             return f"{cid}attempt {d.get('attempt')} on {d.get('worker')}"
-        if kind == "step_retrying":
+        if kind == STEP_RETRYING:
             when = local_time(d.get("retry_at"), date=False, ms=True)
             return f"{cid}attempt {d.get('attempt')} failed, retry at {when}: {error_line(d.get('error'))}"
-        if kind in ("step_completed", "run_completed"):
+        if kind in (STEP_COMPLETED, RUN_COMPLETED):
             return f"{cid}→ {short(display(d.get('output')), 80)}"
-        if kind in ("step_failed", "run_failed", "hook_failed"):
+        if kind in (STEP_FAILED, RUN_FAILED, HOOK_FAILED):
             return f"{cid}{error_line(d.get('error'))}"
-        if kind == "sleep_started":
+        if kind == SLEEP_STARTED:
             name = f" ({d['name']})" if d.get("name") else ""
             return f"{cid}until {local_time(d.get('until'), ms=True)}{name}"
-        if kind == "hook_created":
+        if kind == HOOK_CREATED:
             what = "webhook" if d.get("webhook") else "hook"
             return f"{cid}{what} token {d.get('token')!r}"
-        if kind == "hook_received":
+        if kind == HOOK_RECEIVED:
             return f"token {d.get('token')!r} ← {short(display(d.get('payload')), 80)}"
     except (TypeError, ValueError, AttributeError):
         pass  # a malformed event: show its data as it is
