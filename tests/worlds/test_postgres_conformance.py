@@ -3,8 +3,7 @@ against the real PostgreSQL server (a database of this test session's own)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -12,22 +11,9 @@ import worldflow as wf
 from worldflow.testing import WorldConformance
 from worldflow.worlds.postgres import PostgresWorld
 from worldflow.worlds.postgres.testing import (
-    ServerMissing,
     empty_schema,
-    fresh_database,
     world_factory,
 )
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    try:
-        with fresh_database() as url:
-            yield url
-    except ServerMissing as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
 
 
 class TestPostgresWorld(WorldConformance):

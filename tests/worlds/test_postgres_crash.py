@@ -29,7 +29,6 @@ import pytest
 import worldflow as wf
 from worldflow._runtime import Runtime
 from worldflow.worlds.postgres import PostgresWorld
-from worldflow.worlds.postgres.testing import ServerMissing, fresh_database
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
@@ -38,17 +37,6 @@ T = TypeVar("T")
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    try:
-        with fresh_database() as url:
-            yield url
-    except ServerMissing as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

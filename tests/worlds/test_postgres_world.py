@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,9 +41,7 @@ from worldflow.world import (
 )
 from worldflow.worlds.postgres import PostgresError, PostgresSettings, PostgresWorld, _schema
 from worldflow.worlds.postgres.testing import (
-    ServerMissing,
     database_url,
-    fresh_database,
     server_url,
 )
 
@@ -53,17 +51,6 @@ T = TypeVar("T")
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    try:
-        with fresh_database() as url:
-            yield url
-    except ServerMissing as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
 
 
 @pytest.fixture
