@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +22,9 @@ def database() -> Iterator[str]:
         if os.environ.get("CI"):
             raise
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def schema() -> str:
+    """A schema name of its own for one test (created on first use)."""
+    return f"t_{secrets.token_hex(5)}"

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,12 +22,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
 import worldflow as wf
 from worldflow._runtime import Runtime
 from worldflow.worlds.postgres import PostgresWorld
+from worldflow.worlds.postgres.testing import sql
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
@@ -39,23 +38,12 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@pytest.fixture
-def schema() -> str:
-    return f"t_{secrets.token_hex(5)}"
-
-
 async def until(check: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s")
         await asyncio.sleep(0.005)
-
-
-def sql(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(statement, args or None)
-        return cur.fetchall() if cur.description else []
 
 
 def world(url: str, schema: str, **options: Any) -> PostgresWorld:

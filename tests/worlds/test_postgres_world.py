@@ -24,7 +24,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
 import worldflow as wf
@@ -43,6 +42,7 @@ from worldflow.worlds.postgres import PostgresError, PostgresSettings, PostgresW
 from worldflow.worlds.postgres.testing import (
     database_url,
     server_url,
+    sql,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,11 +53,6 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@pytest.fixture
-def schema() -> str:
-    return f"t_{secrets.token_hex(5)}"
-
-
 async def until(check: Callable[[], object], timeout: float = 10.0) -> None:
     """Wait until ``check()`` is true (an AssertionError after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
@@ -65,12 +60,6 @@ async def until(check: Callable[[], object], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s")
         await asyncio.sleep(0.005)
-
-
-def sql(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(statement, args or None)
-        return cur.fetchall() if cur.description else []
 
 
 def world(url: str, schema: str, **options: Any) -> PostgresWorld:

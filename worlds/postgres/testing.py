@@ -36,6 +36,7 @@ __all__ = [
     "empty_schema",
     "fresh_database",
     "server_url",
+    "sql",
     "world_factory",
 ]
 
@@ -127,3 +128,12 @@ def world_factory(
         return PostgresWorld(url, clock=clock, schema=schema, **options)
 
     return make
+
+
+def sql(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on its own connection (autocommit); the rows it returns, if any."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, args or None)
+        return cur.fetchall() if cur.description else []
