@@ -129,7 +129,10 @@ def test_pages_and_actions_on_the_aws_world(moto: MotoServer, settings: dict[str
 
             def done() -> Any:
                 doc = web.get(f"/api/runs/{run.id}").json()
-                return doc if doc["status"] == "completed" else None
+                # moto applies an update's SET actions one by one in place, so a read
+                # racing the run's last write may see its status before its output
+                # (DynamoDB itself is atomic): wait for both.
+                return doc if doc["status"] == "completed" and doc["result"] is not None else None
 
             finished = _until(done)
             assert finished["result"] == {"receipt": "charged o-1", "answer": "ok"}
