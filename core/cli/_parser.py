@@ -13,6 +13,7 @@ from worldflow._duration import format_duration, parse_duration
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._cloud import add_world_commands
 from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
+from ._dlq import list_dead_letters, redrive_dead_letters
 from ._runs import list_runs, prune_runs, show_events
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
@@ -34,6 +35,7 @@ examples:
   worldflow runs rerun wrun_01j... --wait
   worldflow sleeps wake wrun_01j...
   worldflow hooks resume approve:123 '{"ok": true}'
+  worldflow dlq list
 
 exit codes: 0 ok; 1 a run failed, or what was named does not exist (or has
 nothing to act on); 2 a usage error; 3 the run was cancelled; 4 --timeout
@@ -325,6 +327,36 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     resume.add_argument("token", metavar="TOKEN", type=_text)
     resume.add_argument("payload", metavar="JSON", type=_text)
+
+    dlq = commands.add_parser(
+        "dlq", parents=[common], help="messages the engine gave up on: list, send again"
+    )
+    dlq_commands = dlq.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    dlq_list = command(
+        dlq_commands,
+        "list",
+        list_dead_letters,
+        "the dead letters, oldest first",
+        "The messages whose handling failed WORLDFLOW_MAX_DELIVERIES times (default 16), "
+        "set aside by a World that keeps dead letters (aws, gcp), with the reason.",
+    )
+    dlq_list.add_argument(
+        "--limit",
+        type=_whole(1, 10_000),
+        default=100,
+        metavar="N",
+        help="at most N, 1 to 10000 (default 100)",
+    )
+    dlq_redrive = command(
+        dlq_commands,
+        "redrive",
+        redrive_dead_letters,
+        "send dead letters to the queue again",
+        "Send the dead letters with these IDs (from `dlq list`), or --all, to the "
+        "queue again as first deliveries, once what made them fail is fixed.",
+    )
+    dlq_redrive.add_argument("ids", metavar="ID", nargs="*", type=_text)
+    dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
 
     worker = command(
         commands,

@@ -30,7 +30,7 @@ import pytest
 import worldflow as wf
 from worldflow._runtime import Runtime
 from worldflow._state import RunState
-from worldflow._world import Message, World
+from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
@@ -665,3 +665,37 @@ class WorldConformance:
         assert await run.result(timeout=10) == 2  # the lost attempt counted
         started_events = [e for e in await run.events() if e.kind == "step_started"]
         assert [e.data["attempt"] for e in started_events] == [1, 2]
+
+    @conformance
+    async def test_a_message_that_always_fails_becomes_a_dead_letter(self, h: Harness) -> None:
+        """A World with dead letters: a message whose handling fails ``max_deliveries``
+        times is set aside with the reason, and a redrive brings it back."""
+        self._needs_a_serving_test_process()
+        letters = h.runtime.world.dead_letters
+        if letters is None:
+            pytest.skip("this World keeps no dead letters (it retries for ever)")
+        h.runtime.world.max_deliveries = 2
+        tag = _tag()
+        with w.unregistered(w.echo):  # as if no deployed module defined the workflow
+            run = await wf.start(w.echo, tag)
+            message = Message(h.runtime.new_id(), run.id, "resume")
+            await h.runtime.backend.send([Outgoing(message)])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not (
+                found := [
+                    d for d in await letters.dead_letters(100) if d.message.message.id == message.id
+                ]
+            ):
+                assert loop.time() < deadline, "the message never became a dead letter"
+                await asyncio.sleep(0.1)
+        (letter,) = found
+        assert letter.message.message.run_id == run.id
+        assert letter.attempts >= 2
+        assert w.echo.name in letter.reason  # says which workflow is missing
+        assert await run.status() == "pending"  # the run is untouched, not failed
+        assert await letters.redrive([letter.id]) == 1
+        assert await run.result(timeout=10) == tag  # the workflow is known again
+        remaining = [d for d in await letters.dead_letters(100) if d.id == letter.id]
+        assert remaining == []
+        assert await letters.redrive([letter.id]) == 0  # once only
