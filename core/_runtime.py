@@ -120,6 +120,12 @@ class Runtime:
             return
         from ._sweeper import heartbeat_and_sweep
 
+        caps = self.world.capabilities
+        if caps.max_attempt_seconds is not None:
+            from ._limits import step_limit_problems
+
+            for problem in step_limit_problems(caps.max_attempt_seconds, caps.host_limit):
+                log.warning("worldflow: %s", problem)
         await self.heartbeat()
         self._sweeper = self.loop.create_task(heartbeat_and_sweep(self))
         if self.world.webhook_listen is not None:

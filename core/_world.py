@@ -327,7 +327,10 @@ class Capabilities:
     engine keeps an outbox through the store. ``embedded``: a plain process
     serves work by default (the local and postgres worlds); a cloud World says
     no, its functions execute. ``process_private``: the storage is private to
-    this process (an in-memory database).
+    this process (an in-memory database). ``max_attempt_seconds``: the longest a
+    step attempt may run before the host cuts it off (Lambda's function timeout,
+    Cloud Run's request timeout), named by ``host_limit``: a worker warns at start
+    about steps whose timeout is longer.
     """
 
     max_delay: float | None = None
@@ -336,6 +339,8 @@ class Capabilities:
     transactional_messages: bool = False
     embedded: bool = False
     process_private: bool = False
+    max_attempt_seconds: float | None = None
+    host_limit: str = "the host's limit"
 
 
 # -- the parts ------------------------------------------------------------------------------
