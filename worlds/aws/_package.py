@@ -161,7 +161,7 @@ def build(
         interpreter = interpreter or sys.executable
         check_imports(
             [staging],
-            [HANDLER_MODULE, *modules],
+            [HANDLER_MODULE, *modules, *(["aws_lambda_powertools.tracing"] if deps else [])],
             provided=PROVIDED,
             python=interpreter,
             step_limit=(function_timeout, "the function's timeout (FunctionTimeout)"),
