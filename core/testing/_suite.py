@@ -445,6 +445,22 @@ class WorldConformance:
         assert result == {"method": "POST", "body": '{"paid": 12}', "json": {"paid": 12}}
 
     @conformance
+    async def test_resume_hook_on_a_webhook_sends_a_request(self, h: Harness) -> None:
+        """``wf.resume_hook`` (``worldflow hooks resume``) on a webhook: the workflow gets
+        the request its URL would have received, the payload as its JSON body."""
+        run = await wf.start(w.webhook_echo)
+        (created,) = await h.wait_event(run, "hook_created")
+        with pytest.raises(TypeError, match="is a webhook"):
+            await wf.resume_hook(created.data["token"], {"at": dt.datetime.now(dt.UTC)})
+        await wf.resume_hook(created.data["token"], {"paid": 12, "note": "é"})
+        result = await run.result(timeout=10)
+        assert result == {
+            "method": "POST",
+            "body": '{"paid": 12, "note": "é"}',
+            "json": {"paid": 12, "note": "é"},
+        }
+
+    @conformance
     async def test_malformed_webhook_body_fails_clearly(self, h: Harness) -> None:
         run = await wf.start(w.webhook_echo)
         (created,) = await h.wait_event(run, "hook_created")

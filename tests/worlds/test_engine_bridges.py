@@ -198,6 +198,23 @@ class TestBridgedWorld(WorldConformance):
     test_webhook = None  # type: ignore[assignment]
     test_malformed_webhook_body_fails_clearly = None  # type: ignore[assignment]
     test_payment_webhook = None  # type: ignore[assignment]
+    test_resume_hook_on_a_webhook_sends_a_request = None  # type: ignore[assignment]
+
+    def test_a_webhook_without_a_public_url_fails_the_run_clearly(
+        self, make_world: Callable[[], World]
+    ) -> None:
+        """No URL can be known for it: ``create_webhook`` fails, saying what to set."""
+        from worldflow.testing import _workflows as w
+
+        async def main() -> None:
+            async with wf.worker(make_world()):
+                run = await wf.start(w.webhook_echo)
+                with pytest.raises(wf.RunFailed) as info:
+                    await run.result(timeout=10)
+                assert "has no public URL for webhooks" in info.value.message
+                assert "WORLDFLOW_PUBLIC_URL" in info.value.message
+
+        asyncio.run(main())
 
 
 class TestBridgedWorldAlwaysReplay(TestBridgedWorld):
