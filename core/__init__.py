@@ -56,6 +56,7 @@ from ._errors import (
 )
 from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
 from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+from ._sync import resume_hook_sync, start_sync
 from ._types import register_type
 from ._world import Event, RunInfo, RunPage
 
@@ -110,8 +111,10 @@ __all__ = [
     "random",
     "register_type",
     "resume_hook",
+    "resume_hook_sync",
     "sleep",
     "start",
+    "start_sync",
     "step",
     "uuid4",
     "worker",
