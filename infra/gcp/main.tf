@@ -143,6 +143,23 @@ resource "google_firestore_field" "events_out" {
   index_config {}
 }
 
+# Dead letters (worldflow dlq list|redrive) are listed by "at" only.
+resource "google_firestore_field" "dead_letters_body" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "dead_letters"
+  field      = "body"
+  index_config {}
+}
+
+resource "google_firestore_field" "dead_letters_reason" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "dead_letters"
+  field      = "reason"
+  index_config {}
+}
+
 resource "google_firestore_field" "runs_output" {
   project    = var.project
   database   = google_firestore_database.default.name
@@ -244,11 +261,18 @@ resource "google_cloud_tasks_queue" "tasks" {
   project  = var.project
   name     = var.service_name
   location = var.region
+  # The engine gives up on a message after var.max_deliveries failed deliveries (it
+  # keeps it in Firestore's dead_letters, answers 200, and Cloud Tasks forgets the
+  # task). This bound is a backstop for tasks the engine never sees: answered 5xx by
+  # a service that cannot take them (stopping, failing before the engine). Retries
+  # wait 1 s, doubling 8 times (to 256 s), then 300 s: 100 attempts take ~7.6 hours.
+  # A task is dropped once it has had max_attempts AND max_retry_duration has passed.
   retry_config {
-    max_attempts  = -1 # the engine decides when a run fails; a task is retried until applied
-    min_backoff   = "1s"
-    max_backoff   = "300s"
-    max_doublings = 8
+    max_attempts       = var.task_max_attempts
+    max_retry_duration = "3600s"
+    min_backoff        = "1s"
+    max_backoff        = "300s"
+    max_doublings      = 8
   }
   rate_limits {
     max_dispatches_per_second = 500
@@ -256,6 +280,12 @@ resource "google_cloud_tasks_queue" "tasks" {
   }
   stackdriver_logging_config {
     sampling_ratio = 1.0
+  }
+  lifecycle {
+    precondition {
+      condition     = var.task_max_attempts > var.max_deliveries
+      error_message = "task_max_attempts must be above max_deliveries: the engine, not Cloud Tasks, decides when a message is a dead letter."
+    }
   }
   depends_on = [google_project_service.apis]
 }
@@ -291,6 +321,10 @@ resource "google_cloud_run_v2_service" "service" {
       env {
         name  = "WORLDFLOW_MODULES"
         value = var.modules
+      }
+      env {
+        name  = "WORLDFLOW_MAX_DELIVERIES"
+        value = tostring(var.max_deliveries)
       }
       env {
         name  = "WORLDFLOW_GCP_PROJECT"

@@ -47,3 +47,19 @@ variable "kms_key" {
   type        = string
   default     = ""
 }
+
+variable "max_deliveries" {
+  description = "WORLDFLOW_MAX_DELIVERIES: failed deliveries of one message before the engine keeps it as a dead letter (worldflow dlq list|redrive)."
+  type        = number
+  default     = 16
+  validation {
+    condition     = var.max_deliveries >= 1 && var.max_deliveries <= 1000 && floor(var.max_deliveries) == var.max_deliveries
+    error_message = "max_deliveries must be a whole number from 1 to 1000."
+  }
+}
+
+variable "task_max_attempts" {
+  description = "The queue's max_attempts: a backstop above max_deliveries for tasks the engine never sees (answered 5xx before it)."
+  type        = number
+  default     = 100
+}

@@ -155,6 +155,30 @@ def test_the_service_gets_every_setting_the_world_reads() -> None:
     assert {e for e in env if e.startswith("WORLDFLOW_GCP_")} <= known
 
 
+def _variable_default(doc: dict[str, list[Any]], name: str) -> Any:
+    (found,) = [block[name] for block in doc["variable"] if name in block]
+    return found["default"]
+
+
+def test_the_queue_retries_a_bounded_number_of_times_above_max_deliveries() -> None:
+    """The engine gives up on a message after max_deliveries (a dead letter); the queue's
+    own bound is a backstop above it, with a backoff, never -1 (for ever)."""
+    doc = load()
+    (queue,) = resources(doc, "google_cloud_tasks_queue").values()
+    (retry,) = queue["retry_config"]
+    assert retry["max_attempts"] == "${var.task_max_attempts}"
+    attempts = _variable_default(doc, "task_max_attempts")
+    deliveries = _variable_default(doc, "max_deliveries")
+    assert deliveries == 16 and 16 < attempts <= 1000
+    (lifecycle,) = queue["lifecycle"]
+    (check,) = lifecycle["precondition"]
+    assert check["condition"] == "${var.task_max_attempts > var.max_deliveries}"
+    assert (retry["min_backoff"], retry["max_backoff"], retry["max_doublings"]) == ("1s", "300s", 8)
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
+    assert env["WORLDFLOW_MAX_DELIVERIES"] == "${tostring(var.max_deliveries)}"
+
+
 def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((f["fieldPath"], f["order"]) for f in fields)
 

@@ -619,6 +619,58 @@ def test_runs_that_ended_before_the_retention_are_deleted_with_their_logs(
     run(main())
 
 
+def test_dead_letters_are_kept_listed_and_redriven_as_first_deliveries(
+    settings: GcpSettings,
+) -> None:
+    """The parts under the suite's dead-letter test: a message buried twice (two copies of
+    its task) is one letter; a redrive creates a first delivery of the message as it was
+    sent, named after the burial, and forgets the letter; ids it does not hold count 0."""
+    from worldflow.world import Delivery
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        letters = world.dead_letters
+        assert letters is not None
+        tasks = make_client(settings)
+        try:
+            first = Delivery(Message("m-1", "r-1", "resume", {"a": 1}), 5.0, "k-1", 16)
+            await letters.bury(first, "boom " * 2000)
+            await letters.bury(dataclasses.replace(first, attempt=17), "boom again")
+            await letters.bury(Delivery(Message("x/y", "r-2", "resume"), attempt=3), "gone")
+            listed = await letters.dead_letters(10)
+            assert len(listed) == 2  # m-1 once
+            assert (listed[0].id, listed[0].attempts, listed[0].reason) == ("m-1", 17, "boom again")
+            assert listed[1].id.startswith("m-") and listed[1].message.message.id == "x/y"
+            assert listed[0].message == first.outgoing
+            assert await letters.dead_letters(1) == listed[:1]
+            assert await letters.redrive(["m-1", "nope", "a/b", "m-1"]) == 1
+            (task,) = (await tasks.list_tasks(parent=settings.queue_path)).tasks
+            body = json.loads(task.http_request.body)
+            assert "delivered" not in body  # a first delivery
+            assert (body["id"], body["data"], body["key"]) == ("m-1", {"a": 1}, "k-1")
+            assert decode_task(task.http_request.body).attempt == 1
+            assert task.name.rsplit("/", 1)[1].startswith("wf-")  # named: a redo is refused
+            assert [d.id for d in await letters.dead_letters(10)] == [listed[1].id]
+            assert await letters.redrive() == 1
+            assert await letters.dead_letters(10) == []
+            assert await letters.redrive() == 0
+            await letters.bury(first, "x" * 10_000)  # cut, so the document stays small
+            (kept,) = await letters.dead_letters(10)
+            assert len(kept.reason) == 4000
+            await (
+                world.store.client.collection("dead_letters")
+                .document("bad")
+                .set({"body": "{", "attempts": 1, "at": 0.0})
+            )
+            with pytest.raises(wf.CorruptLogError, match="dead letter 'bad'"):
+                await letters.dead_letters(10)
+        finally:
+            await tasks.transport.close()
+            await world.close()
+
+    run(main())
+
+
 def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
     async def main() -> None:
         world = GcpWorld(settings)

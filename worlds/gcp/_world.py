@@ -2,7 +2,7 @@
 
 :class:`~._store.FirestoreStore` is the Storage and the Workers (heartbeats),
 :class:`~._queue.TaskQueue` the Queue, :class:`~._blobs.CloudStorage` the
-Blobs. Tasks reach the engine through the Cloud Run service's task route
+Blobs, :class:`~._dead_letters.FirestoreDeadLetters` the DeadLetters. Tasks reach the engine through the Cloud Run service's task route
 (:mod:`._host`), which answers as the engine's disposition says. The engine
 does the rest: the outbox (Firestore and Cloud Tasks share no transaction),
 big values in Cloud Storage, sleeps past Cloud Tasks' 30 days, heartbeats
@@ -20,6 +20,7 @@ from typing import Any
 from worldflow.world import Capabilities, Clock, SystemClock, World
 
 from ._blobs import CloudStorage
+from ._dead_letters import FirestoreDeadLetters
 from ._queue import TaskQueue
 from ._settings import MAX_TASK_DELAY, GcpSettings
 from ._store import FirestoreStore
@@ -50,6 +51,7 @@ class GcpWorld(World):
             queue=queue,
             workers=store,
             blobs=blobs,
+            dead_letters=FirestoreDeadLetters(store, queue),
             clock=clock,
             capabilities=Capabilities(
                 max_delay=MAX_TASK_DELAY,
