@@ -300,8 +300,11 @@ resource "google_cloud_run_v2_service" "service" {
 
   template {
     service_account                  = google_service_account.run.email
-    timeout                          = "600s" # a task's request lasts while its run's steps run
-    max_instance_request_concurrency = 80
+    # A task's request lasts while its run's steps run: the longest step attempt. The
+    # service gets the same value (WORLDFLOW_GCP_REQUEST_TIMEOUT): its tasks' dispatch
+    # deadline, and the route answers a minute before it.
+    timeout                          = "${var.request_timeout}s"
+    max_instance_request_concurrency = var.concurrency
     scaling {
       max_instance_count = var.max_instances
     }
@@ -321,6 +324,10 @@ resource "google_cloud_run_v2_service" "service" {
       env {
         name  = "WORLDFLOW_MODULES"
         value = var.modules
+      }
+      env {
+        name  = "WORLDFLOW_GCP_REQUEST_TIMEOUT"
+        value = tostring(var.request_timeout)
       }
       env {
         name  = "WORLDFLOW_MAX_DELIVERIES"

@@ -63,3 +63,19 @@ variable "task_max_attempts" {
   type        = number
   default     = 100
 }
+
+variable "request_timeout" {
+  description = "Cloud Run's request timeout in seconds: the longest one step attempt may run (15 to 1800: Cloud Tasks waits at most 30 minutes for a task's answer)."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.request_timeout >= 15 && var.request_timeout <= 1800 && floor(var.request_timeout) == var.request_timeout
+    error_message = "request_timeout must be a whole number of seconds from 15 to 1800."
+  }
+}
+
+variable "concurrency" {
+  description = "Requests one Cloud Run instance takes at once (task requests wait on their runs' steps, so mostly idle)."
+  type        = number
+  default     = 80
+}

@@ -301,12 +301,17 @@ def test_a_service_killed_mid_step_is_resumed_by_the_queue(
         run_id = json.loads(started.stdout)["id"]
         _wait_for(lambda: list(marker.glob("attempt-1-*")), 20, "the first attempt never started")
         first.kill()  # mid-step: no result, no answer to the task
+        killed = time.time()
     with _service(settings, port, modules, **FAST_LEASE):
         doc = _wait_done(cli, run_id, 30)
     assert doc["status"] == "completed", doc
     assert doc["result"] == 2  # the lost attempt counted
     attempts = sorted(p.name.split("-pid-")[0] for p in marker.iterdir())
     assert attempts == ["attempt-1", "attempt-2"]
+    # The attempt cut off runs again once the dead worker's lease (1.5 s) has run out,
+    # not much later: the new service's start (~2 s here) plus the emulator's retry.
+    (second,) = marker.glob("attempt-2-*")
+    assert 1.0 < second.stat().st_mtime - killed < 1.5 + 10
 
 
 @pytest.mark.slow

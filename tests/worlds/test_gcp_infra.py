@@ -179,6 +179,18 @@ def test_the_queue_retries_a_bounded_number_of_times_above_max_deliveries() -> N
     assert env["WORLDFLOW_MAX_DELIVERIES"] == "${tostring(var.max_deliveries)}"
 
 
+def test_the_request_timeout_reaches_cloud_run_and_the_service_alike() -> None:
+    doc = load()
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    (template,) = service["template"]
+    assert template["timeout"] == "${var.request_timeout}s"
+    env = {e["name"]: e["value"] for e in template["containers"][0]["env"]}
+    assert env["WORLDFLOW_GCP_REQUEST_TIMEOUT"] == "${tostring(var.request_timeout)}"
+    assert 15 <= _variable_default(doc, "request_timeout") <= 1800
+    assert template["max_instance_request_concurrency"] == "${var.concurrency}"
+    assert template["scaling"][0]["max_instance_count"] == "${var.max_instances}"
+
+
 def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((f["fieldPath"], f["order"]) for f in fields)
 

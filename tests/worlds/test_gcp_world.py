@@ -690,6 +690,113 @@ def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> N
     run(main())
 
 
+# -- the host's limit on a step attempt ------------------------------------------------------
+def test_the_request_timeout_is_the_step_limit_and_the_tasks_dispatch_deadline() -> None:
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+    world = create_world("gcp", env=base)
+    assert isinstance(world, GcpWorld)
+    caps = world.capabilities
+    assert caps.max_attempt_seconds == 300.0  # Cloud Run's default request timeout
+    assert caps.host_limit.startswith("Cloud Run's request timeout")
+    assert world.settings.drain_timeout == 240.0  # the route answers a minute before
+    world = create_world("gcp", env={**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": "900"})
+    assert isinstance(world, GcpWorld)
+    assert world.capabilities.max_attempt_seconds == 900.0
+    assert (world.settings.drain_timeout, world.settings.dispatch_deadline) == (840.0, 900.0)
+    for bad in ("10", "3600"):
+        with pytest.raises(ValueError, match="WORLDFLOW_GCP_REQUEST_TIMEOUT must be from 15"):
+            create_world("gcp", env={**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": bad})
+    too_long = {**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": "60", "WORLDFLOW_GCP_DRAIN_TIMEOUT": "60"}
+    with pytest.raises(ValueError, match=r"DRAIN_TIMEOUT \(60 s\) must be .* under"):
+        create_world("gcp", env=too_long)
+
+
+@wf.step(name="gcp-test-too-long", timeout="20m")
+async def too_long_step() -> None:
+    return None
+
+
+def test_a_worker_warns_about_steps_longer_than_the_request_timeout(
+    settings: GcpSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = dataclasses.replace(settings, request_timeout=600.0)
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="worldflow"):
+        run(main())
+    (warned,) = [r.getMessage() for r in caplog.records if "gcp-test-too-long" in r.getMessage()]
+    assert "Cloud Run's request timeout" in warned and "(10m" in warned
+
+
+@pytest.mark.slow
+def test_a_request_cut_off_at_its_dispatch_deadline_comes_again_and_the_step_runs_once(
+    settings: GcpSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each task carries the request timeout as its dispatch deadline, which the emulator
+    (patched) enforces as Cloud Tasks does: it stops waiting and retries the task. Here the
+    route waits longer than that (DRAIN_TIMEOUT past the request timeout, as when Cloud Run
+    cuts a request off): the task comes again while the step still runs in its live worker,
+    and the step is not run a second time."""
+    settings = dataclasses.replace(settings, request_timeout=15.0, drain_timeout=60.0)
+    tag = f"cut-{settings.queue}"
+    ATTEMPTS.pop(tag, None)
+    from worldflow.worlds.gcp import _host
+
+    delivered: list[int] = []  # the attempt of each delivery the route takes
+
+    def decode(body: bytes, retries: int = 0) -> Any:
+        delivery = decode_task(body, retries)
+        delivered.append(delivery.attempt)
+        return delivery
+
+    monkeypatch.setattr(_host, "decode_task", decode)
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        async with wf.worker(world):
+            tasks = make_client(settings)
+            try:
+                handle = await wf.start(counted_gate, tag)  # runs here, its step inline
+                await _wait_event(handle, "step_started")
+                # A task for the run: the route waits for the run's step, past the deadline.
+                await world.tasks.send([Outgoing(Message(f"m-{tag}", handle.id, "resume"))])
+                # The start's safety copy waits on the queue (the resume is in flight).
+                listed = (await tasks.list_tasks(parent=settings.queue_path)).tasks
+                assert listed and {t.dispatch_deadline.total_seconds() for t in listed} == {15.0}
+                started = time.monotonic()
+                # Past the deadline the emulator gave up on the first request and retried.
+                while max(delivered, default=0) < 2:
+                    assert time.monotonic() < started + 25, "the cut-off task never came again"
+                    await asyncio.sleep(0.2)
+                assert time.monotonic() - started > 10  # not before the deadline
+                GATES.setdefault(tag, asyncio.Event()).set()
+                assert await handle.result(timeout=20) == "through"
+            finally:
+                GATES.setdefault(tag, asyncio.Event()).set()
+                await tasks.transport.close()
+        assert ATTEMPTS[tag] == [1]  # run once, though its task was delivered again
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+ATTEMPTS: dict[str, list[int]] = {}
+
+
+@wf.step(name="gcp-test-counted-gate")
+async def counted_gate_step(tag: str) -> str:
+    ATTEMPTS.setdefault(tag, []).append(wf.get_step_metadata().attempt)
+    await GATES.setdefault(tag, asyncio.Event()).wait()
+    return "through"
+
+
+@wf.workflow(name="gcp-test-counted-gated")
+async def counted_gate(tag: str) -> str:
+    return await counted_gate_step(tag)
+
+
 # -- the task route's answers ---------------------------------------------------------------
 @wf.step(name="gcp-test-gate")
 async def gate(tag: str) -> str:

@@ -11,11 +11,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GcpSettings"]
+__all__ = ["CLOUD_RUN_DEFAULT_TIMEOUT", "MAX_DISPATCH_DEADLINE", "GcpSettings"]
 
 # Cloud Tasks refuses a schedule_time more than 30 days ahead; stay a day under it
 # (the engine re-sends a message that comes early: a hop).
 MAX_TASK_DELAY = 29 * 86400.0
+#: Cloud Run's request timeout when the service does not set one.
+CLOUD_RUN_DEFAULT_TIMEOUT = 300.0
+#: Cloud Tasks waits at most 30 minutes for an HTTP task's answer (its dispatch deadline).
+MAX_DISPATCH_DEADLINE = 1800.0
+#: ... and at least 15 seconds.
+MIN_DISPATCH_DEADLINE = 15.0
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -50,7 +56,13 @@ class GcpSettings:
     listen: str | None = None  # "host:port": serve the app in this process (tests, dev)
     heartbeat: float = 10.0  # seconds between a worker's heartbeats
     lease: float = 30.0  # a worker silent this long is dead; its step attempts are lost
-    drain_timeout: float = 540.0  # how long a task request may take (Cloud Run allows 600 s)
+    # Cloud Run's request timeout (WORLDFLOW_GCP_REQUEST_TIMEOUT, set by Terraform from the
+    # service's): the longest one step attempt may take there, and each task's dispatch
+    # deadline, so that Cloud Tasks waits for the answer as long as Cloud Run lets it run.
+    request_timeout: float = CLOUD_RUN_DEFAULT_TIMEOUT
+    # How long a task request waits for its run's steps before answering: a minute under
+    # the request timeout unless set.
+    drain_timeout: float = CLOUD_RUN_DEFAULT_TIMEOUT - 60.0
     max_webhook_bytes: int = 1 << 20
 
     @classmethod
@@ -64,6 +76,20 @@ class GcpSettings:
 
         def text(key: str) -> str | None:
             return settings.get(key) or None
+
+        request_timeout = _float(settings, "request_timeout", CLOUD_RUN_DEFAULT_TIMEOUT)
+        if not MIN_DISPATCH_DEADLINE <= request_timeout <= MAX_DISPATCH_DEADLINE:
+            raise ValueError(
+                "WORLDFLOW_GCP_REQUEST_TIMEOUT must be from 15 to 1800 seconds (Cloud Tasks "
+                f"waits that long at most for a task's answer), got {request_timeout:g}"
+            )
+        drain_timeout = _float(settings, "drain_timeout", max(request_timeout - 60.0, 5.0))
+        if not 0 < drain_timeout < request_timeout:
+            raise ValueError(
+                f"WORLDFLOW_GCP_DRAIN_TIMEOUT ({drain_timeout:g} s) must be above 0 and under "
+                f"WORLDFLOW_GCP_REQUEST_TIMEOUT ({request_timeout:g} s): a task request must "
+                "answer before Cloud Run cuts it off"
+            )
 
         return cls(
             project=project,
@@ -81,11 +107,18 @@ class GcpSettings:
             listen=text("listen"),
             heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
             lease=_float(settings, "lease", _DEFAULTS["lease"]),
-            drain_timeout=_float(settings, "drain_timeout", _DEFAULTS["drain_timeout"]),
+            request_timeout=request_timeout,
+            drain_timeout=drain_timeout,
             max_webhook_bytes=int(
                 _float(settings, "max_webhook_bytes", _DEFAULTS["max_webhook_bytes"])
             ),
         )
+
+    @property
+    def dispatch_deadline(self) -> float:
+        """How long Cloud Tasks waits for a task's answer: the request timeout, within
+        the 15 s to 30 min Cloud Tasks allows."""
+        return min(max(self.request_timeout, MIN_DISPATCH_DEADLINE), MAX_DISPATCH_DEADLINE)
 
     @property
     def queue_path(self) -> str:

@@ -59,6 +59,10 @@ class GcpWorld(World):
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 transactional_messages=False,
                 embedded=False,
+                # Steps run inside the task request that reached them: past the request
+                # timeout Cloud Run cuts the request, and may stop an instance it thinks idle.
+                max_attempt_seconds=settings.dispatch_deadline,
+                host_limit="Cloud Run's request timeout (WORLDFLOW_GCP_REQUEST_TIMEOUT)",
             ),
             public_url=settings.public_url or settings.service_url,
             heartbeat=settings.heartbeat,
