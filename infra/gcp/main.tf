@@ -143,6 +143,28 @@ resource "google_firestore_field" "events_out" {
   index_config {}
 }
 
+# Retention: when a run ends the world writes expire_at (its end + run_ttl_days) on
+# its run document and on each of its events documents; these TTL policies have
+# Firestore delete them after that time (within about a day of it, says Google).
+# No index on the field: a timestamp written in order would be a write hot spot.
+resource "google_firestore_field" "runs_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "runs"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
+resource "google_firestore_field" "events_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "events"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
 # Dead letters (worldflow dlq list|redrive) are listed by "at" only.
 resource "google_firestore_field" "dead_letters_body" {
   project    = var.project
@@ -187,8 +209,30 @@ resource "google_storage_bucket" "payloads" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = false
+  # Blobs are written once, under names no other writer uses: versions would only
+  # keep deleted payloads. Age-based deletion is the retention (blob_retention_days).
+  #checkov:skip=CKV_GCP_78:write-once objects under unique names; versions would keep deleted payloads
   versioning {
-    enabled = true
+    enabled = false
+  }
+  lifecycle_rule {
+    condition {
+      age            = var.blob_retention_days
+      matches_prefix = ["runs/", "messages/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  # Should versioning be switched on by hand: a replaced or deleted version goes after a day.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
   }
   dynamic "encryption" {
     for_each = var.kms_key == "" ? [] : [var.kms_key]
@@ -328,6 +372,10 @@ resource "google_cloud_run_v2_service" "service" {
       env {
         name  = "WORLDFLOW_GCP_REQUEST_TIMEOUT"
         value = tostring(var.request_timeout)
+      }
+      env {
+        name  = "WORLDFLOW_GCP_RUN_TTL"
+        value = var.run_ttl_days == 0 ? "off" : "${var.run_ttl_days}d"
       }
       env {
         name  = "WORLDFLOW_MAX_DELIVERIES"

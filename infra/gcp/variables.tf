@@ -79,3 +79,23 @@ variable "concurrency" {
   type        = number
   default     = 80
 }
+
+variable "run_ttl_days" {
+  description = "Days a finished run's documents (run, events) are kept before Firestore's TTL deletes them (WORLDFLOW_GCP_RUN_TTL); 0 keeps them."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.run_ttl_days >= 0 && floor(var.run_ttl_days) == var.run_ttl_days
+    error_message = "run_ttl_days must be a whole number of days, 0 to keep runs."
+  }
+}
+
+variable "blob_retention_days" {
+  description = "Days a big payload (runs/, messages/ in the bucket) is kept. Longer than your longest run plus run_ttl_days: a running run still reads its blobs."
+  type        = number
+  default     = 400
+  validation {
+    condition     = var.blob_retention_days >= 1
+    error_message = "blob_retention_days must be at least 1."
+  }
+}

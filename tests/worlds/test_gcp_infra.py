@@ -191,6 +191,31 @@ def test_the_request_timeout_reaches_cloud_run_and_the_service_alike() -> None:
     assert template["scaling"][0]["max_instance_count"] == "${var.max_instances}"
 
 
+def test_retention_ttl_policies_and_the_bucket_lifecycle() -> None:
+    """Finished runs' documents expire (a TTL policy on the field the world writes), blobs
+    are deleted by age, and the bucket keeps no old versions."""
+    doc = load()
+    fields = resources(doc, "google_firestore_field").values()
+    ttl = {(f["collection"], f["field"]) for f in fields if "ttl_config" in f}
+    assert ttl == {("runs", "expire_at"), ("events", "expire_at")}
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
+    assert "var.run_ttl_days" in env["WORLDFLOW_GCP_RUN_TTL"]
+    assert _variable_default(doc, "run_ttl_days") == 30
+    from worldflow.worlds.gcp._settings import DEFAULT_RUN_TTL
+
+    assert DEFAULT_RUN_TTL == 30 * 86400  # the world's default is Terraform's
+    (bucket,) = resources(doc, "google_storage_bucket").values()
+    assert bucket["versioning"][0]["enabled"] is False
+    rules = bucket["lifecycle_rule"]
+    by_age = [r for r in rules if "age" in r["condition"][0]]
+    (rule,) = by_age
+    assert rule["condition"][0]["age"] == "${var.blob_retention_days}"
+    assert sorted(rule["condition"][0]["matches_prefix"]) == ["messages/", "runs/"]
+    assert all(r["action"][0]["type"] == "Delete" for r in rules)
+    assert _variable_default(doc, "blob_retention_days") > _variable_default(doc, "run_ttl_days")
+
+
 def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((f["fieldPath"], f["order"]) for f in fields)
 

@@ -671,6 +671,58 @@ def test_dead_letters_are_kept_listed_and_redriven_as_first_deliveries(
     run(main())
 
 
+def test_a_finished_runs_documents_get_the_expiry_firestores_ttl_deletes_after(
+    settings: GcpSettings,
+) -> None:
+    """When a run ends, its run document and each of its events documents get
+    ``expire_at`` (its end + run_ttl), the field of the TTL policy in infra/gcp; a run
+    still going has none, and with run_ttl off none is written."""
+    import datetime as dt
+
+    async def expiries(world: GcpWorld, run_id: str) -> list[Any]:
+        run_doc = (await world.store._run_ref(run_id).get()).to_dict()
+        events = world.store._run_ref(run_id).collection("events")
+        return [run_doc.get("expire_at")] + [
+            d.to_dict().get("expire_at") async for d in events.stream()
+        ]
+
+    async def main() -> None:
+        world = GcpWorld(dataclasses.replace(settings, run_ttl=3 * 86400.0))
+        async with wf.worker(world):
+            done = await wf.start(echo_flow, "x")
+            assert await done.result(timeout=10) == "x"
+            waiting = await wf.start(waits_for_hook, f"ttl-{settings.queue}")
+            await _wait_event(waiting, "hook_created")
+            ended = (await done.info()).updated_at
+            found = await expiries(world, done.id)
+            assert len(found) >= 3  # the run document and its appends
+            want = dt.datetime.fromtimestamp(ended + 3 * 86400.0, dt.UTC)
+            assert all(e is not None and abs((e - want).total_seconds()) < 1 for e in found), found
+            assert set(await expiries(world, waiting.id)) == {None}  # not ended
+        world = GcpWorld(dataclasses.replace(settings, run_ttl=None))
+        async with wf.worker(world):
+            kept = await wf.start(echo_flow, "y")
+            assert await kept.result(timeout=10) == "y"
+            assert set(await expiries(world, kept.id)) == {None}
+
+    run(main())
+
+
+def test_the_run_ttl_setting() -> None:
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+
+    def ttl(value: str) -> float | None:
+        world = create_world("gcp", env={**base, "WORLDFLOW_GCP_RUN_TTL": value})
+        assert isinstance(world, GcpWorld)
+        return world.settings.run_ttl
+
+    assert ttl("") == 30 * 86400.0  # the default
+    assert (ttl("7d"), ttl("12h"), ttl("90"), ttl("off")) == (7 * 86400.0, 43200.0, 90.0, None)
+    for bad in ("soon", "-1d", "inf"):
+        with pytest.raises(ValueError, match="WORLDFLOW_GCP_RUN_TTL must be a duration"):
+            ttl(bad)
+
+
 def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
     async def main() -> None:
         world = GcpWorld(settings)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CLOUD_RUN_DEFAULT_TIMEOUT", "MAX_DISPATCH_DEADLINE", "GcpSettings"]
+__all__ = ["CLOUD_RUN_DEFAULT_TIMEOUT", "DEFAULT_RUN_TTL", "MAX_DISPATCH_DEADLINE", "GcpSettings"]
 
 # Cloud Tasks refuses a schedule_time more than 30 days ahead; stay a day under it
 # (the engine re-sends a message that comes early: a hop).
@@ -22,6 +22,31 @@ CLOUD_RUN_DEFAULT_TIMEOUT = 300.0
 MAX_DISPATCH_DEADLINE = 1800.0
 #: ... and at least 15 seconds.
 MIN_DISPATCH_DEADLINE = 15.0
+
+
+#: How long a finished run's documents are kept by default (Firestore's TTL policy).
+DEFAULT_RUN_TTL = 30 * 86400.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _ttl(settings: Mapping[str, str]) -> float | None:
+    """``run_ttl``: seconds, or a number with s/m/h/d; ``off`` (or 0) for never."""
+    raw = (settings.get("run_ttl") or "").strip().lower()
+    if not raw:
+        return DEFAULT_RUN_TTL
+    if raw in ("off", "never", "0"):
+        return None
+    number, unit = (raw[:-1], _UNITS[raw[-1]]) if raw[-1] in _UNITS else (raw, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            "WORLDFLOW_GCP_RUN_TTL must be a duration such as 30d, 12h or 3600 (seconds), "
+            f"or off; got {settings.get('run_ttl')!r}"
+        )
+    return seconds
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -64,6 +89,9 @@ class GcpSettings:
     # the request timeout unless set.
     drain_timeout: float = CLOUD_RUN_DEFAULT_TIMEOUT - 60.0
     max_webhook_bytes: int = 1 << 20
+    # A finished run's documents get ``expire_at`` = its end + this, which Firestore's TTL
+    # policy (infra/gcp) deletes after; None: no expiry written.
+    run_ttl: float | None = DEFAULT_RUN_TTL
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, str]) -> GcpSettings:
@@ -109,6 +137,7 @@ class GcpSettings:
             lease=_float(settings, "lease", _DEFAULTS["lease"]),
             request_timeout=request_timeout,
             drain_timeout=drain_timeout,
+            run_ttl=_ttl(settings),
             max_webhook_bytes=int(
                 _float(settings, "max_webhook_bytes", _DEFAULTS["max_webhook_bytes"])
             ),

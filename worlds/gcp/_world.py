@@ -42,7 +42,7 @@ class GcpWorld(World):
 
     def __init__(self, settings: GcpSettings, *, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
-        store = FirestoreStore(settings.project, settings.database)
+        store = FirestoreStore(settings.project, settings.database, run_ttl=settings.run_ttl)
         queue = TaskQueue(settings, clock)
         blobs = CloudStorage(settings.project, settings.bucket)
         real_time = isinstance(clock, SystemClock)
