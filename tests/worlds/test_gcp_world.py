@@ -427,10 +427,18 @@ def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) 
             until = started.data["until"]
             client = make_client(settings)
             try:
-                tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
-                timers = [
-                    t for t in tasks if json.loads(t.http_request.body)["not_before"] == until
-                ]
+                # The timer's task is sent once the append that started the sleep is
+                # durable: it may come a moment after the event.
+                deadline = time.monotonic() + 10
+                while not (
+                    timers := [
+                        t
+                        for t in (await client.list_tasks(parent=settings.queue_path)).tasks
+                        if json.loads(t.http_request.body)["not_before"] == until
+                    ]
+                ):
+                    assert time.monotonic() < deadline, "no timer task"
+                    await asyncio.sleep(0.05)
                 # A read of the log racing the sender may send the outbox again: the same
                 # task name, which real Cloud Tasks refuses (the emulator keeps both).
                 assert len({t.name for t in timers}) == 1
@@ -454,6 +462,45 @@ def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) 
                 assert hops[0].name != timers[0].name
                 next_hop = hops[0].schedule_time.timestamp()
                 assert next_hop == pytest.approx(time.time() + 29 * 86400, abs=60)
+            finally:
+                await client.transport.close()
+
+    run(main())
+
+
+def test_a_cancelled_runs_long_sleep_stops_at_its_next_hop(settings: GcpSettings) -> None:
+    """A 40-day sleep is a chain of hops. Cancel the run: its pending hop, delivered
+    (early, as Cloud Tasks would after 29 days), is acknowledged and makes no next hop."""
+
+    async def main() -> None:
+        world = GcpWorld(settings)  # the real clock: tasks carry a schedule_time
+        async with wf.worker(world):
+            handle = await wf.start(long_sleep)
+            (started,) = await _wait_event(handle, "sleep_started")
+            until = started.data["until"]
+            client = make_client(settings)
+            try:
+
+                async def timers() -> list[Any]:
+                    tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
+                    return [
+                        t for t in tasks if json.loads(t.http_request.body)["not_before"] == until
+                    ]
+
+                deadline = time.monotonic() + 10
+                while not (found := await timers()):  # sent once the append is durable
+                    assert time.monotonic() < deadline, "no timer task"
+                    await asyncio.sleep(0.05)
+                first = found[0]
+                await handle.cancel()  # a message: the run ends when it is delivered
+                await _wait_event(handle, "run_cancelled")
+                assert await handle.status() == "cancelled"
+                created = world.tasks.created
+                await client.run_task(name=first.name)  # the hop comes due, early
+                await asyncio.sleep(1.0)
+                assert world.tasks.created == created  # no next hop
+                assert await timers() == []  # delivered and acknowledged: no timer left
+                assert "sleep_fired" not in [e.kind for e in await handle.events()]
             finally:
                 await client.transport.close()
 
@@ -699,6 +746,24 @@ def test_a_finished_runs_documents_get_the_expiry_firestores_ttl_deletes_after(
             want = dt.datetime.fromtimestamp(ended + 3 * 86400.0, dt.UTC)
             assert all(e is not None and abs((e - want).total_seconds()) < 1 for e in found), found
             assert set(await expiries(world, waiting.id)) == {None}  # not ended
+        # A run that ends in another process than the one that wrote its log: that one
+        # reads the ids of the events documents (the query), the same expiry on each.
+        from worldflow.world import Append, NewEvent, RunCreate
+
+        ttl_settings = dataclasses.replace(settings, run_ttl=86400.0)
+        writer, ender = GcpWorld(ttl_settings), GcpWorld(ttl_settings)
+        event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, 100.0)
+        await writer.store.create_run(RunCreate("r-elsewhere", "w", event))
+        more = Append("r-elsewhere", 1, [NewEvent("run_started", {}, 101.0)])
+        assert await writer.store.append([more]) == [True]
+        end = Append("r-elsewhere", 2, [NewEvent("run_completed", {}, 200.0)], status="completed")
+        reads = ender.store.reads
+        assert await ender.store.append([end]) == [True]
+        assert ender.store.reads > reads  # it had to list them
+        want = dt.datetime.fromtimestamp(200.0 + 86400.0, dt.UTC)
+        assert await expiries(ender, "r-elsewhere") == [want] * 4
+        await writer.close()
+        await ender.close()
         world = GcpWorld(dataclasses.replace(settings, run_ttl=None))
         async with wf.worker(world):
             kept = await wf.start(echo_flow, "y")

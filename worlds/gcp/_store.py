@@ -89,6 +89,10 @@ class FirestoreStore:
         self._client: Any = None
         self._closed = False
         self._holders: dict[str, str] = {}  # run -> the holder this process last wrote
+        # run -> the ids of all its events documents, for runs this process has seen from
+        # their start (created, or read from seq 0): a run's end gives them their expiry
+        # without reading them first.
+        self._chains: dict[str, set[int]] = {}
         # Billable operations, counted at the client (bench/bench_gcp.py).
         self.reads = 0
         self.writes = 0
@@ -171,6 +175,7 @@ class FirestoreStore:
         try:
             with translate(f"create run {create.run_id!r} in Firestore"):
                 await batch.commit()
+            self._chain(create.run_id, {0}, start=True)
         except Exception as exc:
             if not _already_exists(exc):
                 raise
@@ -223,6 +228,16 @@ class FirestoreStore:
             update.setdefault("holder", a.holder)
         return update or None
 
+    def _chain(self, run_id: str, ids: set[int], *, start: bool = False) -> None:
+        """Note events documents of a run (``start``: all of them from its first)."""
+        known = self._chains.get(run_id)
+        if known is not None:
+            known.update(ids)
+        elif start and self.run_ttl is not None:
+            self._chains[run_id] = set(ids)
+            if len(self._chains) > 2_000:  # the oldest then reads its ids at its end
+                del self._chains[next(iter(self._chains))]
+
     def _expiry(self, ended: float) -> dt.datetime | None:
         """When a run that ended at ``ended`` may be deleted (Firestore's TTL reads it)."""
         if self.run_ttl is None:
@@ -233,9 +248,14 @@ class FirestoreStore:
         """Give the run's earlier events documents its expiry: one read and one write
         each, once, when the run ends (the TTL policy deletes documents one by one, and a
         run document's deletion leaves its events)."""
-        events = self._run_ref(run_id).collection("events").select(["last"])
-        docs = await self._query(events, f"list the events of run {run_id!r}")
-        refs = [doc.reference for doc in docs if doc.id != f"{skip:012d}"]
+        known = self._chains.pop(run_id, None)
+        if known is not None:  # every document of the chain passed through this process
+            events = self._run_ref(run_id).collection("events")
+            refs = [events.document(f"{seq:012d}") for seq in sorted(known - {skip})]
+        else:
+            query = self._run_ref(run_id).collection("events").select(["last"])
+            docs = await self._query(query, f"list the events of run {run_id!r}")
+            refs = [doc.reference for doc in docs if doc.id != f"{skip:012d}"]
         for start in range(0, len(refs), 500):  # a batch takes 500 writes
             batch = self.client.batch()
             for ref in refs[start : start + 500]:
@@ -279,6 +299,7 @@ class FirestoreStore:
             raise
         if ok:
             self._wrote(a, update)
+            self._chain(a.run_id, {a.expected_seq})
             if expiry is not None:
                 # Once the run's end is durable. Should this fail (or the process die
                 # first), the earlier events documents keep no expiry: they outlive the
@@ -363,6 +384,8 @@ class FirestoreStore:
         docs = await self._query(query, f"read the events of run {run_id!r}")
         events: list[Event] = []
         unsent: list[Unsent] = []
+        ids = {int(snap.id) for snap in docs if snap.id.isdigit()}
+        self._chain(run_id, ids, start=after_seq == 0)
         for snap in docs:
             doc = snap.to_dict()
             where = f"run {run_id!r}: events document {snap.id} in Firestore"
