@@ -101,6 +101,44 @@ def test_a_missing_project_is_named() -> None:
         create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p", "WORLDFLOW_GCP_LEASE": "soon"})
 
 
+@wf.workflow(name="gcp-test-webhook-url")
+async def webhook_url_flow() -> str:
+    return wf.create_webhook().url
+
+
+def test_webhook_urls_are_absolute_or_a_clear_error_at_create_webhook(
+    settings: GcpSettings,
+) -> None:
+    """Cloud Run does not tell a service its URL: webhook URLs are WORLDFLOW_PUBLIC_URL's,
+    else the service URL's; a URL that is not absolute is refused where it is set, and
+    with none, create_webhook fails the run saying which setting to give."""
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+    for key, value in (
+        ("WORLDFLOW_PUBLIC_URL", "hooks.example"),
+        ("WORLDFLOW_GCP_SERVICE_URL", "/x"),
+    ):
+        with pytest.raises(ValueError, match=f"{key} must be an absolute http"):
+            create_world("gcp", env={**base, key: value})
+    world = create_world("gcp", env={**base, "WORLDFLOW_GCP_SERVICE_URL": "https://svc.example/"})
+    assert world.webhook_url("t") == "https://svc.example/webhooks/t"  # the service's own
+    unset = GcpWorld(dataclasses.replace(settings, service_url=None, public_url=None))
+    with pytest.raises(ValueError, match="no public URL for webhooks: set WORLDFLOW_PUBLIC_URL"):
+        unset.webhook_url("t")
+
+    async def main() -> None:
+        served = GcpWorld(settings)
+        async with wf.worker(served):
+            handle = await wf.start(webhook_url_flow)
+            url = await handle.result(timeout=10)
+            assert url.startswith(f"{settings.public_url}/webhooks/")  # absolute
+            served.public_url = None  # as if neither URL were known
+            failed = await wf.start(webhook_url_flow)
+            with pytest.raises(wf.RunFailed, match="WORLDFLOW_PUBLIC_URL"):
+                await failed.result(timeout=10)
+
+    run(main())
+
+
 def test_without_the_extra_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -49,6 +49,20 @@ def _ttl(settings: Mapping[str, str]) -> float | None:
     return seconds
 
 
+def _url(settings: Mapping[str, str], key: str, variable: str) -> str | None:
+    """An absolute http(s) URL without its trailing slash, or None when unset."""
+    raw = (settings.get(key) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    scheme, _, rest = raw.partition("://")
+    if scheme not in ("http", "https") or not rest or rest.startswith("/"):
+        raise ValueError(
+            f"{variable} must be an absolute http(s) URL such as "
+            f"https://worldflow-123.us-central1.run.app, got {settings.get(key)!r}"
+        )
+    return raw
+
+
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
     raw = settings.get(key)
     if raw is None or raw == "":
@@ -123,7 +137,7 @@ class GcpSettings:
             project=project,
             location=settings.get("location") or _DEFAULTS["location"],
             queue=settings.get("queue") or _DEFAULTS["queue"],
-            service_url=(text("service_url") or "").rstrip("/") or None,
+            service_url=_url(settings, "service_url", "WORLDFLOW_GCP_SERVICE_URL"),
             bucket=text("bucket"),
             tasks_endpoint=text("tasks_endpoint"),
             database=settings.get("database") or _DEFAULTS["database"],
@@ -131,7 +145,7 @@ class GcpSettings:
             shared_secret=text("shared_secret"),
             tasks_service_account=text("tasks_service_account"),
             oidc_certs_url=settings.get("oidc_certs_url") or _DEFAULTS["oidc_certs_url"],
-            public_url=(text("public_url") or "").rstrip("/") or None,
+            public_url=_url(settings, "public_url", "WORLDFLOW_PUBLIC_URL"),
             listen=text("listen"),
             heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
             lease=_float(settings, "lease", _DEFAULTS["lease"]),

@@ -64,6 +64,10 @@ class GcpWorld(World):
                 max_attempt_seconds=settings.dispatch_deadline,
                 host_limit="Cloud Run's request timeout (WORLDFLOW_GCP_REQUEST_TIMEOUT)",
             ),
+            # Cloud Run does not tell a service its own URL (it sets K_SERVICE, K_REVISION,
+            # PORT): Terraform passes it. Webhook URLs are WORLDFLOW_PUBLIC_URL's, else the
+            # service URL's (tasks need it anyway); with neither, create_webhook fails
+            # with an error that says which setting to give.
             public_url=settings.public_url or settings.service_url,
             heartbeat=settings.heartbeat,
             lease=settings.lease,
