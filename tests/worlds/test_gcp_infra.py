@@ -174,6 +174,15 @@ def test_the_queue_retries_a_bounded_number_of_times_above_max_deliveries() -> N
     (check,) = lifecycle["precondition"]
     assert check["condition"] == "${var.task_max_attempts > var.max_deliveries}"
     assert (retry["min_backoff"], retry["max_backoff"], retry["max_doublings"]) == ("1s", "300s", 8)
+    # `worldflow setup gcp` makes the queue the same way.
+    from worldflow.worlds.gcp._setup import QUEUE_RETRY
+
+    assert QUEUE_RETRY["max_attempts"] == attempts and QUEUE_RETRY["max_doublings"] == 8
+    assert retry["max_retry_duration"] == f"{QUEUE_RETRY['max_retry_duration']['seconds']}s"
+    assert (QUEUE_RETRY["min_backoff"], QUEUE_RETRY["max_backoff"]) == (
+        {"seconds": 1},
+        {"seconds": 300},
+    )
     (service,) = resources(doc, "google_cloud_run_v2_service").values()
     env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
     assert env["WORLDFLOW_MAX_DELIVERIES"] == "${tostring(var.max_deliveries)}"
