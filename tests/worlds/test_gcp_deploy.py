@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from worldflow.worlds.gcp import GcpSettings
 from worldflow.worlds.gcp._package import DOCKERFILE, WHEELS
@@ -54,14 +55,19 @@ def test_setup_creates_the_queue_and_prints_the_exports(tmp_path: Path) -> None:
         assert f"export WORLDFLOW_GCP_QUEUE={settings.queue}" in done.stdout
         assert "export WORLDFLOW_WORLD=gcp" in done.stdout
 
-        async def queue_exists() -> str:
+        async def queue() -> Any:
             client = make_client(settings)
             try:
-                return str((await client.get_queue(name=settings.queue_path)).name)
+                return await client.get_queue(name=settings.queue_path)
             finally:
                 await client.transport.close()
 
-        assert asyncio.run(queue_exists()) == settings.queue_path
+        made = asyncio.run(queue())
+        assert made.name == settings.queue_path
+        # The retry config Terraform gives the queue (a bounded backstop with a backoff).
+        retry = made.retry_config
+        assert (retry.max_attempts, retry.max_doublings) == (100, 8)
+        assert (retry.min_backoff.total_seconds(), retry.max_backoff.total_seconds()) == (1, 300)
         again = _cli(["setup", "gcp", "--json"], env, tmp_path)
         assert again.returncode == 0, again.stderr
         assert f"bucket gs://b-{settings.queue}: exists" in json.loads(again.stdout)["done"]
