@@ -41,6 +41,7 @@ from ._errors import (
     FatalError,
     HookConflict,
     HookNotFound,
+    InvalidHookPayload,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -57,6 +58,7 @@ from ._errors import (
 from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
 from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
 from ._sync import resume_hook_sync, start_sync
+from ._typed_hooks import HookType, define_hook
 from ._types import register_type
 from ._world import Event, RunInfo, RunPage
 
@@ -74,6 +76,8 @@ __all__ = [
     "Hook",
     "HookConflict",
     "HookNotFound",
+    "HookType",
+    "InvalidHookPayload",
     "NonDeterminismError",
     "RetryableError",
     "Run",
@@ -103,6 +107,7 @@ __all__ = [
     "configure",
     "create_hook",
     "create_webhook",
+    "define_hook",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",

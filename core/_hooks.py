@@ -14,7 +14,7 @@ import asyncio
 import collections
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._loop import current_instance
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 else:
     # The pure-Python Future, so that asyncio.isfuture() can say no (below).
     _Future = asyncio.futures._PyFuture
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Refused:
+    """A payload its typed hook refused: the ``await`` that takes it raises ``error``."""
+
+    error: BaseException
 
 
 class Hook(_Future[T], Generic[T]):
@@ -50,19 +57,34 @@ class Hook(_Future[T], Generic[T]):
     def __init__(self, token: str, *, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self.token = token
-        self._payloads: collections.deque[T] = collections.deque()
+        self._payloads: collections.deque[T | _Refused] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[T]] = collections.deque()
         self._error: BaseException | None = None
+        #: A typed hook's conversion of each payload (``wf.define_hook``).
+        self._convert: Callable[[Any], Any] | None = None
 
-    def _deliver(self, payload: T) -> None:
+    def _deliver(self, payload: Any) -> None:
+        item: T | _Refused = payload
+        if self._convert is not None:
+            try:
+                item = self._convert(payload)
+            except Exception as exc:  # the payload does not fit: its await raises
+                item = _Refused(exc)
         if not self.done():
-            self.set_result(payload)
+            if isinstance(item, _Refused):
+                self.set_exception(item.error)
+                self.exception()  # the await that takes it raises; nothing to log
+            else:
+                self.set_result(item)
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(payload)
+                if isinstance(item, _Refused):
+                    waiter.set_exception(item.error)
+                else:
+                    waiter.set_result(item)
                 return
-        self._payloads.append(payload)
+        self._payloads.append(item)
 
     def _fail(self, exc: BaseException) -> None:
         """The hook cannot receive anything (its token is taken): every await raises."""
@@ -80,7 +102,11 @@ class Hook(_Future[T], Generic[T]):
         if self._error is not None and not self._payloads:
             waiter.set_exception(self._error)
         elif self._payloads:
-            waiter.set_result(self._payloads.popleft())
+            item = self._payloads.popleft()
+            if isinstance(item, _Refused):
+                waiter.set_exception(item.error)
+            else:
+                waiter.set_result(item)
         else:
             self._waiters.append(waiter)
         return waiter

@@ -327,12 +327,16 @@ class WorkflowInstance:
     def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass  # a fired event for a cancelled handle is ignored by WorkflowLoop.fire
 
-    def create_hook(self, token: str | None, *, webhook: bool) -> Hook[Any]:
+    def create_hook(
+        self, token: str | None, *, webhook: bool, schema: str | None = None
+    ) -> Hook[Any]:
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError(f"a hook token must be a non-empty str, got {token!r}")
         chosen = token or secrets.token_urlsafe(18)
         url = self.webhook_url(chosen) if webhook else None
-        data = {"token": chosen, "webhook": webhook, "url": url}
+        data: dict[str, Any] = {"token": chosen, "webhook": webhook, "url": url}
+        if schema is not None:
+            data["schema"] = schema  # a typed hook's name (wf.define_hook): the intake checks
         cid, recorded = self._command(HOOK_CREATED, "webhook" if webhook else "hook", data)
         if recorded is not None:
             if token is not None and recorded.data["token"] != token:

@@ -31,8 +31,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ._errors import HookNotFound
+from ._errors import HookNotFound, InvalidHookPayload
+from ._events import HOOK_CREATED
 from ._hooks import WebhookRequest
+from ._typed_hooks import any_defined as any_typed_hooks
+from ._typed_hooks import defined_hook
 from ._world import WEBHOOK_PREFIX
 
 if TYPE_CHECKING:
@@ -79,6 +82,10 @@ async def answer(
     token = path[len(WEBHOOK_PREFIX) :]
     request = WebhookRequest(method=method, headers=headers, body=body, path=path, query=query)
     try:
+        if any_typed_hooks():
+            problem = await _typed_problem(runtime, token, request)
+            if problem is not None:
+                return 422, {"error": problem}
         run_id = await runtime.webhook(token, request)
     except HookNotFound:
         return 404, {"error": "no live webhook has this token"}
@@ -86,6 +93,27 @@ async def answer(
         log.warning("worldflow: a webhook request could not be recorded (%s)", exc)
         return 503, {"error": "the request could not be recorded; try again"}
     return 202, {"ok": True, "run_id": run_id}
+
+
+async def _typed_problem(runtime: Runtime, token: str, request: WebhookRequest) -> str | None:
+    """Why the request does not fit its typed webhook (``wf.define_hook``), or None:
+    the hook's type is the one its ``hook_created`` event names, if this process has
+    that definition (without it, the workflow checks the payload when it awaits it)."""
+    hook = await runtime.backend.get_hook(token)
+    if hook is None or not hook.webhook:
+        return None  # answered 404 by the delivery itself
+    schema = None
+    for event in await runtime.backend.read_events(hook.run_id):
+        if event.kind == HOOK_CREATED and event.data.get("token") == token:
+            schema = event.data.get("schema")
+    hook_type = defined_hook(schema) if isinstance(schema, str) else None
+    if hook_type is None:
+        return None
+    try:
+        hook_type._receive(request)
+    except InvalidHookPayload as exc:
+        return str(exc)
+    return None
 
 
 def _json(reply: Reply) -> bytes:
