@@ -18,6 +18,7 @@ its workflow function against that log. A World (``local`` by default, or
 
 import logging
 
+from . import signatures
 from ._api import (
     Run,
     WorkflowMetadata,
@@ -117,6 +118,7 @@ __all__ = [
     "register_type",
     "resume_hook",
     "resume_hook_sync",
+    "signatures",
     "sleep",
     "start",
     "start_sync",

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from ._errors import InvalidHookPayload
-from ._hooks import Hook, Webhook, WebhookRequest
+from ._hooks import Hook, Webhook, WebhookRequest, webhook_spec
 from ._loop import current_instance
 
 if TYPE_CHECKING:
@@ -50,10 +50,6 @@ _DEFINED: dict[str, HookType[Any]] = {}
 def defined_hook(name: str) -> HookType[Any] | None:
     """The typed hook defined in this process under ``name``, if any."""
     return _DEFINED.get(name)
-
-
-def any_defined() -> bool:
-    return bool(_DEFINED)
 
 
 class HookType(Generic[T]):
@@ -83,17 +79,24 @@ class HookType(Generic[T]):
         instance = current_instance()
         if instance is None:
             raise RuntimeError(f"{self.name}.create() can only be called inside a workflow")
-        hook: Hook[T] = instance.create_hook(token, webhook=False, schema=self.name)
+        hook: Hook[T] = instance.create_hook(token, webhook=False, spec={"schema": self.name})
         hook._convert = self._receive
         return hook
 
-    def create_webhook(self) -> Webhook:
-        """Create a webhook (as ``wf.create_webhook``) whose request body must be JSON of
-        the type; ``await`` gives the typed value, not the request."""
+    def create_webhook(
+        self,
+        *,
+        verify: dict[str, Any] | None = None,
+        respond: tuple[int, dict[str, Any]] | None = None,
+    ) -> Webhook:
+        """Create a webhook (as ``wf.create_webhook``, with its ``verify`` and ``respond``)
+        whose request body must be JSON of the type; ``await`` gives the typed value,
+        not the request."""
         instance = current_instance()
         if instance is None:
             raise RuntimeError(f"{self.name}.create_webhook() can only be called inside a workflow")
-        hook = instance.create_hook(None, webhook=True, schema=self.name)
+        spec = webhook_spec(verify, respond, self.name)
+        hook = instance.create_hook(None, webhook=True, spec=spec)
         assert isinstance(hook, Webhook)
         hook._convert = self._receive
         return hook

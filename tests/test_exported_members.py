@@ -52,6 +52,7 @@ PUBLIC = [
     "register_type",
     "resume_hook",
     "resume_hook_sync",
+    "signatures",
     "sleep",
     "start",
     "start_sync",

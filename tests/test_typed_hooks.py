@@ -177,7 +177,7 @@ def test_a_typed_webhook_answers_422_to_a_body_that_does_not_fit(tmp_path: Path)
             if created:
                 break
             await asyncio.sleep(0.01)
-        assert created[0].data["schema"] == approval.name
+        assert created[0].data["spec"] == {"schema": approval.name}
         url = created[0].data["url"]
         status, reply = await http_call("POST", url, b'{"approved": "yes"}')
         assert status == 422 and b"by" in reply, reply
