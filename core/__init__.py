@@ -65,6 +65,17 @@ from ._world import Event, RunInfo, RunPage
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # Loaded on first use: schedules bring zoneinfo and register their own workflows.
+    if name in ("schedule", "schedules"):
+        import importlib
+
+        schedules = importlib.import_module("worldflow.schedules")
+        return schedules.schedule if name == "schedule" else schedules
+    raise AttributeError(f"module 'worldflow' has no attribute {name!r}")
+
+
 # A library logs, it does not print: the user's logging configuration decides.
 logging.getLogger("worldflow").addHandler(logging.NullHandler())
 
@@ -118,6 +129,8 @@ __all__ = [
     "register_type",
     "resume_hook",
     "resume_hook_sync",
+    "schedule",
+    "schedules",
     "signatures",
     "sleep",
     "start",

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
@@ -130,6 +131,9 @@ class Runtime:
                 log.warning("worldflow: %s", problem)
         await self.heartbeat()
         self._sweeper = self.loop.create_task(heartbeat_and_sweep(self))
+        schedules = sys.modules.get("worldflow.schedules")  # loaded by @wf.schedule's users
+        if schedules is not None and schedules._SCHEDULES:
+            self.spawn(schedules.ensure(self))
         if self.world.webhook_listen is not None:
             from ._intake import WebhookServer
 

@@ -49,6 +49,8 @@ PUBLIC = [
     "list_runs",
     "now",
     "random",
+    "schedule",
+    "schedules",
     "register_type",
     "resume_hook",
     "resume_hook_sync",

@@ -15,6 +15,7 @@ from ._cloud import add_world_commands
 from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
 from ._dlq import list_dead_letters, redrive_dead_letters
 from ._runs import list_runs, prune_runs, show_events
+from ._schedules import add_schedule_commands
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
@@ -357,6 +358,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     dlq_redrive.add_argument("ids", metavar="ID", nargs="*", type=_text)
     dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
+
+    add_schedule_commands(commands, command, _text)
 
     worker = command(
         commands,
