@@ -14,6 +14,7 @@ from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._cloud import add_world_commands
 from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
 from ._dlq import list_dead_letters, redrive_dead_letters
+from ._replay import replay_runs
 from ._runs import list_runs, prune_runs, show_events
 from ._schedules import add_schedule_commands
 from ._show import show_run
@@ -282,6 +283,29 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         metavar="AGE",
         type=_duration("--older-than", minimum=1.0, maximum=100 * 365 * 86400.0),
         help='runs that ended more than this long ago ("30d", "12h", seconds)',
+    )
+    replay = command(
+        runs_commands,
+        "replay",
+        replay_runs,
+        "check that the code now deployed replays the runs in flight",
+        "Replay the log of each running or pending run (or of each --run) against the "
+        "workflows the MODULEs now define, executing no step and writing nothing; list "
+        "the runs whose log the code no longer matches (they would fail with a "
+        "NonDeterminismError). Exit 1 if any would.",
+    )
+    replay.add_argument("modules", metavar="MODULE", nargs="+", type=_text)
+    replay.add_argument("--check", action="store_true", help="only check (required for now)")
+    replay.add_argument(
+        "--run", metavar="RUN_ID", action="append", type=_text, help="only this run (repeatable)"
+    )
+    replay.add_argument("--workflow", metavar="NAME", type=_text, help="only runs of this workflow")
+    replay.add_argument(
+        "--limit",
+        type=_whole(1, 100_000),
+        default=1000,
+        metavar="N",
+        help="at most N runs (default 1000)",
     )
     cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
     cancel.add_argument("run_id", metavar="RUN_ID", type=_text)
