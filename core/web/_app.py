@@ -43,7 +43,7 @@ from worldflow._world import RunInfo, RunPage
 
 from ._documents import detail_doc, event_doc, page_doc, run_doc
 from ._html import h, page
-from ._pages import STATUSES, events_table, run_body, runs_body, step_body
+from ._pages import STATUSES, events_table, run_body, runs_body, schedules_body, step_body
 
 __all__ = ["TOKEN_HEADER", "create_app"]
 
@@ -172,6 +172,8 @@ def create_app(
         Route("/runs/{run_id:path}/fragments/step/{position:int}", get(_step_fragment)),
         Route("/runs/{run_id:path}/fragments/events", get(_events_fragment)),
         Route("/runs/{run_id:path}", get(_run_page)),
+        Route("/schedules", get(_schedules_page)),
+        Route("/api/schedules", get(_api_schedules)),
         Route("/api/runs", get(_api_runs)),
         Route("/api/runs/{run_id:path}/events", get(_api_events)),
         Route("/api/runs/{run_id:path}/cancel", post(_cancel), methods=["POST"]),
@@ -288,6 +290,46 @@ async def _step_fragment(request: Request, backend: Backend) -> Response:
 
 async def _events_fragment(request: Request, backend: Backend) -> Response:
     return HTMLResponse(events_table((await _detail(request, backend)).events))
+
+
+_TICK = "worldflow.schedule_tick"
+_PAUSE = "worldflow.schedule_pause"
+
+
+async def _schedules(backend: Backend) -> list[dict[str, Any]]:
+    """The schedules with a tick in flight (their next times), from the store alone: the
+    ticks' ids name the workflow and the time (no module needs to be imported here)."""
+    reader = backend.reader
+    found: dict[str, dict[str, Any]] = {}
+    paused: set[str] = set()
+    for status in ("pending", "running"):
+        ticks = await reader.list_runs(status=status, workflow=_TICK, limit=1000)
+        for info in ticks.runs:
+            name, _, when = info.id.removeprefix("worldflow.schedule:").rpartition("@")
+            entry = found.setdefault(name, {"workflow": name, "next_at": when, "tick": info.id})
+            if when < entry["next_at"]:
+                entry.update(next_at=when, tick=info.id)
+        pauses = await reader.list_runs(status=status, workflow=_PAUSE, limit=1000)
+        for info in pauses.runs:
+            paused.add(info.id.removeprefix("worldflow.schedule-paused:").rpartition(":")[0])
+    for name in paused:
+        found.setdefault(name, {"workflow": name, "next_at": None, "tick": None})
+    return [
+        {**entry, "paused": entry["workflow"] in paused}
+        for entry in sorted(found.values(), key=lambda e: e["workflow"])
+    ]
+
+
+async def _schedules_page(request: Request, backend: Backend) -> Response:
+    rows = await _schedules(backend)
+    body = schedules_body(rows)
+    return HTMLResponse(
+        page("Schedules", body, token=backend.token, refresh=request.app.state.refresh)
+    )
+
+
+async def _api_schedules(request: Request, backend: Backend) -> Response:
+    return JSONResponse({"schedules": await _schedules(backend)})
 
 
 async def _api_runs(request: Request, backend: Backend) -> Response:

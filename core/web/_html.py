@@ -85,7 +85,7 @@ def page(title: str, body: str, *, token: str, refresh: float | None = None) -> 
 <script src="/static/app.js" defer></script>
 </head>
 <body>
-<header class="top"><a class="brand" href="/">worldflow</a><span class="crumb">{h(title)}</span></header>
+<header class="top"><a class="brand" href="/">worldflow</a><span class="crumb">{h(title)}</span><a class="nav" href="/schedules">schedules</a></header>
 <main>
 {body}
 </main>

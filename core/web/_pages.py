@@ -16,7 +16,7 @@ from worldflow._world import Event, RunPage
 from ._html import duration, h, pre, qs, run_url, status_badge, when
 from ._timeline import Row, Timeline, layout
 
-__all__ = ["STATUSES", "events_table", "run_body", "runs_body", "step_body"]
+__all__ = ["STATUSES", "events_table", "run_body", "runs_body", "schedules_body", "step_body"]
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 # Past these, a run page leaves each step's details and the event log out and
@@ -338,3 +338,30 @@ def events_table(events: Sequence[Event]) -> str:
 def display_data(data: dict[str, object]) -> dict[str, object]:
     """An event's data with its encoded values (input, output, payload) shown plainly."""
     return {k: display(v) if k in ("input", "output", "payload") else v for k, v in data.items()}
+
+
+# -- the schedules page ---------------------------------------------------------------
+
+
+def schedules_body(rows: Sequence[dict[str, object]]) -> str:
+    """The schedules with a tick in flight: each workflow's next time, paused or not."""
+    if not rows:
+        return (
+            '<h1>Schedules</h1><p class="empty">No schedule has a time coming: a serving '
+            "process sets up the next time of each <code>@wf.schedule</code> it imports.</p>"
+        )
+    lines = []
+    for row in rows:
+        name = str(row["workflow"])
+        next_at = row.get("next_at")
+        state = "paused" if row.get("paused") else h(str(next_at).replace("T", " "))
+        tick = row.get("tick")
+        link = f'<a href="{run_url(str(tick))}">tick</a>' if tick else ""
+        runs = f'<a href="/{qs(workflow=name)}">{h(name)}</a>'
+        lines.append(f"<tr><td>{runs}</td><td>{state}</td><td>{link}</td></tr>")
+    return (
+        '<h1>Schedules</h1><table class="runs"><thead><tr><th>Workflow</th>'
+        "<th>Next time (UTC)</th><th></th></tr></thead><tbody>"
+        + "".join(lines)
+        + "</tbody></table>"
+    )

@@ -357,3 +357,35 @@ def test_web_on_a_public_address_warns_and_takes_any_host(tmp_path: Path) -> Non
         _, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     assert "0.0.0.0 is not a loopback address; the UI has no authentication" in err
+
+
+def test_the_schedules_page_shows_each_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    @wf.schedule(cron="0 9 * * MON-FRI", timezone="Europe/London")
+    @wf.workflow(name="web_tests.morning")
+    async def morning(scheduled_at: dt.datetime) -> str:
+        return scheduled_at.isoformat()
+
+    clock = wf.VirtualClock(start=dt.datetime(2026, 12, 4, 8, tzinfo=dt.UTC).timestamp())
+
+    async def serve() -> None:
+        async with wf.worker(LocalWorld(tmp_path, clock=clock)):
+            await asyncio.sleep(0.3)  # a serving process sets up the next time
+
+    asyncio.run(serve())
+    with client_for(tmp_path, monkeypatch) as client:
+        doc = client.get("/api/schedules").json()
+        page = client.get("/schedules").text
+    mine = [s for s in doc["schedules"] if s["workflow"] == "web_tests.morning"]
+    assert mine == [
+        {
+            "workflow": "web_tests.morning",
+            "next_at": "2026-12-04T09:00:00Z",
+            "tick": "worldflow.schedule:web_tests.morning@2026-12-04T09:00:00Z",
+            "paused": False,
+        }
+    ]
+    assert "web_tests.morning" in page and "2026-12-04 09:00:00Z" in page
