@@ -23,6 +23,8 @@ import pytest
 
 import worldflow as wf
 from worldflow._state import RunState
+from worldflow.testing import replay, wait_until_asleep
+from worldflow.world import World
 from worldflow.worlds.local import LocalWorld
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,25 +160,28 @@ def test_demo_runs_and_shows_each_step(tmp_path: Path) -> None:
 # -- loyalty_reward ----------------------------------------------------------------------
 
 
-def test_loyalty_reward_arrives_after_three_virtual_days() -> None:
-    clock = wf.VirtualClock(start=1_700_000_000.0)
+def test_loyalty_reward_arrives_after_three_virtual_days(
+    wf_world: World, wf_clock: wf.VirtualClock
+) -> None:
+    """With the pytest plugin's fixtures: a fresh in-memory world on a virtual clock."""
+    started = dt.datetime.fromtimestamp(wf_clock.now(), dt.UTC)
 
-    async def main() -> tuple[Any, RunState]:
-        async with wf.worker(memory_world(clock=clock)):
+    async def main() -> tuple[Any, RunState, dt.datetime]:
+        async with wf.worker(wf_world):
             handle = await wf.start(loyalty_reward.offer_loyalty_reward, "rider-7")
-            await loyalty_reward.wait_for_event(handle, "sleep_started")
-            clock.advance("2d")
+            wakes = await wait_until_asleep(handle)
+            wf_clock.advance("2d")
             with pytest.raises(TimeoutError):  # still asleep after two days
                 await handle.result(timeout=0.2)
             assert await handle.status() == "running"
-            clock.advance("1d")
-            return await handle.result(timeout=10), await fold(handle)
+            wf_clock.advance("1d")
+            return await handle.result(timeout=10), await fold(handle), wakes
 
-    reward, state = run(main())
-    started = dt.datetime.fromtimestamp(1_700_000_000.0, dt.UTC)
+    reward, state, wakes = run(main())
+    assert wakes == pytest.approx(started + dt.timedelta(days=3), abs=dt.timedelta(seconds=1))
     assert reward["rider_id"] == "rider-7"
     assert reward["reward"] == "Ride Credit"
-    assert reward["offered_at"] == started + dt.timedelta(days=3)
+    assert reward["offered_at"] == wakes
     assert state.ended_at is not None and state.started_at is not None
     assert state.ended_at - state.started_at == pytest.approx(3 * 86400)
 
@@ -292,3 +297,20 @@ def test_research_agent_stops_when_the_reviewer_rejects() -> None:
     outcome, state = run(main())
     assert outcome == {"topic": "cold fusion", "status": "rejected", "by": "bo", "report": None}
     assert "write_report" not in kinds(state)
+
+
+def test_a_recorded_log_replays_against_the_example_code(tmp_path: Path) -> None:
+    """``worldflow.testing.replay``: a log recorded from the hail-ride example checks
+    against its code in a unit test (and a log of another workflow is refused)."""
+
+    async def record() -> list[Any]:
+        async with wf.worker(LocalWorld(tmp_path)):
+            handle = await wf.start(hail_ride.hail_ride, "req-42")
+            await handle.result(timeout=30)
+            return await handle.events()
+
+    events = run(record())
+    state = replay(events, hail_ride.hail_ride)
+    assert state.status == "completed"
+    with pytest.raises(ValueError, match="not 'research'"):
+        replay(events, "research")
