@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from worldflow import _codec
+from worldflow import _json as wf_json
 from worldflow._codec import (
     decode,
     dumps,
@@ -1205,3 +1206,34 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is_written(value: object
     with pytest.raises(SerializationError, match="lone surrogate"):
         encode(value, "a step's output")
     assert encode(["é", {"ü": "日本"}], "fine") == ["é", {"ü": "日本"}]
+
+
+# -- the JSON text every World stores (worldflow._json) -------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"cid": 1, "attempt": 2, "output": "x" * 10_000},
+        {"a": [1, -2.5e-300, None, True, False, 'é\n"\\\x7f\u2028\x00', {}], "b": []},
+        [{"nested": [[{"k": 10**30}]]}],
+        "a bare string \u2028 é",
+        12.5,
+        None,
+    ],
+)
+def test_stored_json_is_what_json_encoder_writes(value: object) -> None:
+    reference = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert wf_json.dumps(value) == reference.encode(value)
+    assert wf_json.loads(wf_json.dumps(value), "test") == value
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"x": float("inf")}, [float("-inf")]])
+def test_stored_json_refuses_nan_and_infinities(value: object) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        wf_json.dumps(value)
+
+
+def test_stored_json_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        wf_json.dumps({"x": object()})
