@@ -1,6 +1,7 @@
 """Benchmark recovery on the local world: a run's worker is killed, a new one finishes it.
 
     python bench/bench_recovery.py [--steps 1000] [--kill-at 500] [--lease 5]
+    python bench/bench_recovery.py --world postgres [--url postgresql://...]
 
 A worker process runs one workflow of ``--steps`` sequential no-op steps and is
 sent SIGKILL while step ``--kill-at`` runs (its first attempt waits there to be
@@ -13,8 +14,11 @@ figures:
   process afterwards) and so the recovery's own cost: the difference;
 - the at-least-once cost: step attempts that ran again (the one cut short).
 
-Before worker locks (``_liveness``), the new worker waited out the dead one's
-lease (5 s by default) before adopting the run.
+Before worker locks (``worlds/*/_liveness.py``), the new worker waited out
+the dead one's lease before adopting the run (local: 5 s by default; postgres:
+10 s, the lease of the messages it had claimed and of its heartbeat). The
+postgres world runs in a fresh database (``--url``, default the server on
+127.0.0.1:5432), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -56,13 +60,20 @@ RUNNER = """
 import asyncio, json, sys, time
 spawned = time.time()
 import worldflow as wf
-from worldflow.worlds.local import LocalWorld
 import recoveryflows
+
+def world(data, lease):
+    if data.startswith("postgresql://"):
+        from worldflow.worlds.postgres import PostgresWorld
+        return PostgresWorld(data, schema="bench", lease=lease, heartbeat=lease / 5,
+                             serve_webhooks=False)
+    from worldflow.worlds.local import LocalWorld
+    return LocalWorld(data, lease=lease, serve_webhooks=False)
 
 async def main():
     data, action, n, lease = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     imported = time.time()
-    async with wf.worker(LocalWorld(data, lease=lease, serve_webhooks=False)):
+    async with wf.worker(world(data, lease)):
         if action == "start":
             await wf.start(recoveryflows.long_run, n, id="bench-run")
             await asyncio.Event().wait()
@@ -88,18 +99,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--kill-at", type=int, default=500)
-    parser.add_argument("--lease", type=float, default=5.0, help="the world's lease (s)")
+    parser.add_argument("--lease", type=float, default=None, help="the world's lease (s)")
+    parser.add_argument("--world", choices=("local", "postgres"), default="local")
+    parser.add_argument("--url", default=None, help="postgres: the server's URL")
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
+    if options.lease is None:
+        options.lease = 5.0 if options.world == "local" else 10.0
     print(
-        f"local world recovery: {options.steps} steps, SIGKILL at step {options.kill_at}, "
+        f"{options.world} world recovery: {options.steps} steps, SIGKILL at step {options.kill_at}, "
         f"lease {options.lease:g} s, Python {sys.version.split()[0]}"
     )
     for _ in range(options.repeat):
-        once(options)
+        if options.world == "local":
+            once(options, None)
+        else:
+            from worldflow.worlds.postgres.testing import fresh_database
+
+            with fresh_database(options.url) as url:
+                once(options, url)
 
 
-def once(options: argparse.Namespace) -> None:
+def once(options: argparse.Namespace, url: str | None) -> None:
     root = Path(tempfile.mkdtemp(prefix="worldflow-recovery-"))
     (root / "recoveryflows.py").write_text(textwrap.dedent(FLOWS))
     (root / "runner.py").write_text(textwrap.dedent(RUNNER))
@@ -110,7 +131,7 @@ def once(options: argparse.Namespace) -> None:
         "BENCH_KILL_AT": str(options.kill_at),
         "BENCH_MARK": str(mark),
     }
-    args = [str(root / "data"), "", str(options.steps), str(options.lease)]
+    args = [url or str(root / "data"), "", str(options.steps), str(options.lease)]
 
     def spawn(action: str) -> subprocess.Popen[str]:
         args[1] = action

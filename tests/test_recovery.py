@@ -219,3 +219,142 @@ def test_a_killed_workers_run_is_adopted_well_under_its_lease(
     assert sorted(attempts, key=lambda a: tuple(map(int, a.split()))) == [
         f"{i} 1" for i in range(11)
     ] + ["10 2"] + [f"{i} 1" for i in range(11, 20)]
+
+
+# -- postgres: a session advisory lock ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    from worldflow.worlds.postgres.testing import ServerMissing, fresh_database
+
+    try:
+        with fresh_database() as url:
+            yield url
+    except ServerMissing as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+
+
+PG_RUNNER = """
+import asyncio, sys
+import worldflow as wf
+from worldflow.worlds.postgres import PostgresWorld
+import recoveryflows
+
+async def main():
+    world = PostgresWorld(sys.argv[1], schema=sys.argv[2], lease=10.0, heartbeat=2.0,
+                          serve_webhooks=False)
+    async with wf.worker(world):
+        if sys.argv[3] == "start":
+            await wf.start(recoveryflows.counting, 20, id="killed-run")
+        print("serving", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _pg_worker(
+    tmp_path: Path, url: str, schema: str, action: str, procs: list[subprocess.Popen[str]]
+) -> subprocess.Popen[str]:
+    (tmp_path / "recoveryflows.py").write_text(textwrap.dedent(FLOWS))
+    (tmp_path / "pg_runner.py").write_text(textwrap.dedent(PG_RUNNER))
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "pg_runner.py"), url, schema, action],
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "RECOVERY_MARK": str(tmp_path / "m")},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline() == "serving\n"
+    return proc
+
+
+def test_postgres_reaps_a_killed_worker_only(
+    tmp_path: Path, database: str, procs: list[subprocess.Popen[str]]
+) -> None:
+    from worldflow.worlds.postgres import PostgresWorld
+    from worldflow.worlds.postgres.testing import sql
+
+    schema = "reap"
+    live = _pg_worker(tmp_path, database, schema, "serve", procs)
+    killed = _pg_worker(tmp_path, database, schema, "serve", procs)
+    ids = [row[0] for row in sql(database, f"SELECT id FROM {schema}.workers ORDER BY id")]
+    assert len(ids) == 2
+    keys = sql(database, f"SELECT key FROM {schema}.meta WHERE key LIKE 'worker-lock:%'")
+    assert sorted(k[0] for k in keys) == [f"worker-lock:{i}" for i in ids]
+    # An older worker's heartbeat, with no lock key: only its lease can end it.
+    sql(database, f"INSERT INTO {schema}.workers (id, until) VALUES ('old:1:x', %s)", 1e12)
+    killed_pid = str(killed.pid)
+    gone = next(i for i in ids if f":{killed_pid}:" in i)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+
+    async def look() -> tuple[list[str], list[str], float | None, float | None]:
+        world = PostgresWorld(database, schema=schema, serve_webhooks=False)
+        try:
+            store = world.store  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 5
+            while await store.expiry(gone) != 0.0:  # the server ends the session at once
+                assert time.monotonic() < deadline, "the killed worker still looks alive"
+                await asyncio.sleep(0.05)
+            again = await store.reap()
+            expired = await store.expired(time.time(), 10)
+            alive = next(i for i in ids if i != gone)
+            return again, expired, await store.expiry(alive), await store.expiry("old:1:x")
+        finally:
+            await world.close()
+
+    again, expired, alive_until, old_until = asyncio.run(look())
+    assert again == []  # reaped once
+    assert expired == [gone]
+    assert alive_until is not None and alive_until > time.time()
+    assert old_until == 1e12
+    assert sql(database, f"SELECT 1 FROM {schema}.meta WHERE key = %s", f"worker-lock:{gone}") == []
+    assert live.poll() is None
+
+
+@pytest.mark.slow
+@pytest.mark.crash
+def test_postgres_adopts_a_killed_workers_run_well_under_its_lease(
+    tmp_path: Path, database: str, procs: list[subprocess.Popen[str]]
+) -> None:
+    from worldflow.worlds.postgres import PostgresWorld
+
+    schema = "adopt"
+    mark = tmp_path / "m"
+    proc = _pg_worker(tmp_path, database, schema, "start", procs)
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no step 10"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    os.environ["RECOVERY_MARK"] = str(mark)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import recoveryflows  # noqa: F401  # registers the workflow here
+
+        async def adopt() -> tuple[object, float]:
+            start = time.monotonic()
+            world = PostgresWorld(
+                database, schema=schema, lease=10.0, heartbeat=2.0, serve_webhooks=False
+            )
+            async with wf.worker(world):
+                result = await wf.get_run("killed-run").result(timeout=30)
+            return result, time.monotonic() - start
+
+        result, elapsed = asyncio.run(adopt())
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("recoveryflows", None)
+        os.environ.pop("RECOVERY_MARK", None)
+    assert result == sum(range(20))
+    # Its messages' lease and its heartbeat held for 8 to 10 s more: waiting is >= 7 s.
+    assert elapsed < 3.0, f"adopted after {elapsed:.2f} s"
+    attempts = (tmp_path / "m.log").read_text().split("\n")[:-1]
+    assert sorted(attempts, key=lambda a: tuple(map(int, a.split()))) == [
+        f"{i} 1" for i in range(11)
+    ] + ["10 2"] + [f"{i} 1" for i in range(11, 20)]
