@@ -9,6 +9,8 @@ median). Figures:
 - ``import worldflow``: what a module that defines workflows and steps pays;
 - ``import asyncio`` then ``import worldflow``: what worldflow adds to a process
   that runs asyncio anyway (every process that runs workflows does);
+- ``import worldflow.world`` after asyncio: the seam, which every World
+  imports (a Lambda handler's init pays it);
 - ``import worldflow.worlds.local``, and ``wf.start``'s first-call imports
   (``worldflow._api``): what running the local world adds.
 
@@ -51,7 +53,7 @@ def measure(label: str, code: str, module: str, env: dict[str, str], repeat: int
     samples = [import_times(code, env) for _ in range(repeat)]
     figures = [s[module][1] / 1000 for s in samples]
     best = min(range(repeat), key=lambda i: figures[i])
-    print(f"{label:<46} best {figures[best]:6.1f} ms   median {statistics.median(figures):6.1f} ms")
+    print(f"{label:<54} best {figures[best]:6.1f} ms   median {statistics.median(figures):6.1f} ms")
     return None
 
 
@@ -93,6 +95,13 @@ def main() -> None:
         "import worldflow (after import asyncio)",
         "import asyncio; import worldflow",
         "worldflow",
+        env,
+        repeat,
+    )
+    measure(
+        "import worldflow.world (the seam every World imports)",
+        "import asyncio; import worldflow.world",
+        "worldflow.world",
         env,
         repeat,
     )
