@@ -153,6 +153,7 @@ class Store:
         self.life = LifeLock(settings.url, connect_options(settings), settings.schema, worker_id)
         self._reap = reap_sql(f'"{settings.schema}"')
         self._reaped_at = 0.0
+        self._life_check: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<postgres {describe(self.settings.url)} schema={self.settings.schema}>"
@@ -248,7 +249,7 @@ class Store:
 
     async def close(self) -> None:
         self._closed = True
-        await self.life.release()
+        await self._end_life()
         await self._drop_writer()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -719,21 +720,36 @@ class Store:
     async def heartbeat(self, worker_id: str, until: float) -> None:
         alive = until >= time.time()
         if alive and worker_id == self.worker_id and not self._closed:
-            try:
-                await self.life.hold()  # before the heartbeat: see _liveness
-            except Exception as exc:
-                log.warning(
-                    "worldflow: cannot hold this worker's session lock (%s); other workers "
-                    "will learn of its end from its lease only",
-                    exc,
-                )
+            if not self.life.held:
+                await self._hold_life()  # before the first heartbeat: see _liveness
+            elif self._life_check is None or self._life_check.done():
+                # Its session may have ended (a server restart): checked beside the
+                # heartbeat, which must not wait for a reconnection.
+                self._life_check = asyncio.get_running_loop().create_task(self._hold_life())
 
         async def body(conn: AsyncConnection[Any]) -> None:
             await conn.execute(self._sql.heartbeat, (worker_id, until))
 
         await self._run("record a heartbeat", body)
         if not alive and worker_id == self.worker_id:
-            await self.life.release()  # ended cleanly: its heartbeat already says so
+            await self._end_life()  # ended cleanly: its heartbeat already says so
+
+    async def _end_life(self) -> None:
+        check, self._life_check = self._life_check, None
+        if check is not None and not check.done():
+            check.cancel()
+            await asyncio.wait([check])  # a check must not take the lock again after this
+        await self.life.release()
+
+    async def _hold_life(self) -> None:
+        try:
+            await self.life.hold()
+        except Exception as exc:
+            log.warning(
+                "worldflow: cannot hold this worker's session lock (%s); other workers "
+                "will learn of its end from its lease only",
+                exc,
+            )
 
     async def reap(self, only: str | None = None) -> list[str]:
         """Void the heartbeats of workers whose session lock is gone (their process
