@@ -30,6 +30,7 @@ from ._errors import (
     FatalError,
     HookConflict,
     HookNotFound,
+    InvalidHookPayload,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -46,6 +47,7 @@ from ._errors import (
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import schedules, signatures
     from ._api import (
         Run,
         WorkflowMetadata,
@@ -65,14 +67,19 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
     from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+    from ._sync import resume_hook_sync, start_sync
+    from ._typed_hooks import HookType, define_hook
     from ._world import Event, RunInfo, RunPage
+    from .schedules import schedule
 
 __version__ = "0.1.0"
 
-# name -> the private module that defines it, imported on first access.
-_LAZY = {
-    **dict.fromkeys(
-        (
+# name -> (the module that defines it, the attribute; None: the module itself),
+# imported on first access.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    **{
+        name: ("_api", name)
+        for name in (
             "Run",
             "WorkflowMetadata",
             "configure",
@@ -86,26 +93,35 @@ _LAZY = {
             "start",
             "uuid4",
             "worker",
-        ),
-        "_api",
-    ),
-    **dict.fromkeys(("StepMetadata", "get_step_metadata"), "_attempts"),
-    **dict.fromkeys(("Clock", "SystemClock", "VirtualClock"), "_clock"),
-    **dict.fromkeys(
-        ("Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook"), "_hooks"
-    ),
-    **dict.fromkeys(("AttemptInfo", "RunDetail", "StepInfo", "WaitInfo"), "_inspect"),
-    **dict.fromkeys(("Event", "RunInfo", "RunPage"), "_world"),
+        )
+    },
+    **{name: ("_attempts", name) for name in ("StepMetadata", "get_step_metadata")},
+    **{name: ("_clock", name) for name in ("Clock", "SystemClock", "VirtualClock")},
+    **{
+        name: ("_hooks", name)
+        for name in ("Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook")
+    },
+    **{name: ("_inspect", name) for name in ("AttemptInfo", "RunDetail", "StepInfo", "WaitInfo")},
+    **{name: ("_sync", name) for name in ("resume_hook_sync", "start_sync")},
+    **{name: ("_typed_hooks", name) for name in ("HookType", "define_hook")},
+    **{name: ("_world", name) for name in ("Event", "RunInfo", "RunPage")},
+    # Schedules bring zoneinfo and register workflows of their own.
+    "schedule": ("schedules", "schedule"),
+    "schedules": ("schedules", None),
+    "signatures": ("signatures", None),
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    found = _LAZY.get(name)
+    if found is None:
         raise AttributeError(f"module 'worldflow' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module, attribute = found
+    value = importlib.import_module(f".{module}", __name__)
+    if attribute is not None:
+        value = getattr(value, attribute)
     globals()[name] = value  # looked up as a plain global from now on
     return value
 
@@ -123,6 +139,8 @@ __all__ = [
     "Hook",
     "HookConflict",
     "HookNotFound",
+    "HookType",
+    "InvalidHookPayload",
     "NonDeterminismError",
     "RetryableError",
     "Run",
@@ -152,6 +170,7 @@ __all__ = [
     "configure",
     "create_hook",
     "create_webhook",
+    "define_hook",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
@@ -160,8 +179,13 @@ __all__ = [
     "random",
     "register_type",
     "resume_hook",
+    "resume_hook_sync",
+    "schedule",
+    "schedules",
+    "signatures",
     "sleep",
     "start",
+    "start_sync",
     "step",
     "uuid4",
     "worker",

@@ -292,6 +292,25 @@ class Run(Generic[R]):
         """Ask the run to stop: the workflow sees ``asyncio.CancelledError`` at its await."""
         await (await _runtime()).cancel(self.id)
 
+    # -- for code without an event loop (see worldflow._sync) ---------------------------
+    def result_sync(self, timeout: float | str | None = None) -> R:
+        """:meth:`result`, blocking: for a Django or Flask view, a script, a thread."""
+        from ._sync import run_sync
+
+        return run_sync(self.result(timeout))
+
+    def status_sync(self) -> str:
+        """:meth:`status`, blocking."""
+        from ._sync import run_sync
+
+        return run_sync(self.status())
+
+    def cancel_sync(self) -> None:
+        """:meth:`cancel`, blocking."""
+        from ._sync import run_sync
+
+        run_sync(self.cancel())
+
     async def events(self) -> list[Event]:
         """The run's event log, in order."""
         return await (await _runtime()).read_events(self.id)

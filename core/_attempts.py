@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -62,11 +63,16 @@ class _DaemonPool:
     """Daemon threads for sync steps, started on demand up to a limit."""
 
     def __init__(self, max_threads: int = 64) -> None:
+        self._max = max_threads
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no threads: at creation, and in a forked child, which has none of
+        its parent's threads (counting them would leave its jobs waiting for ever)."""
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
-        self._max = max_threads
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
@@ -88,6 +94,7 @@ class _DaemonPool:
 
 
 _POOL = _DaemonPool()
+os.register_at_fork(after_in_child=_POOL._reset)
 
 
 def _timeout_error(step: Step[Any, Any], timeout: float) -> TimeoutError:

@@ -66,7 +66,12 @@ def load_settings(name: str, env: Mapping[str, str] | None = None) -> dict[str, 
     for key, setting in _SHARED.get(name, {}).items():
         if key in env:
             settings[setting] = env[key]
-    for key in ("WORLDFLOW_MODULES", "WORLDFLOW_PUBLIC_URL", "WORLDFLOW_RETENTION"):
+    for key in (
+        "WORLDFLOW_MODULES",
+        "WORLDFLOW_PUBLIC_URL",
+        "WORLDFLOW_RETENTION",
+        "WORLDFLOW_MAX_DELIVERIES",
+    ):
         if key in env:
             settings[key[len("WORLDFLOW_") :].lower()] = env[key]
     return settings
@@ -125,4 +130,11 @@ def create_world(
         from ._duration import parse_duration
 
         world.retention = parse_duration(settings["retention"], what="WORLDFLOW_RETENTION")
+    if settings.get("max_deliveries"):
+        text = settings["max_deliveries"].strip()
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+            raise ValueError(
+                f"WORLDFLOW_MAX_DELIVERIES must be a whole number from 1 to 1000, got {text!r}"
+            )
+        world.max_deliveries = int(text)
     return world

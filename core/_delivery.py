@@ -30,7 +30,7 @@ import time
 
 from ._errors import WorkflowNotFound
 from ._executor import Parked
-from ._world import ACK, MESSAGE_KINDS, Delivery, Disposition, Message, Outgoing
+from ._world import ACK, MESSAGE_KINDS, Delivery, Disposition, Message, Outgoing, World
 
 __all__ = ["deliver"]
 
@@ -92,7 +92,7 @@ async def deliver(
     except WorkflowNotFound as exc:
         # Another kind of worker may have the workflow: back off, it comes again.
         log.warning("worldflow: message for run %r: %s", message.run_id, exc)
-        return Disposition.later(_backoff(d.attempt), str(exc))
+        return _failed(world, d, str(exc))
     except Exception as exc:
         if rt.closed:
             return Disposition.later(0.0, "the runtime closed")
@@ -102,8 +102,23 @@ async def deliver(
             message.run_id,
             exc,
         )
-        return Disposition.later(_backoff(d.attempt), f"{type(exc).__name__}: {exc}")
+        return _failed(world, d, f"{type(exc).__name__}: {exc}")
     return await _settled(rt, message, left)
+
+
+def _failed(world: World, d: Delivery, reason: str) -> Disposition:
+    """Handling the message failed: deliver it again after a backoff, or, once it has
+    failed ``max_deliveries`` times on a World that keeps dead letters, give up on it."""
+    if world.dead_letters is not None and d.attempt >= world.max_deliveries:
+        log.error(
+            "worldflow: gave up on a %s message for run %r after %d deliveries: %s",
+            d.message.kind,
+            d.message.run_id,
+            d.attempt,
+            reason,
+        )
+        return Disposition.dead_letter(reason)
+    return Disposition.later(_backoff(d.attempt), reason)
 
 
 async def _bounded(awaitable: object, seconds: float) -> None:

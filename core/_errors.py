@@ -12,6 +12,7 @@
     ├── RunConflict              (also a ValueError) a run id is taken by other work
     ├── HookNotFound             no live hook has that token
     ├── HookConflict             (also a ValueError) another live run holds that hook token
+    ├── InvalidHookPayload       (also a ValueError) a payload does not fit its typed hook
     ├── WorkflowNotFound         no workflow of that name is registered in this process
     ├── CorruptLogError          a stored event log cannot be read back
     ├── SerializationError       (also a TypeError) a value cannot be stored
@@ -30,6 +31,7 @@ __all__ = [
     "FatalError",
     "HookConflict",
     "HookNotFound",
+    "InvalidHookPayload",
     "NonDeterminismError",
     "RetryableError",
     "RunCancelled",
@@ -138,6 +140,12 @@ class HookNotFound(WorldflowError, LookupError):
     def __init__(self, token: str) -> None:
         super().__init__(f"no hook with token {token!r} (never created, or its run has ended)")
         self.token = token
+
+
+class InvalidHookPayload(WorldflowError, ValueError):
+    """A payload does not fit its typed hook (``wf.define_hook``): raised by
+    ``resume`` before anything is sent, or at the workflow's ``await`` for a payload
+    that came another way. The message says what and where."""
 
 
 class HookConflict(WorldflowError, ValueError):

@@ -14,12 +14,20 @@ import asyncio
 import collections
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._loop import current_instance
 
-__all__ = ["Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook"]
+__all__ = [
+    "SPEC_TOKEN_PREFIX",
+    "Hook",
+    "Webhook",
+    "WebhookRequest",
+    "create_hook",
+    "create_webhook",
+    "webhook_spec",
+]
 
 T = TypeVar("T")
 
@@ -29,6 +37,13 @@ if TYPE_CHECKING:
 else:
     # The pure-Python Future, so that asyncio.isfuture() can say no (below).
     _Future = asyncio.futures._PyFuture
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Refused:
+    """A payload its typed hook refused: the ``await`` that takes it raises ``error``."""
+
+    error: BaseException
 
 
 class Hook(_Future[T], Generic[T]):
@@ -50,19 +65,34 @@ class Hook(_Future[T], Generic[T]):
     def __init__(self, token: str, *, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self.token = token
-        self._payloads: collections.deque[T] = collections.deque()
+        self._payloads: collections.deque[T | _Refused] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[T]] = collections.deque()
         self._error: BaseException | None = None
+        #: A typed hook's conversion of each payload (``wf.define_hook``).
+        self._convert: Callable[[Any], Any] | None = None
 
-    def _deliver(self, payload: T) -> None:
+    def _deliver(self, payload: Any) -> None:
+        item: T | _Refused = payload
+        if self._convert is not None:
+            try:
+                item = self._convert(payload)
+            except Exception as exc:  # the payload does not fit: its await raises
+                item = _Refused(exc)
         if not self.done():
-            self.set_result(payload)
+            if isinstance(item, _Refused):
+                self.set_exception(item.error)
+                self.exception()  # the await that takes it raises; nothing to log
+            else:
+                self.set_result(item)
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(payload)
+                if isinstance(item, _Refused):
+                    waiter.set_exception(item.error)
+                else:
+                    waiter.set_result(item)
                 return
-        self._payloads.append(payload)
+        self._payloads.append(item)
 
     def _fail(self, exc: BaseException) -> None:
         """The hook cannot receive anything (its token is taken): every await raises."""
@@ -80,7 +110,11 @@ class Hook(_Future[T], Generic[T]):
         if self._error is not None and not self._payloads:
             waiter.set_exception(self._error)
         elif self._payloads:
-            waiter.set_result(self._payloads.popleft())
+            item = self._payloads.popleft()
+            if isinstance(item, _Refused):
+                waiter.set_exception(item.error)
+            else:
+                waiter.set_result(item)
         else:
             self._waiters.append(waiter)
         return waiter
@@ -147,16 +181,60 @@ def create_hook(token: str | None = None) -> Hook[Any]:
     return instance.create_hook(token, webhook=False)
 
 
-def create_webhook() -> Webhook:
+def create_webhook(
+    *, verify: dict[str, Any] | None = None, respond: tuple[int, dict[str, Any]] | None = None
+) -> Webhook:
     """Create a webhook in the running workflow: ``webhook.url`` resumes it over HTTP.
 
     >>> webhook = wf.create_webhook()
     >>> await notify_payments(webhook.url)
     >>> request = await webhook
+
+    ``verify``: check each request's signature before it is recorded
+    (``wf.signatures.stripe()``, ``.github()``, ``.slack()``, ``.hmac_sha256(...)``):
+    a request with a missing, wrong or stale one gets 401 and never reaches the
+    run. ``respond``: the status (2xx) and JSON object to answer an accepted
+    request with, instead of ``202 {"ok": true, "run_id": ...}``.
     """
     instance = current_instance()
     if instance is None:
         raise RuntimeError("wf.create_webhook() can only be called inside a workflow")
-    hook = instance.create_hook(None, webhook=True)
+    hook = instance.create_hook(None, webhook=True, spec=webhook_spec(verify, respond))
     assert isinstance(hook, Webhook)
     return hook
+
+
+#: The start of the token of a webhook with a spec (``.`` is not in a random token).
+SPEC_TOKEN_PREFIX = "spec."
+
+
+def webhook_spec(
+    verify: dict[str, Any] | None = None,
+    respond: tuple[int, dict[str, Any]] | None = None,
+    schema: str | None = None,
+) -> dict[str, Any] | None:
+    """What a webhook's intake must do besides recording the request, checked now."""
+    spec: dict[str, Any] = {}
+    if verify is not None:
+        from .signatures import check
+
+        if not isinstance(verify, dict) or "scheme" not in verify:
+            raise TypeError(
+                f"verify= takes what wf.signatures.stripe() (or github, slack, hmac_sha256) "
+                f"returns, got {verify!r}"
+            )
+        problem = check(verify, {}, b"", 0.0, env={str(verify.get("secret_env")): "x"})
+        if problem is not None and problem.startswith("unknown signature scheme"):
+            raise ValueError(f"verify={verify!r}: {problem}")
+        spec["verify"] = dict(verify)
+    if respond is not None:
+        status, body = respond if isinstance(respond, tuple) and len(respond) == 2 else (0, None)
+        if not isinstance(status, int) or not 200 <= status <= 299 or not isinstance(body, dict):
+            raise ValueError(
+                f"respond= takes (status, JSON object) with a 2xx status, got {respond!r}"
+            )
+        json.dumps(body, allow_nan=False)  # a TypeError/ValueError now, not at the intake
+        spec["respond"] = [status, body]
+    if schema is not None:
+        spec["schema"] = schema
+    return spec or None

@@ -39,7 +39,7 @@ from ._events import (
     STEP_SCHEDULED,
 )
 from ._failures import describe_error, rebuild_error
-from ._hooks import Hook, Webhook
+from ._hooks import SPEC_TOKEN_PREFIX, Hook, Webhook
 from ._loop import WorkflowLoop
 from ._watchdog import WorkflowBlocked, run_pass
 from ._world import Event
@@ -327,12 +327,18 @@ class WorkflowInstance:
     def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass  # a fired event for a cancelled handle is ignored by WorkflowLoop.fire
 
-    def create_hook(self, token: str | None, *, webhook: bool) -> Hook[Any]:
+    def create_hook(
+        self, token: str | None, *, webhook: bool, spec: dict[str, Any] | None = None
+    ) -> Hook[Any]:
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError(f"a hook token must be a non-empty str, got {token!r}")
-        chosen = token or secrets.token_urlsafe(18)
+        # A webhook with a spec (a signature to check, a type, a response) gets a token
+        # the intake recognises, so that only its requests cost a look at the log.
+        chosen = token or (SPEC_TOKEN_PREFIX if spec else "") + secrets.token_urlsafe(18)
         url = self.webhook_url(chosen) if webhook else None
-        data = {"token": chosen, "webhook": webhook, "url": url}
+        data: dict[str, Any] = {"token": chosen, "webhook": webhook, "url": url}
+        if spec:
+            data["spec"] = spec
         cid, recorded = self._command(HOOK_CREATED, "webhook" if webhook else "hook", data)
         if recorded is not None:
             if token is not None and recorded.data["token"] != token:

@@ -27,13 +27,18 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ._errors import HookNotFound
-from ._hooks import WebhookRequest
+from ._errors import HookNotFound, InvalidHookPayload
+from ._events import HOOK_CREATED
+from ._hooks import SPEC_TOKEN_PREFIX, WebhookRequest
+from ._typed_hooks import defined_hook
 from ._world import WEBHOOK_PREFIX
+from .signatures import SecretMissing
+from .signatures import check as check_signature
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -78,14 +83,59 @@ async def answer(
         return 413, {"error": f"body of {len(body)} bytes is over the {max_body} limit"}
     token = path[len(WEBHOOK_PREFIX) :]
     request = WebhookRequest(method=method, headers=headers, body=body, path=path, query=query)
+    spec: dict[str, Any] | None = None
     try:
+        if token.startswith(SPEC_TOKEN_PREFIX):
+            spec = await _spec(runtime, token)
+            if spec is not None:
+                refused = _refusal(spec, request)
+                if refused is not None:
+                    return refused
         run_id = await runtime.webhook(token, request)
     except HookNotFound:
         return 404, {"error": "no live webhook has this token"}
     except Exception as exc:
         log.warning("worldflow: a webhook request could not be recorded (%s)", exc)
         return 503, {"error": "the request could not be recorded; try again"}
+    if spec is not None and spec.get("respond"):
+        status, document = spec["respond"]
+        return int(status), dict(document)
     return 202, {"ok": True, "run_id": run_id}
+
+
+async def _spec(runtime: Runtime, token: str) -> dict[str, Any] | None:
+    """What the webhook's ``hook_created`` event says to do with a request (a signature
+    to check, a type, a response), or None (no live webhook: answered 404 later)."""
+    hook = await runtime.backend.get_hook(token)
+    if hook is None or not hook.webhook:
+        return None
+    spec = None
+    for event in await runtime.backend.read_events(hook.run_id):
+        if event.kind == HOOK_CREATED and event.data.get("token") == token:
+            spec = event.data.get("spec")
+    return spec if isinstance(spec, dict) else None
+
+
+def _refusal(spec: dict[str, Any], request: WebhookRequest) -> Reply | None:
+    """401 for a signature that does not hold, 422 for a body that does not fit the
+    webhook's type, 503 when this process cannot check; None: take it."""
+    verify = spec.get("verify")
+    if isinstance(verify, dict):
+        try:
+            problem = check_signature(verify, request.headers, request.body, time.time())
+        except SecretMissing as exc:
+            log.error("worldflow: webhook request refused: %s", exc)
+            return 503, {"error": "the webhook's signature cannot be checked here"}
+        if problem is not None:
+            return 401, {"error": problem}
+    schema = spec.get("schema")
+    hook_type = defined_hook(schema) if isinstance(schema, str) else None
+    if hook_type is not None:
+        try:
+            hook_type._receive(request)
+        except InvalidHookPayload as exc:
+            return 422, {"error": str(exc)}
+    return None
 
 
 def _json(reply: Reply) -> bytes:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
@@ -30,6 +32,7 @@ from ._executor import RunExecutor
 from ._hooks import WebhookRequest
 from ._otel import current_traceparent, tracing
 from ._world import (
+    WEBHOOK_PREFIX,
     Append,
     Delivery,
     Disposition,
@@ -120,8 +123,17 @@ class Runtime:
             return
         from ._sweeper import heartbeat_and_sweep
 
+        caps = self.world.capabilities
+        if caps.max_attempt_seconds is not None:
+            from ._limits import step_limit_problems
+
+            for problem in step_limit_problems(caps.max_attempt_seconds, caps.host_limit):
+                log.warning("worldflow: %s", problem)
         await self.heartbeat()
         self._sweeper = self.loop.create_task(heartbeat_and_sweep(self))
+        schedules = sys.modules.get("worldflow.schedules")  # loaded by @wf.schedule's users
+        if schedules is not None and schedules._SCHEDULES:
+            self.spawn(schedules.ensure(self))
         if self.world.webhook_listen is not None:
             from ._intake import WebhookServer
 
@@ -455,7 +467,15 @@ class Runtime:
 
     async def resume_hook(self, token: str, payload: Any) -> str:
         """Send ``payload`` to the hook; numbered first, so that payloads reach the
-        workflow in the order these calls returned, whatever the queue does."""
+        workflow in the order these calls returned, whatever the queue does.
+
+        A webhook's workflow awaits a :class:`WebhookRequest`: a payload that is not
+        one reaches it as a ``POST`` with the payload as its JSON body, as if the
+        webhook's URL had been called (``worldflow hooks resume`` on a webhook)."""
+        if not isinstance(payload, WebhookRequest):
+            hook = await self.backend.get_hook(token)
+            if hook is not None and hook.webhook:
+                payload = _as_request(token, payload)
         tree = encode(payload, where=f"the payload for hook {token!r}")
         return await self._resume(token, tree, webhook=False)
 
@@ -476,3 +496,20 @@ class Runtime:
         tree = encode(request, where="a webhook request")
         parent = request.headers.get("traceparent") if self.tracing is not None else None
         return await self._resume(token, tree, webhook=True, parent=parent)
+
+
+def _as_request(token: str, payload: Any) -> WebhookRequest:
+    """The request a webhook's URL would have received with ``payload`` as its JSON body."""
+    try:
+        body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{token!r} is a webhook: its workflow receives an HTTP request, and the payload "
+            f"becomes its JSON body, but {type(payload).__name__} is not JSON ({exc})"
+        ) from None
+    return WebhookRequest(
+        method="POST",
+        headers={"content-type": "application/json"},
+        body=body,
+        path=f"{WEBHOOK_PREFIX}{token}",
+    )

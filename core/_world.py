@@ -41,6 +41,8 @@ __all__ = [
     "Append",
     "Blobs",
     "Capabilities",
+    "DeadLetter",
+    "DeadLetters",
     "Deliver",
     "Delivery",
     "Disposition",
@@ -158,16 +160,25 @@ class Disposition:
     ``ack``: forget it, its effect is durable. Otherwise deliver it again, not
     before ``after`` seconds from now (its run still has a step running, here
     or on another live worker, or handling it failed); ``reason`` says why,
-    for logs.
+    for logs. ``dead``: do not deliver it again, move it to the World's dead
+    letters (:meth:`dead_letter`).
     """
 
     ack: bool = True
     after: float = 0.0
     reason: str = ""
+    dead: bool = False
 
     @classmethod
     def later(cls, after: float, reason: str) -> Disposition:
         return cls(False, max(0.0, after), reason)
+
+    @classmethod
+    def dead_letter(cls, reason: str) -> Disposition:
+        """Give up on the message: the World moves it to its :class:`DeadLetters`
+        (with ``reason``) and takes it off the queue. Only said to a World that has
+        dead letters, after :attr:`World.max_deliveries` failed deliveries."""
+        return cls(False, 0.0, reason, True)
 
 
 #: The disposition of a message whose effect is durable and needs nothing more.
@@ -316,7 +327,10 @@ class Capabilities:
     engine keeps an outbox through the store. ``embedded``: a plain process
     serves work by default (the local and postgres worlds); a cloud World says
     no, its functions execute. ``process_private``: the storage is private to
-    this process (an in-memory database).
+    this process (an in-memory database). ``max_attempt_seconds``: the longest a
+    step attempt may run before the host cuts it off (Lambda's function timeout,
+    Cloud Run's request timeout), named by ``host_limit``: a worker warns at start
+    about steps whose timeout is longer.
     """
 
     max_delay: float | None = None
@@ -325,6 +339,8 @@ class Capabilities:
     transactional_messages: bool = False
     embedded: bool = False
     process_private: bool = False
+    max_attempt_seconds: float | None = None
+    host_limit: str = "the host's limit"
 
 
 # -- the parts ------------------------------------------------------------------------------
@@ -431,6 +447,41 @@ class Pruning(Protocol):
         Returns how many were deleted; a run that has not ended is never touched."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the engine gave up on (its handling failed ``attempts`` times).
+
+    ``id``: the World's handle for it (what :meth:`DeadLetters.redrive` takes);
+    ``message``: the message as it was sent, so a redrive sends it unchanged;
+    ``reason``: why its last delivery failed; ``at``: when it was set aside
+    (wall-clock seconds).
+    """
+
+    id: str
+    message: Outgoing
+    reason: str
+    attempts: int
+    at: float
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """Optional: where a World keeps the messages the engine gave up on (an SQS
+    dead-letter queue, a collection), to be looked at and sent again
+    (``worldflow dlq list|redrive``). A World without it retries for ever, with
+    a backoff."""
+
+    async def bury(self, delivery: Delivery, reason: str) -> None:
+        """Keep the delivered message as a dead letter (the queue then forgets it)."""
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, oldest first."""
+
+    async def redrive(self, ids: Sequence[str] | None = None) -> int:
+        """Send these dead letters (all of them with None) to the queue again, as
+        first deliveries, and forget them; returns how many were sent."""
+
+
 @runtime_checkable
 class Scheduler(Protocol):
     """Delivers each message at its ``not_before``, however far off (e.g. EventBridge
@@ -459,7 +510,10 @@ class World:
     came early before re-sending it. ``max_webhook_bytes``: the largest webhook
     body taken (413 past it). ``retention`` (seconds): serving processes delete
     runs that ended longer ago than this, if the storage implements
-    :class:`Pruning` (None: keep them). ``close()`` closes each part once.
+    :class:`Pruning` (None: keep them). ``max_deliveries``: how many failed
+    deliveries of one message before the engine gives up on it, if the World
+    has :class:`DeadLetters` (about 45 minutes of backoff with the default 16).
+    ``close()`` closes each part once.
     """
 
     storage: Storage
@@ -467,6 +521,7 @@ class World:
     workers: Workers
     blobs: Blobs | None = None
     scheduler: Scheduler | None = None
+    dead_letters: DeadLetters | None = None
     clock: Clock = dataclasses.field(default_factory=SystemClock)
     capabilities: Capabilities = dataclasses.field(default_factory=Capabilities)
     public_url: str | None = None
@@ -476,6 +531,7 @@ class World:
     hold: float = 60.0
     max_webhook_bytes: int = 1 << 20
     retention: float | None = None
+    max_deliveries: int = 16
     name: str = "world"
     worker_id: str = dataclasses.field(default_factory=new_worker_id)
     on_close: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -507,7 +563,14 @@ class World:
             with contextlib.suppress(Exception):
                 await hook()
         seen: set[int] = set()
-        for part in (self.queue, self.scheduler, self.workers, self.blobs, self.storage):
+        for part in (
+            self.queue,
+            self.scheduler,
+            self.dead_letters,
+            self.workers,
+            self.blobs,
+            self.storage,
+        ):
             if part is None or id(part) in seen:
                 continue
             seen.add(id(part))

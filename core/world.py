@@ -34,6 +34,7 @@ from ._intake import DEFAULT_MAX_BODY as DEFAULT_MAX_WEBHOOK_BODY
 from ._intake import asgi_app as webhook_app
 from ._json import dumps as json_dumps
 from ._json import loads as json_loads
+from ._limits import step_limit_problems
 from ._world import (
     ACK,
     MESSAGE_KINDS,
@@ -42,6 +43,8 @@ from ._world import (
     Append,
     Blobs,
     Capabilities,
+    DeadLetter,
+    DeadLetters,
     Deliver,
     Delivery,
     Disposition,
@@ -80,6 +83,8 @@ __all__ = [
     "Capabilities",
     "Clock",
     "CorruptLogError",
+    "DeadLetter",
+    "DeadLetters",
     "Deliver",
     "Delivery",
     "Disposition",
@@ -116,5 +121,6 @@ __all__ = [
     "registered_workflows",
     "serve",
     "sleep_until_or_woken",
+    "step_limit_problems",
     "webhook_app",
 ]

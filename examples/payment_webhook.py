@@ -6,24 +6,26 @@ verdict to the URL, the run resumes with the request. While it waits, the
 run costs nothing and survives restarts: the webhook lives in the World, not
 in this process.
 
-    python -m examples.payment_webhook
+    python -m examples.payment_webhook                      # the local world
+    WORLDFLOW_WORLD=aws python -m examples.payment_webhook  # or whichever is configured
 
-Here the "payment provider" is a thread that calls back after a moment.
+Here the "payment provider" is a thread that calls back after a moment. The
+webhook's URL comes from the configured World (``WORLDFLOW_PUBLIC_URL`` on
+the cloud worlds), so it must be reachable from where the provider runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from typing import Any
 
 import worldflow as wf
-from worldflow.worlds.local import LocalWorld
 
 from ._common import console, fold, format_seconds
 
@@ -63,11 +65,13 @@ async def validate_payment_method(ride_id: str) -> dict[str, Any]:
 
 
 async def main() -> int:
-    with tempfile.TemporaryDirectory() as data_dir:
-        async with wf.worker(LocalWorld(data_dir)):
-            run = await wf.start(validate_payment_method, "ride-1001")
-            result = await run.result(timeout=30)
-            state = await fold(run)
+    world = os.environ.get("WORLDFLOW_WORLD", "local")
+    console.print(f"[bold]payment-webhook[/] on the {world} world")
+    # No set-up: the first call starts a runtime on the configured World (on the local
+    # world this process also runs the workflow and answers its webhook).
+    run = await wf.start(validate_payment_method, "ride-1001")
+    result = await run.result(timeout=60)
+    state = await fold(run)
     (hook,) = state.hooks.values()
     console.print(f"run {run.id} waited for its webhook at\n  {hook.url}")
     console.print(f"the provider called back; result: {result}")

@@ -535,6 +535,10 @@ def test_progress_line_says_what_the_run_is_doing() -> None:
         (["runs", "show", "nope", "--follow"], 1, "no run with id 'nope'"),
         (["runs", "show", "x", "--follow", "--interval", "1ms"], 2, "at least 50ms"),
         (["runs", "list", "--watch", "--count", "0"], 2, "expected a whole number from 1 to"),
+        (["dlq", "list"], 1, "the local world keeps no dead letters"),
+        (["dlq", "redrive", "--all"], 1, "the local world keeps no dead letters"),
+        (["dlq", "redrive"], 2, "name the dead letters to send again"),
+        (["dlq", "redrive", "x", "--all"], 2, "give IDs or --all, not both"),
     ],
 )
 def test_errors(cli: Cli, argv: list[str], code: int, message: str) -> None:

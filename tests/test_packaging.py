@@ -252,6 +252,53 @@ def test_the_worldflow_command_of_an_installed_wheel(wheel: Path, tmp_path: Path
     python = _fresh_venv(tmp_path / "venv")
     _pip_install(python, str(wheel))
     _command_works(tmp_path / "venv", tmp_path)
+    _package_commands_work(tmp_path / "venv", tmp_path / "project")
+
+
+FLOWS = """\
+import worldflow as wf
+
+
+@wf.step
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@wf.workflow
+async def twice(x: int) -> int:
+    return await double(x)
+"""
+
+
+def _package_commands_work(venv: Path, project: Path) -> None:
+    """`worldflow package aws|gcp` from this install: worldflow's whole wheel goes into
+    the zip and the container's context, and each is checked to import on its own."""
+    (project / "shop").mkdir(parents=True)
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "flows.py").write_text(FLOWS)
+    env = {**_isolated_env(), "WORLDFLOW_GCP_PROJECT": "acme", "WORLDFLOW_GCP_LOCATION": "eu"}
+
+    def worldflow(*args: str) -> Any:
+        done = subprocess.run(
+            [str(venv / "bin" / "worldflow"), *args, "--json"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    aws = worldflow("package", "aws", "shop.flows", "--no-deps", "--out", "build-aws")
+    names = set(zipfile.ZipFile(project / aws["zip"]).namelist())
+    gcp = worldflow("package", "gcp", "--modules", "shop.flows")
+    in_wheel = set(zipfile.ZipFile(project / gcp["wheel"]).namelist())
+    for package in _package_dirs():
+        init = package.replace(".", "/") + "/__init__.py"
+        assert init in names, f"{init} is not in the Lambda zip"
+        assert init in in_wheel, f"{init} is not in the wheel of the container's context"
+    assert "shop/flows.py" in names
 
 
 @pytest.mark.slow
@@ -268,3 +315,4 @@ def test_a_plain_editable_install(tmp_path: Path) -> None:
         Path(done.stdout.strip()).resolve() == (src / "worlds" / "local" / "__init__.py").resolve()
     )
     _command_works(tmp_path / "venv", tmp_path)
+    _package_commands_work(tmp_path / "venv", tmp_path / "project")

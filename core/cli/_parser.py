@@ -13,7 +13,10 @@ from worldflow._duration import format_duration, parse_duration
 from ._act import cancel_run, rerun_run, resume_hook, start_run, wake_sleeps
 from ._cloud import add_world_commands
 from ._common import EXIT_USAGE, CliError, clip, data_dir_problem
+from ._dlq import list_dead_letters, redrive_dead_letters
+from ._replay import replay_runs
 from ._runs import list_runs, prune_runs, show_events
+from ._schedules import add_schedule_commands
 from ._show import show_run
 from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
@@ -34,6 +37,7 @@ examples:
   worldflow runs rerun wrun_01j... --wait
   worldflow sleeps wake wrun_01j...
   worldflow hooks resume approve:123 '{"ok": true}'
+  worldflow dlq list
 
 exit codes: 0 ok; 1 a run failed, or what was named does not exist (or has
 nothing to act on); 2 a usage error; 3 the run was cancelled; 4 --timeout
@@ -280,6 +284,29 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         type=_duration("--older-than", minimum=1.0, maximum=100 * 365 * 86400.0),
         help='runs that ended more than this long ago ("30d", "12h", seconds)',
     )
+    replay = command(
+        runs_commands,
+        "replay",
+        replay_runs,
+        "check that the code now deployed replays the runs in flight",
+        "Replay the log of each running or pending run (or of each --run) against the "
+        "workflows the MODULEs now define, executing no step and writing nothing; list "
+        "the runs whose log the code no longer matches (they would fail with a "
+        "NonDeterminismError). Exit 1 if any would.",
+    )
+    replay.add_argument("modules", metavar="MODULE", nargs="+", type=_text)
+    replay.add_argument("--check", action="store_true", help="only check (required for now)")
+    replay.add_argument(
+        "--run", metavar="RUN_ID", action="append", type=_text, help="only this run (repeatable)"
+    )
+    replay.add_argument("--workflow", metavar="NAME", type=_text, help="only runs of this workflow")
+    replay.add_argument(
+        "--limit",
+        type=_whole(1, 100_000),
+        default=1000,
+        metavar="N",
+        help="at most N runs (default 1000)",
+    )
     cancel = command(runs_commands, "cancel", cancel_run, "ask a run to stop")
     cancel.add_argument("run_id", metavar="RUN_ID", type=_text)
     rerun = command(
@@ -325,6 +352,38 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     resume.add_argument("token", metavar="TOKEN", type=_text)
     resume.add_argument("payload", metavar="JSON", type=_text)
+
+    dlq = commands.add_parser(
+        "dlq", parents=[common], help="messages the engine gave up on: list, send again"
+    )
+    dlq_commands = dlq.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    dlq_list = command(
+        dlq_commands,
+        "list",
+        list_dead_letters,
+        "the dead letters, oldest first",
+        "The messages whose handling failed WORLDFLOW_MAX_DELIVERIES times (default 16), "
+        "set aside by a World that keeps dead letters (aws, gcp), with the reason.",
+    )
+    dlq_list.add_argument(
+        "--limit",
+        type=_whole(1, 10_000),
+        default=100,
+        metavar="N",
+        help="at most N, 1 to 10000 (default 100)",
+    )
+    dlq_redrive = command(
+        dlq_commands,
+        "redrive",
+        redrive_dead_letters,
+        "send dead letters to the queue again",
+        "Send the dead letters with these IDs (from `dlq list`), or --all, to the "
+        "queue again as first deliveries, once what made them fail is fixed.",
+    )
+    dlq_redrive.add_argument("ids", metavar="ID", nargs="*", type=_text)
+    dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
+
+    add_schedule_commands(commands, command, _text)
 
     worker = command(
         commands,

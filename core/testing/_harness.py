@@ -205,8 +205,12 @@ def DuplicatingWorld(inner: World) -> World:
 class ChaoticQueue:
     """A queue that sends every message late by a random 0..``max_delay`` seconds
     (so messages sent one after the other arrive in any order) and, with
-    ``duplicate``, twice, each copy with its own delay. What a standard SQS queue
-    may do, all the time. Pending sends go out at once on close."""
+    ``duplicate``, twice, each copy with its own delay; and, for a queue that is
+    pulled, hands every delivery to the engine late by another random delay and,
+    with ``duplicate``, twice at once (so messages a World enqueues in its own
+    transactions, which never pass through ``send``, are reordered and doubled
+    too). What a standard SQS queue may do, all the time. Pending sends go out at
+    once on close."""
 
     def __init__(
         self,
@@ -244,7 +248,17 @@ class ChaoticQueue:
             self.sent += 1
 
     async def start(self, deliver: Deliver) -> None:
-        await self.inner.start(deliver)
+        async def late(delivery: Delivery) -> Disposition:
+            await asyncio.sleep(self.random.uniform(0, self.max_delay))
+            return await deliver(delivery)
+
+        async def chaos(delivery: Delivery) -> Disposition:
+            if not self.duplicate:
+                return await late(delivery)
+            first, second = await asyncio.gather(late(delivery), late(delivery))
+            return first if not first.ack else second
+
+        await self.inner.start(chaos)
 
     async def close(self) -> None:
         for task in list(self._pending):

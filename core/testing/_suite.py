@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import os
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ import pytest
 import worldflow as wf
 from worldflow._runtime import Runtime
 from worldflow._state import RunState
-from worldflow._world import Message, World
+from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
@@ -44,6 +45,12 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _scale() -> float:
+    """``WORLDFLOW_TEST_TIMEOUT_SCALE``: multiplies the suite's timeouts (a campaign that
+    makes the queue slow on purpose, a slow machine)."""
+    return max(1.0, float(os.environ.get("WORLDFLOW_TEST_TIMEOUT_SCALE", "1")))
+
+
 def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     """Turn ``async def test_x(self, h)`` into a sync pytest test using ``make_world``."""
 
@@ -53,7 +60,7 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
                 make_world, always_replay=self.always_replay, serve=self.serve
             )
             async with harness as h:
-                await asyncio.wait_for(fn(self, h), self.timeout)
+                await asyncio.wait_for(fn(self, h), self.timeout * _scale())
 
         asyncio.run(main())
 
@@ -445,6 +452,22 @@ class WorldConformance:
         assert result == {"method": "POST", "body": '{"paid": 12}', "json": {"paid": 12}}
 
     @conformance
+    async def test_resume_hook_on_a_webhook_sends_a_request(self, h: Harness) -> None:
+        """``wf.resume_hook`` (``worldflow hooks resume``) on a webhook: the workflow gets
+        the request its URL would have received, the payload as its JSON body."""
+        run = await wf.start(w.webhook_echo)
+        (created,) = await h.wait_event(run, "hook_created")
+        with pytest.raises(TypeError, match="is a webhook"):
+            await wf.resume_hook(created.data["token"], {"at": dt.datetime.now(dt.UTC)})
+        await wf.resume_hook(created.data["token"], {"paid": 12, "note": "é"})
+        result = await run.result(timeout=10)
+        assert result == {
+            "method": "POST",
+            "body": '{"paid": 12, "note": "é"}',
+            "json": {"paid": 12, "note": "é"},
+        }
+
+    @conformance
     async def test_malformed_webhook_body_fails_clearly(self, h: Harness) -> None:
         run = await wf.start(w.webhook_echo)
         (created,) = await h.wait_event(run, "hook_created")
@@ -578,46 +601,70 @@ class WorldConformance:
     @conformance
     async def test_duplicate_delivery_leaves_the_same_log(self, h: Harness) -> None:
         self._needs_a_serving_test_process()
-
-        async def scenario() -> list[Any]:
-            logs = []
-            tag, token = "dup", "dup-token"
-            run: wf.Run[Any] = await wf.start(w.hail_ride, tag, "r1")
-            await run.result(timeout=10)
-            logs.append(normalized(await run.events()))
-            run = await wf.start(w.hook_before_await, tag, token)
-            await h.wait_event(run, "sleep_started")
-            await wf.resume_hook(token, "a")
-            await wf.resume_hook(token, "b")
-            await h.wait_event(run, "hook_received", 2)
-            h.advance("1h")
-            await run.result(timeout=10)
-            logs.append(normalized(await run.events()))
-            run = await wf.start(w.retrying, tag, 1)
-            await run.result(timeout=10)
-            logs.append(normalized(await run.events()))
-            run = await wf.start(w.cancellable, tag)
-            await h.wait_event(run, "sleep_started")
-            await run.cancel()
-            with pytest.raises(wf.RunCancelled):
-                await run.result(timeout=10)
-            logs.append(normalized(await run.events()))
-            run = await wf.start(w.offer_loyalty_reward, tag)
-            await h.wait_event(run, "sleep_started")
-            await run.wake()
-            await run.result(timeout=10)
-            logs.append(normalized(await run.events()))
-            return logs
-
         w.CALLS.clear()
-        plain = await scenario()
+        plain = await self._delivery_scenario(h)
         await h.close()
         w.CALLS.clear()
         inner = h.make_world
         h.make_world = lambda: DuplicatingWorld(inner())
         await h.restart()
-        doubled = await scenario()
+        doubled = await self._delivery_scenario(h)
         assert doubled == plain
+
+    @conformance
+    async def test_a_chaotic_queue_leaves_the_same_log(self, h: Harness) -> None:
+        """Every message sent late by a random delay and twice, and every delivery late
+        and twice (``worldflow.testing.chaotic``): the same normalized logs.
+        ``WORLDFLOW_CHAOS_DELAY`` sets the longest delay (default 0.1 s;
+        ``bench/queue_faults.py`` runs it with 2 s)."""
+        self._needs_a_serving_test_process()
+        delay = float(os.environ.get("WORLDFLOW_CHAOS_DELAY", "0.1"))
+        w.CALLS.clear()
+        plain = await self._delivery_scenario(h)
+        await h.close()
+        w.CALLS.clear()
+        inner = h.make_world
+        h.make_world = lambda: chaotic(inner(), max_delay=delay, duplicate=True)
+        await h.restart()
+        assert await self._delivery_scenario(h) == plain
+
+    async def _delivery_scenario(self, h: Harness) -> list[Any]:
+        """Runs of every shape (steps, a retry, hooks and a sleep, a cancel, a wake), each
+        with a fixed id; their normalized logs."""
+
+        t = 10.0 * _scale()
+
+        async def scenario() -> list[Any]:
+            logs = []
+            tag, token = "dup", "dup-token"
+            run: wf.Run[Any] = await wf.start(w.hail_ride, tag, "r1")
+            await run.result(timeout=t)
+            logs.append(normalized(await run.events()))
+            run = await wf.start(w.hook_before_await, tag, token)
+            await h.wait_event(run, "sleep_started", timeout=t)
+            await wf.resume_hook(token, "a")
+            await wf.resume_hook(token, "b")
+            await h.wait_event(run, "hook_received", 2, timeout=t)
+            h.advance("1h")
+            await run.result(timeout=t)
+            logs.append(normalized(await run.events()))
+            run = await wf.start(w.retrying, tag, 1)
+            await run.result(timeout=t)
+            logs.append(normalized(await run.events()))
+            run = await wf.start(w.cancellable, tag)
+            await h.wait_event(run, "sleep_started", timeout=t)
+            await run.cancel()
+            with pytest.raises(wf.RunCancelled):
+                await run.result(timeout=t)
+            logs.append(normalized(await run.events()))
+            run = await wf.start(w.offer_loyalty_reward, tag)
+            await h.wait_event(run, "sleep_started", timeout=t)
+            await run.wake()
+            await run.result(timeout=t)
+            logs.append(normalized(await run.events()))
+            return logs
+
+        return await scenario()
 
     @conformance
     async def test_two_workers_racing_record_one_result(self, h: Harness) -> None:
@@ -665,3 +712,37 @@ class WorldConformance:
         assert await run.result(timeout=10) == 2  # the lost attempt counted
         started_events = [e for e in await run.events() if e.kind == "step_started"]
         assert [e.data["attempt"] for e in started_events] == [1, 2]
+
+    @conformance
+    async def test_a_message_that_always_fails_becomes_a_dead_letter(self, h: Harness) -> None:
+        """A World with dead letters: a message whose handling fails ``max_deliveries``
+        times is set aside with the reason, and a redrive brings it back."""
+        self._needs_a_serving_test_process()
+        letters = h.runtime.world.dead_letters
+        if letters is None:
+            pytest.skip("this World keeps no dead letters (it retries for ever)")
+        h.runtime.world.max_deliveries = 2
+        tag = _tag()
+        with w.unregistered(w.echo):  # as if no deployed module defined the workflow
+            run = await wf.start(w.echo, tag)
+            message = Message(h.runtime.new_id(), run.id, "resume")
+            await h.runtime.backend.send([Outgoing(message)])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not (
+                found := [
+                    d for d in await letters.dead_letters(100) if d.message.message.id == message.id
+                ]
+            ):
+                assert loop.time() < deadline, "the message never became a dead letter"
+                await asyncio.sleep(0.1)
+        (letter,) = found
+        assert letter.message.message.run_id == run.id
+        assert letter.attempts >= 2
+        assert w.echo.name in letter.reason  # says which workflow is missing
+        assert await run.status() == "pending"  # the run is untouched, not failed
+        assert await letters.redrive([letter.id]) == 1
+        assert await run.result(timeout=10) == tag  # the workflow is known again
+        remaining = [d for d in await letters.dead_letters(100) if d.id == letter.id]
+        assert remaining == []
+        assert await letters.redrive([letter.id]) == 0  # once only

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -16,9 +17,11 @@ import enum
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import worldflow as wf
+from worldflow import _definitions
 
 CALLS: collections.Counter[str] = collections.Counter()
 ATTEMPTS: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
@@ -383,6 +386,17 @@ async def echo_step(value: Any) -> Any:
 @wf.workflow
 async def echo(value: Any) -> Any:
     return await echo_step(value)
+
+
+@contextlib.contextmanager
+def unregistered(workflow: wf.Workflow[Any, Any]) -> Iterator[None]:
+    """While inside, this process does not know ``workflow`` (as if its module were not
+    deployed): a message for one of its runs fails with ``WorkflowNotFound``."""
+    definition = _definitions._WORKFLOWS.pop(workflow.name)
+    try:
+        yield
+    finally:
+        _definitions._WORKFLOWS[workflow.name] = definition
 
 
 def sample_values() -> dict[str, Any]:

@@ -143,6 +143,45 @@ resource "google_firestore_field" "events_out" {
   index_config {}
 }
 
+# Retention: when a run ends the world writes expire_at (its end + run_ttl_days) on
+# its run document and on each of its events documents; these TTL policies have
+# Firestore delete them after that time (within about a day of it, says Google).
+# No index on the field: a timestamp written in order would be a write hot spot.
+resource "google_firestore_field" "runs_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "runs"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
+resource "google_firestore_field" "events_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "events"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
+# Dead letters (worldflow dlq list|redrive) are listed by "at" only.
+resource "google_firestore_field" "dead_letters_body" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "dead_letters"
+  field      = "body"
+  index_config {}
+}
+
+resource "google_firestore_field" "dead_letters_reason" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "dead_letters"
+  field      = "reason"
+  index_config {}
+}
+
 resource "google_firestore_field" "runs_output" {
   project    = var.project
   database   = google_firestore_database.default.name
@@ -170,8 +209,30 @@ resource "google_storage_bucket" "payloads" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = false
+  # Blobs are written once, under names no other writer uses: versions would only
+  # keep deleted payloads. Age-based deletion is the retention (blob_retention_days).
+  #checkov:skip=CKV_GCP_78:write-once objects under unique names; versions would keep deleted payloads
   versioning {
-    enabled = true
+    enabled = false
+  }
+  lifecycle_rule {
+    condition {
+      age            = var.blob_retention_days
+      matches_prefix = ["runs/", "messages/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  # Should versioning be switched on by hand: a replaced or deleted version goes after a day.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
   }
   dynamic "encryption" {
     for_each = var.kms_key == "" ? [] : [var.kms_key]
@@ -244,11 +305,18 @@ resource "google_cloud_tasks_queue" "tasks" {
   project  = var.project
   name     = var.service_name
   location = var.region
+  # The engine gives up on a message after var.max_deliveries failed deliveries (it
+  # keeps it in Firestore's dead_letters, answers 200, and Cloud Tasks forgets the
+  # task). This bound is a backstop for tasks the engine never sees: answered 5xx by
+  # a service that cannot take them (stopping, failing before the engine). Retries
+  # wait 1 s, doubling 8 times (to 256 s), then 300 s: 100 attempts take ~7.6 hours.
+  # A task is dropped once it has had max_attempts AND max_retry_duration has passed.
   retry_config {
-    max_attempts  = -1 # the engine decides when a run fails; a task is retried until applied
-    min_backoff   = "1s"
-    max_backoff   = "300s"
-    max_doublings = 8
+    max_attempts       = var.task_max_attempts
+    max_retry_duration = "3600s"
+    min_backoff        = "1s"
+    max_backoff        = "300s"
+    max_doublings      = 8
   }
   rate_limits {
     max_dispatches_per_second = 500
@@ -256,6 +324,12 @@ resource "google_cloud_tasks_queue" "tasks" {
   }
   stackdriver_logging_config {
     sampling_ratio = 1.0
+  }
+  lifecycle {
+    precondition {
+      condition     = var.task_max_attempts > var.max_deliveries
+      error_message = "task_max_attempts must be above max_deliveries: the engine, not Cloud Tasks, decides when a message is a dead letter."
+    }
   }
   depends_on = [google_project_service.apis]
 }
@@ -270,8 +344,11 @@ resource "google_cloud_run_v2_service" "service" {
 
   template {
     service_account                  = google_service_account.run.email
-    timeout                          = "600s" # a task's request lasts while its run's steps run
-    max_instance_request_concurrency = 80
+    # A task's request lasts while its run's steps run: the longest step attempt. The
+    # service gets the same value (WORLDFLOW_GCP_REQUEST_TIMEOUT): its tasks' dispatch
+    # deadline, and the route answers a minute before it.
+    timeout                          = "${var.request_timeout}s"
+    max_instance_request_concurrency = var.concurrency
     scaling {
       max_instance_count = var.max_instances
     }
@@ -291,6 +368,18 @@ resource "google_cloud_run_v2_service" "service" {
       env {
         name  = "WORLDFLOW_MODULES"
         value = var.modules
+      }
+      env {
+        name  = "WORLDFLOW_GCP_REQUEST_TIMEOUT"
+        value = tostring(var.request_timeout)
+      }
+      env {
+        name  = "WORLDFLOW_GCP_RUN_TTL"
+        value = var.run_ttl_days == 0 ? "off" : "${var.run_ttl_days}d"
+      }
+      env {
+        name  = "WORLDFLOW_MAX_DELIVERIES"
+        value = tostring(var.max_deliveries)
       }
       env {
         name  = "WORLDFLOW_GCP_PROJECT"

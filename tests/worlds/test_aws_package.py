@@ -77,10 +77,25 @@ def test_setup_against_nothing_fails_clearly(tmp_path: Path) -> None:
     assert "AWS DynamoDB CreateTable on table 'worldflow' failed" in done.stderr
 
 
+def _project(root: Path, body: str = PROJECT) -> None:
+    (root / "shop").mkdir()
+    (root / "shop" / "__init__.py").write_text("")
+    (root / "shop" / "flows.py").write_text(body)
+
+
+def _wheel_paths() -> set[str]:
+    """Every module file the wheel has, as its path in the zip (core/ is worldflow/)."""
+    repo = Path(__file__).resolve().parents[2]
+    names = {f"worldflow/{p.relative_to(repo / 'core')}" for p in (repo / "core").rglob("*.py")}
+    names |= {
+        f"worldflow/worlds/{p.relative_to(repo / 'worlds')}"
+        for p in (repo / "worlds").rglob("*.py")
+    }
+    return {n for n in names if "__pycache__" not in n}
+
+
 def test_package_builds_a_zip_that_imports_the_handler(tmp_path: Path) -> None:
-    (tmp_path / "shop").mkdir()
-    (tmp_path / "shop" / "__init__.py").write_text("")
-    (tmp_path / "shop" / "flows.py").write_text(PROJECT)
+    _project(tmp_path)
     done = _cli(
         ["package", "aws", "shop.flows", "--no-deps", "--stack-name", "shop", "--json"],
         tmp_path,
@@ -90,11 +105,15 @@ def test_package_builds_a_zip_that_imports_the_handler(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["deploy"][:2] == ["sam", "deploy"]
     assert "WorkflowModules=shop.flows" in report["deploy"]
+    assert "FunctionTimeout=300" in report["deploy"]
+    assert report["checked_with"] not in ("", "not checked")
     archive = tmp_path / report["zip"]
     names = zipfile.ZipFile(archive).namelist()
-    assert "shop/flows.py" in names and "worldflow/worlds/aws/_host.py" in names
-    assert not any(n.startswith(("worldflow/testing/", "worldflow/worlds/gcp/")) for n in names)
-    assert not any("__pycache__" in n for n in names)
+    assert "shop/flows.py" in names
+    # worldflow's whole wheel: every module of every subpackage, and its metadata.
+    assert _wheel_paths() <= set(names), sorted(_wheel_paths() - set(names))[:5]
+    assert any(n.endswith(".dist-info/METADATA") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert (tmp_path / report["template"]).read_text().count("worldflow.worlds.aws.lambda_handler")
     # The zip alone gives the handler and the user's workflows (zipimport, as on Lambda's path).
     probe = (
@@ -110,6 +129,28 @@ def test_package_builds_a_zip_that_imports_the_handler(tmp_path: Path) -> None:
         check=False,
     )
     assert ran.returncode == 0 and ran.stdout.strip() == "ok", ran.stderr
+
+
+def test_package_refuses_a_zip_that_does_not_import(tmp_path: Path) -> None:
+    """A module that imports something the zip lacks: the command fails, saying what."""
+    _project(tmp_path, PROJECT + "\nimport not_in_the_zip_anywhere\n")
+    done = _cli(["package", "aws", "shop.flows", "--no-deps"], tmp_path, {})
+    assert done.returncode == 1, done.stderr
+    assert "does not import on its own" in done.stderr
+    assert "No module named 'not_in_the_zip_anywhere'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_package_refuses_a_step_longer_than_the_function_timeout(tmp_path: Path) -> None:
+    _project(tmp_path, PROJECT.replace("@wf.step\n", '@wf.step(timeout="10m")\n'))
+    done = _cli(["package", "aws", "shop.flows", "--no-deps"], tmp_path, {})
+    assert done.returncode == 1, done.stderr
+    assert "step 'shop.flows.double' has timeout=10m" in done.stderr
+    assert "the function's timeout (FunctionTimeout) (5m" in done.stderr
+    longer = _cli(
+        ["package", "aws", "shop.flows", "--no-deps", "--function-timeout", "900"], tmp_path, {}
+    )
+    assert longer.returncode == 0, longer.stderr
 
 
 def test_package_names_a_missing_module(tmp_path: Path) -> None:

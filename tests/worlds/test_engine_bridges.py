@@ -22,6 +22,8 @@ from worldflow.world import (
     Append,
     Capabilities,
     Clock,
+    DeadLetter,
+    Delivery,
     Log,
     Message,
     Outgoing,
@@ -83,12 +85,24 @@ class OutboxStore(MemoryStore):
 
 
 class SmallQueue(MemoryQueue):
-    """Takes small messages only, and carries a delay of at most ``max_delay``."""
+    """Takes small messages only, carries a delay of at most ``max_delay``, and sets
+    aside the messages the engine gives up on (its dead letters)."""
 
     def __init__(self, clock: Clock, max_delay: float | None = None) -> None:
         super().__init__(clock)
         self.biggest = 0
         self.max_delay = max_delay
+        self.letters = MemoryDeadLetters(self)
+
+    async def _one(self, out: Outgoing, attempt: int) -> None:
+        assert self._deliver is not None
+        delivery = Delivery.of(out, attempt)
+        said = await self._deliver(delivery)
+        if said.dead:
+            await self.letters.bury(delivery, said.reason)
+        elif not said.ack:
+            await asyncio.sleep(min(said.after, 0.05))
+            self.enqueue([Outgoing(out.message, out.not_before, None)], attempt + 1)
 
     def due(self, out: Outgoing) -> float:
         due = super().due(out)
@@ -103,6 +117,29 @@ class SmallQueue(MemoryQueue):
             if size > LIMIT:
                 raise WorldError(f"a message of {size} bytes: too big for this queue")
         await super().send(messages)
+
+
+class MemoryDeadLetters:
+    """DeadLetters: a dict in memory; a redrive queues the message again."""
+
+    def __init__(self, queue: MemoryQueue) -> None:
+        self.queue = queue
+        self.letters: dict[str, DeadLetter] = {}
+
+    async def bury(self, delivery: Delivery, reason: str) -> None:
+        letter_id = f"dl-{len(self.letters) + 1}-{delivery.message.id}"
+        self.letters[letter_id] = DeadLetter(
+            letter_id, delivery.outgoing, reason, delivery.attempt, time.time()
+        )
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        return sorted(self.letters.values(), key=lambda d: d.at)[:limit]
+
+    async def redrive(self, ids: Sequence[str] | None = None) -> int:
+        chosen = list(self.letters) if ids is None else [i for i in ids if i in self.letters]
+        for letter_id in chosen:
+            self.queue.enqueue([self.letters.pop(letter_id).message])
+        return len(chosen)
 
 
 class MemoryBlobs:
@@ -125,6 +162,7 @@ def bridged_world(clock: Clock, *, max_delay: float | None = None) -> World:
         queue=queue,
         workers=store,
         blobs=MemoryBlobs(),
+        dead_letters=queue.letters,
         clock=clock,
         capabilities=Capabilities(
             max_delay=max_delay,
@@ -160,6 +198,23 @@ class TestBridgedWorld(WorldConformance):
     test_webhook = None  # type: ignore[assignment]
     test_malformed_webhook_body_fails_clearly = None  # type: ignore[assignment]
     test_payment_webhook = None  # type: ignore[assignment]
+    test_resume_hook_on_a_webhook_sends_a_request = None  # type: ignore[assignment]
+
+    def test_a_webhook_without_a_public_url_fails_the_run_clearly(
+        self, make_world: Callable[[], World]
+    ) -> None:
+        """No URL can be known for it: ``create_webhook`` fails, saying what to set."""
+        from worldflow.testing import _workflows as w
+
+        async def main() -> None:
+            async with wf.worker(make_world()):
+                run = await wf.start(w.webhook_echo)
+                with pytest.raises(wf.RunFailed) as info:
+                    await run.result(timeout=10)
+                assert "has no public URL for webhooks" in info.value.message
+                assert "WORLDFLOW_PUBLIC_URL" in info.value.message
+
+        asyncio.run(main())
 
 
 class TestBridgedWorldAlwaysReplay(TestBridgedWorld):

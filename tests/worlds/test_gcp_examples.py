@@ -204,6 +204,66 @@ def test_the_cli_starts_a_run_that_the_service_executes(settings: GcpSettings) -
     assert run_id in json.dumps(listed)
 
 
+@pytest.mark.slow
+def test_dlq_lists_a_message_no_deployed_module_handles_and_redrives_it(
+    settings: GcpSettings,
+) -> None:
+    """A service that does not import the run's workflow fails its start task: after
+    ``WORLDFLOW_MAX_DELIVERIES`` (2) deliveries it keeps the message in Firestore and
+    Cloud Tasks forgets it. ``worldflow dlq list`` shows it; once a service that has the
+    workflow is deployed, ``worldflow dlq redrive`` sends it again and the run completes."""
+    settings, port = _deployed(settings)
+    env = {**service_env(settings), "PYTHONPATH": str(HERE)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run(["-m", "worldflow", *args], env)
+
+    def letters() -> list[dict[str, Any]]:
+        listed = cli("dlq", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found: list[dict[str, Any]] = json.loads(listed.stdout)
+        return found
+
+    with _service(settings, port, "examples.hail_ride", WORLDFLOW_MAX_DELIVERIES="2") as old:
+        started = cli("start", "gcp_support.flows:plain", "3", "--json")
+        assert started.returncode == 0, started.stderr
+        run_id = json.loads(started.stdout)["id"]
+        deadline = time.monotonic() + 30
+        while not (found := letters()):
+            if time.monotonic() > deadline:
+                old.stop()
+                pytest.fail(f"no dead letter within 30 s; the service said:\n{old.logs}")
+            time.sleep(0.3)
+    (letter,) = found
+    assert (letter["run_id"], letter["attempts"]) == (run_id, 2)
+    assert "plain.flow" in letter["reason"]
+    table = cli("dlq", "list")
+    assert letter["id"] in table.stdout and run_id in table.stdout
+    assert json.loads(cli("runs", "show", run_id, "--json").stdout)["status"] == "pending"
+    # Cloud Tasks forgot the task (answered 200): nothing is left on the queue.
+    assert asyncio.run(_queued(settings)) == 0
+    unknown = cli("dlq", "redrive", "no-such-letter")
+    assert unknown.returncode != 0 and "not dead letters" in unknown.stdout + unknown.stderr
+    with _service(settings, port, "gcp_support.flows"):
+        redriven = cli("dlq", "redrive", "--all", "--json")
+        assert redriven.returncode == 0, redriven.stderr
+        assert json.loads(redriven.stdout) == {"redriven": 1}
+        doc = _wait_done(cli, run_id, 30)
+    assert doc["status"] == "completed", doc
+    assert doc["result"] == 0 + 1 + 2 + 100
+    assert letters() == []
+
+
+async def _queued(settings: GcpSettings) -> int:
+    from worldflow.worlds.gcp._queue import make_client
+
+    client = make_client(settings)
+    try:
+        return len((await client.list_tasks(parent=settings.queue_path)).tasks)
+    finally:
+        await client.transport.close()
+
+
 def _wait_done(cli: Any, run_id: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -241,12 +301,17 @@ def test_a_service_killed_mid_step_is_resumed_by_the_queue(
         run_id = json.loads(started.stdout)["id"]
         _wait_for(lambda: list(marker.glob("attempt-1-*")), 20, "the first attempt never started")
         first.kill()  # mid-step: no result, no answer to the task
+        killed = time.time()
     with _service(settings, port, modules, **FAST_LEASE):
         doc = _wait_done(cli, run_id, 30)
     assert doc["status"] == "completed", doc
     assert doc["result"] == 2  # the lost attempt counted
     attempts = sorted(p.name.split("-pid-")[0] for p in marker.iterdir())
     assert attempts == ["attempt-1", "attempt-2"]
+    # The attempt cut off runs again once the dead worker's lease (1.5 s) has run out,
+    # not much later: the new service's start (~2 s here) plus the emulator's retry.
+    (second,) = marker.glob("attempt-2-*")
+    assert 1.0 < second.stat().st_mtime - killed < 1.5 + 10
 
 
 @pytest.mark.slow

@@ -155,6 +155,76 @@ def test_the_service_gets_every_setting_the_world_reads() -> None:
     assert {e for e in env if e.startswith("WORLDFLOW_GCP_")} <= known
 
 
+def _variable_default(doc: dict[str, list[Any]], name: str) -> Any:
+    (found,) = [block[name] for block in doc["variable"] if name in block]
+    return found["default"]
+
+
+def test_the_queue_retries_a_bounded_number_of_times_above_max_deliveries() -> None:
+    """The engine gives up on a message after max_deliveries (a dead letter); the queue's
+    own bound is a backstop above it, with a backoff, never -1 (for ever)."""
+    doc = load()
+    (queue,) = resources(doc, "google_cloud_tasks_queue").values()
+    (retry,) = queue["retry_config"]
+    assert retry["max_attempts"] == "${var.task_max_attempts}"
+    attempts = _variable_default(doc, "task_max_attempts")
+    deliveries = _variable_default(doc, "max_deliveries")
+    assert deliveries == 16 and 16 < attempts <= 1000
+    (lifecycle,) = queue["lifecycle"]
+    (check,) = lifecycle["precondition"]
+    assert check["condition"] == "${var.task_max_attempts > var.max_deliveries}"
+    assert (retry["min_backoff"], retry["max_backoff"], retry["max_doublings"]) == ("1s", "300s", 8)
+    # `worldflow setup gcp` makes the queue the same way.
+    from worldflow.worlds.gcp._setup import QUEUE_RETRY
+
+    assert QUEUE_RETRY["max_attempts"] == attempts and QUEUE_RETRY["max_doublings"] == 8
+    assert retry["max_retry_duration"] == f"{QUEUE_RETRY['max_retry_duration']['seconds']}s"
+    assert (QUEUE_RETRY["min_backoff"], QUEUE_RETRY["max_backoff"]) == (
+        {"seconds": 1},
+        {"seconds": 300},
+    )
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
+    assert env["WORLDFLOW_MAX_DELIVERIES"] == "${tostring(var.max_deliveries)}"
+
+
+def test_the_request_timeout_reaches_cloud_run_and_the_service_alike() -> None:
+    doc = load()
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    (template,) = service["template"]
+    assert template["timeout"] == "${var.request_timeout}s"
+    env = {e["name"]: e["value"] for e in template["containers"][0]["env"]}
+    assert env["WORLDFLOW_GCP_REQUEST_TIMEOUT"] == "${tostring(var.request_timeout)}"
+    assert 15 <= _variable_default(doc, "request_timeout") <= 1800
+    assert template["max_instance_request_concurrency"] == "${var.concurrency}"
+    assert template["scaling"][0]["max_instance_count"] == "${var.max_instances}"
+
+
+def test_retention_ttl_policies_and_the_bucket_lifecycle() -> None:
+    """Finished runs' documents expire (a TTL policy on the field the world writes), blobs
+    are deleted by age, and the bucket keeps no old versions."""
+    doc = load()
+    fields = resources(doc, "google_firestore_field").values()
+    ttl = {(f["collection"], f["field"]) for f in fields if "ttl_config" in f}
+    assert ttl == {("runs", "expire_at"), ("events", "expire_at")}
+    (service,) = resources(doc, "google_cloud_run_v2_service").values()
+    env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
+    assert "var.run_ttl_days" in env["WORLDFLOW_GCP_RUN_TTL"]
+    assert _variable_default(doc, "run_ttl_days") == 30
+    from worldflow.worlds.gcp._settings import DEFAULT_RUN_TTL
+
+    assert DEFAULT_RUN_TTL == 30 * 86400  # the world's default is Terraform's
+    (bucket,) = resources(doc, "google_storage_bucket").values()
+    assert bucket["versioning"][0]["enabled"] is False
+    rules = bucket["lifecycle_rule"]
+    by_age = [r for r in rules if "age" in r["condition"][0]]
+    (rule,) = by_age
+    assert rule["condition"][0]["age"] == "${var.blob_retention_days}"
+    assert sorted(rule["condition"][0]["matches_prefix"]) == ["messages/", "runs/"]
+    assert all(r["action"][0]["type"] == "Delete" for r in rules)
+    assert _variable_default(doc, "blob_retention_days") > _variable_default(doc, "run_ttl_days")
+
+
 def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((f["fieldPath"], f["order"]) for f in fields)
 

@@ -101,6 +101,44 @@ def test_a_missing_project_is_named() -> None:
         create_world("gcp", env={"WORLDFLOW_GCP_PROJECT": "p", "WORLDFLOW_GCP_LEASE": "soon"})
 
 
+@wf.workflow(name="gcp-test-webhook-url")
+async def webhook_url_flow() -> str:
+    return wf.create_webhook().url
+
+
+def test_webhook_urls_are_absolute_or_a_clear_error_at_create_webhook(
+    settings: GcpSettings,
+) -> None:
+    """Cloud Run does not tell a service its URL: webhook URLs are WORLDFLOW_PUBLIC_URL's,
+    else the service URL's; a URL that is not absolute is refused where it is set, and
+    with none, create_webhook fails the run saying which setting to give."""
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+    for key, value in (
+        ("WORLDFLOW_PUBLIC_URL", "hooks.example"),
+        ("WORLDFLOW_GCP_SERVICE_URL", "/x"),
+    ):
+        with pytest.raises(ValueError, match=f"{key} must be an absolute http"):
+            create_world("gcp", env={**base, key: value})
+    world = create_world("gcp", env={**base, "WORLDFLOW_GCP_SERVICE_URL": "https://svc.example/"})
+    assert world.webhook_url("t") == "https://svc.example/webhooks/t"  # the service's own
+    unset = GcpWorld(dataclasses.replace(settings, service_url=None, public_url=None))
+    with pytest.raises(ValueError, match="no public URL for webhooks: set WORLDFLOW_PUBLIC_URL"):
+        unset.webhook_url("t")
+
+    async def main() -> None:
+        served = GcpWorld(settings)
+        async with wf.worker(served):
+            handle = await wf.start(webhook_url_flow)
+            url = await handle.result(timeout=10)
+            assert url.startswith(f"{settings.public_url}/webhooks/")  # absolute
+            served.public_url = None  # as if neither URL were known
+            failed = await wf.start(webhook_url_flow)
+            with pytest.raises(wf.RunFailed, match="WORLDFLOW_PUBLIC_URL"):
+                await failed.result(timeout=10)
+
+    run(main())
+
+
 def test_without_the_extra_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -427,10 +465,18 @@ def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) 
             until = started.data["until"]
             client = make_client(settings)
             try:
-                tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
-                timers = [
-                    t for t in tasks if json.loads(t.http_request.body)["not_before"] == until
-                ]
+                # The timer's task is sent once the append that started the sleep is
+                # durable: it may come a moment after the event.
+                deadline = time.monotonic() + 10
+                while not (
+                    timers := [
+                        t
+                        for t in (await client.list_tasks(parent=settings.queue_path)).tasks
+                        if json.loads(t.http_request.body)["not_before"] == until
+                    ]
+                ):
+                    assert time.monotonic() < deadline, "no timer task"
+                    await asyncio.sleep(0.05)
                 # A read of the log racing the sender may send the outbox again: the same
                 # task name, which real Cloud Tasks refuses (the emulator keeps both).
                 assert len({t.name for t in timers}) == 1
@@ -454,6 +500,45 @@ def test_a_sleep_past_30_days_is_bridged_by_rescheduling(settings: GcpSettings) 
                 assert hops[0].name != timers[0].name
                 next_hop = hops[0].schedule_time.timestamp()
                 assert next_hop == pytest.approx(time.time() + 29 * 86400, abs=60)
+            finally:
+                await client.transport.close()
+
+    run(main())
+
+
+def test_a_cancelled_runs_long_sleep_stops_at_its_next_hop(settings: GcpSettings) -> None:
+    """A 40-day sleep is a chain of hops. Cancel the run: its pending hop, delivered
+    (early, as Cloud Tasks would after 29 days), is acknowledged and makes no next hop."""
+
+    async def main() -> None:
+        world = GcpWorld(settings)  # the real clock: tasks carry a schedule_time
+        async with wf.worker(world):
+            handle = await wf.start(long_sleep)
+            (started,) = await _wait_event(handle, "sleep_started")
+            until = started.data["until"]
+            client = make_client(settings)
+            try:
+
+                async def timers() -> list[Any]:
+                    tasks = (await client.list_tasks(parent=settings.queue_path)).tasks
+                    return [
+                        t for t in tasks if json.loads(t.http_request.body)["not_before"] == until
+                    ]
+
+                deadline = time.monotonic() + 10
+                while not (found := await timers()):  # sent once the append is durable
+                    assert time.monotonic() < deadline, "no timer task"
+                    await asyncio.sleep(0.05)
+                first = found[0]
+                await handle.cancel()  # a message: the run ends when it is delivered
+                await _wait_event(handle, "run_cancelled")
+                assert await handle.status() == "cancelled"
+                created = world.tasks.created
+                await client.run_task(name=first.name)  # the hop comes due, early
+                await asyncio.sleep(1.0)
+                assert world.tasks.created == created  # no next hop
+                assert await timers() == []  # delivered and acknowledged: no timer left
+                assert "sleep_fired" not in [e.kind for e in await handle.events()]
             finally:
                 await client.transport.close()
 
@@ -619,6 +704,128 @@ def test_runs_that_ended_before_the_retention_are_deleted_with_their_logs(
     run(main())
 
 
+def test_dead_letters_are_kept_listed_and_redriven_as_first_deliveries(
+    settings: GcpSettings,
+) -> None:
+    """The parts under the suite's dead-letter test: a message buried twice (two copies of
+    its task) is one letter; a redrive creates a first delivery of the message as it was
+    sent, named after the burial, and forgets the letter; ids it does not hold count 0."""
+    from worldflow.world import Delivery
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        letters = world.dead_letters
+        assert letters is not None
+        tasks = make_client(settings)
+        try:
+            first = Delivery(Message("m-1", "r-1", "resume", {"a": 1}), 5.0, "k-1", 16)
+            await letters.bury(first, "boom " * 2000)
+            await letters.bury(dataclasses.replace(first, attempt=17), "boom again")
+            await letters.bury(Delivery(Message("x/y", "r-2", "resume"), attempt=3), "gone")
+            listed = await letters.dead_letters(10)
+            assert len(listed) == 2  # m-1 once
+            assert (listed[0].id, listed[0].attempts, listed[0].reason) == ("m-1", 17, "boom again")
+            assert listed[1].id.startswith("m-") and listed[1].message.message.id == "x/y"
+            assert listed[0].message == first.outgoing
+            assert await letters.dead_letters(1) == listed[:1]
+            assert await letters.redrive(["m-1", "nope", "a/b", "m-1"]) == 1
+            (task,) = (await tasks.list_tasks(parent=settings.queue_path)).tasks
+            body = json.loads(task.http_request.body)
+            assert "delivered" not in body  # a first delivery
+            assert (body["id"], body["data"], body["key"]) == ("m-1", {"a": 1}, "k-1")
+            assert decode_task(task.http_request.body).attempt == 1
+            assert task.name.rsplit("/", 1)[1].startswith("wf-")  # named: a redo is refused
+            assert [d.id for d in await letters.dead_letters(10)] == [listed[1].id]
+            assert await letters.redrive() == 1
+            assert await letters.dead_letters(10) == []
+            assert await letters.redrive() == 0
+            await letters.bury(first, "x" * 10_000)  # cut, so the document stays small
+            (kept,) = await letters.dead_letters(10)
+            assert len(kept.reason) == 4000
+            await (
+                world.store.client.collection("dead_letters")
+                .document("bad")
+                .set({"body": "{", "attempts": 1, "at": 0.0})
+            )
+            with pytest.raises(wf.CorruptLogError, match="dead letter 'bad'"):
+                await letters.dead_letters(10)
+        finally:
+            await tasks.transport.close()
+            await world.close()
+
+    run(main())
+
+
+def test_a_finished_runs_documents_get_the_expiry_firestores_ttl_deletes_after(
+    settings: GcpSettings,
+) -> None:
+    """When a run ends, its run document and each of its events documents get
+    ``expire_at`` (its end + run_ttl), the field of the TTL policy in infra/gcp; a run
+    still going has none, and with run_ttl off none is written."""
+    import datetime as dt
+
+    async def expiries(world: GcpWorld, run_id: str) -> list[Any]:
+        run_doc = (await world.store._run_ref(run_id).get()).to_dict()
+        events = world.store._run_ref(run_id).collection("events")
+        return [run_doc.get("expire_at")] + [
+            d.to_dict().get("expire_at") async for d in events.stream()
+        ]
+
+    async def main() -> None:
+        world = GcpWorld(dataclasses.replace(settings, run_ttl=3 * 86400.0))
+        async with wf.worker(world):
+            done = await wf.start(echo_flow, "x")
+            assert await done.result(timeout=10) == "x"
+            waiting = await wf.start(waits_for_hook, f"ttl-{settings.queue}")
+            await _wait_event(waiting, "hook_created")
+            ended = (await done.info()).updated_at
+            found = await expiries(world, done.id)
+            assert len(found) >= 3  # the run document and its appends
+            want = dt.datetime.fromtimestamp(ended + 3 * 86400.0, dt.UTC)
+            assert all(e is not None and abs((e - want).total_seconds()) < 1 for e in found), found
+            assert set(await expiries(world, waiting.id)) == {None}  # not ended
+        # A run that ends in another process than the one that wrote its log: that one
+        # reads the ids of the events documents (the query), the same expiry on each.
+        from worldflow.world import Append, NewEvent, RunCreate
+
+        ttl_settings = dataclasses.replace(settings, run_ttl=86400.0)
+        writer, ender = GcpWorld(ttl_settings), GcpWorld(ttl_settings)
+        event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, 100.0)
+        await writer.store.create_run(RunCreate("r-elsewhere", "w", event))
+        more = Append("r-elsewhere", 1, [NewEvent("run_started", {}, 101.0)])
+        assert await writer.store.append([more]) == [True]
+        end = Append("r-elsewhere", 2, [NewEvent("run_completed", {}, 200.0)], status="completed")
+        reads = ender.store.reads
+        assert await ender.store.append([end]) == [True]
+        assert ender.store.reads > reads  # it had to list them
+        want = dt.datetime.fromtimestamp(200.0 + 86400.0, dt.UTC)
+        assert await expiries(ender, "r-elsewhere") == [want] * 4
+        await writer.close()
+        await ender.close()
+        world = GcpWorld(dataclasses.replace(settings, run_ttl=None))
+        async with wf.worker(world):
+            kept = await wf.start(echo_flow, "y")
+            assert await kept.result(timeout=10) == "y"
+            assert set(await expiries(world, kept.id)) == {None}
+
+    run(main())
+
+
+def test_the_run_ttl_setting() -> None:
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+
+    def ttl(value: str) -> float | None:
+        world = create_world("gcp", env={**base, "WORLDFLOW_GCP_RUN_TTL": value})
+        assert isinstance(world, GcpWorld)
+        return world.settings.run_ttl
+
+    assert ttl("") == 30 * 86400.0  # the default
+    assert (ttl("7d"), ttl("12h"), ttl("90"), ttl("off")) == (7 * 86400.0, 43200.0, 90.0, None)
+    for bad in ("soon", "-1d", "inf"):
+        with pytest.raises(ValueError, match="WORLDFLOW_GCP_RUN_TTL must be a duration"):
+            ttl(bad)
+
+
 def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> None:
     async def main() -> None:
         world = GcpWorld(settings)
@@ -636,6 +843,113 @@ def test_heartbeats_say_until_when_a_worker_is_alive(settings: GcpSettings) -> N
         await world.close()
 
     run(main())
+
+
+# -- the host's limit on a step attempt ------------------------------------------------------
+def test_the_request_timeout_is_the_step_limit_and_the_tasks_dispatch_deadline() -> None:
+    base = {"WORLDFLOW_GCP_PROJECT": "p"}
+    world = create_world("gcp", env=base)
+    assert isinstance(world, GcpWorld)
+    caps = world.capabilities
+    assert caps.max_attempt_seconds == 300.0  # Cloud Run's default request timeout
+    assert caps.host_limit.startswith("Cloud Run's request timeout")
+    assert world.settings.drain_timeout == 240.0  # the route answers a minute before
+    world = create_world("gcp", env={**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": "900"})
+    assert isinstance(world, GcpWorld)
+    assert world.capabilities.max_attempt_seconds == 900.0
+    assert (world.settings.drain_timeout, world.settings.dispatch_deadline) == (840.0, 900.0)
+    for bad in ("10", "3600"):
+        with pytest.raises(ValueError, match="WORLDFLOW_GCP_REQUEST_TIMEOUT must be from 15"):
+            create_world("gcp", env={**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": bad})
+    too_long = {**base, "WORLDFLOW_GCP_REQUEST_TIMEOUT": "60", "WORLDFLOW_GCP_DRAIN_TIMEOUT": "60"}
+    with pytest.raises(ValueError, match=r"DRAIN_TIMEOUT \(60 s\) must be .* under"):
+        create_world("gcp", env=too_long)
+
+
+@wf.step(name="gcp-test-too-long", timeout="20m")
+async def too_long_step() -> None:
+    return None
+
+
+def test_a_worker_warns_about_steps_longer_than_the_request_timeout(
+    settings: GcpSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = dataclasses.replace(settings, request_timeout=600.0)
+
+    async def main() -> None:
+        async with wf.worker(GcpWorld(settings)):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="worldflow"):
+        run(main())
+    (warned,) = [r.getMessage() for r in caplog.records if "gcp-test-too-long" in r.getMessage()]
+    assert "Cloud Run's request timeout" in warned and "(10m" in warned
+
+
+@pytest.mark.slow
+def test_a_request_cut_off_at_its_dispatch_deadline_comes_again_and_the_step_runs_once(
+    settings: GcpSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each task carries the request timeout as its dispatch deadline, which the emulator
+    (patched) enforces as Cloud Tasks does: it stops waiting and retries the task. Here the
+    route waits longer than that (DRAIN_TIMEOUT past the request timeout, as when Cloud Run
+    cuts a request off): the task comes again while the step still runs in its live worker,
+    and the step is not run a second time."""
+    settings = dataclasses.replace(settings, request_timeout=15.0, drain_timeout=60.0)
+    tag = f"cut-{settings.queue}"
+    ATTEMPTS.pop(tag, None)
+    from worldflow.worlds.gcp import _host
+
+    delivered: list[int] = []  # the attempt of each delivery the route takes
+
+    def decode(body: bytes, retries: int = 0) -> Any:
+        delivery = decode_task(body, retries)
+        delivered.append(delivery.attempt)
+        return delivery
+
+    monkeypatch.setattr(_host, "decode_task", decode)
+
+    async def main() -> None:
+        world = GcpWorld(settings)
+        async with wf.worker(world):
+            tasks = make_client(settings)
+            try:
+                handle = await wf.start(counted_gate, tag)  # runs here, its step inline
+                await _wait_event(handle, "step_started")
+                # A task for the run: the route waits for the run's step, past the deadline.
+                await world.tasks.send([Outgoing(Message(f"m-{tag}", handle.id, "resume"))])
+                # The start's safety copy waits on the queue (the resume is in flight).
+                listed = (await tasks.list_tasks(parent=settings.queue_path)).tasks
+                assert listed and {t.dispatch_deadline.total_seconds() for t in listed} == {15.0}
+                started = time.monotonic()
+                # Past the deadline the emulator gave up on the first request and retried.
+                while max(delivered, default=0) < 2:
+                    assert time.monotonic() < started + 25, "the cut-off task never came again"
+                    await asyncio.sleep(0.2)
+                assert time.monotonic() - started > 10  # not before the deadline
+                GATES.setdefault(tag, asyncio.Event()).set()
+                assert await handle.result(timeout=20) == "through"
+            finally:
+                GATES.setdefault(tag, asyncio.Event()).set()
+                await tasks.transport.close()
+        assert ATTEMPTS[tag] == [1]  # run once, though its task was delivered again
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+ATTEMPTS: dict[str, list[int]] = {}
+
+
+@wf.step(name="gcp-test-counted-gate")
+async def counted_gate_step(tag: str) -> str:
+    ATTEMPTS.setdefault(tag, []).append(wf.get_step_metadata().attempt)
+    await GATES.setdefault(tag, asyncio.Event()).wait()
+    return "through"
+
+
+@wf.workflow(name="gcp-test-counted-gated")
+async def counted_gate(tag: str) -> str:
+    return await counted_gate_step(tag)
 
 
 # -- the task route's answers ---------------------------------------------------------------

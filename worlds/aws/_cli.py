@@ -11,7 +11,7 @@ import os
 import shlex
 from pathlib import Path
 
-from worldflow.cli import say, write_json
+from worldflow.cli import CliError, say, write_json
 
 __all__ = ["PACKAGE", "SETUP"]
 
@@ -89,20 +89,46 @@ class Package:
             action="store_true",
             help="put only your code and worldflow in the zip (dependencies come from a layer)",
         )
+        parser.add_argument(
+            "--function-timeout",
+            type=int,
+            default=300,
+            metavar="S",
+            help="the function's timeout in seconds, 1 to 900 (the template's FunctionTimeout; "
+            "default 300): a step whose timeout is longer is refused",
+        )
+        parser.add_argument(
+            "--no-check",
+            action="store_true",
+            help="do not import the handler and the modules from the zip in a fresh Python",
+        )
         parser.add_argument("--stack-name", default="worldflow", help="for the printed commands")
 
     def run(self, args: argparse.Namespace) -> int:
+        from worldflow.packaging import PackagingError
+
         from ._package import build
 
+        if not 1 <= args.function_timeout <= 900:
+            raise CliError(
+                f"--function-timeout must be from 1 to 900 seconds (Lambda's limit), "
+                f"got {args.function_timeout}",
+                2,
+            )
         out = Path(args.out)
-        archive = build(
-            args.modules,
-            out,
-            requirements=args.requirements,
-            python=args.python,
-            deps=not args.no_deps,
-        )
-        template = out / "template.yaml"
+        try:
+            built = build(
+                args.modules,
+                out,
+                requirements=args.requirements,
+                python=args.python,
+                deps=not args.no_deps,
+                function_timeout=args.function_timeout,
+                check=not args.no_check,
+            )
+        except PackagingError as exc:
+            raise CliError(f"package aws: {exc}") from None
+        archive, template = built.archive, built.template
         command = [
             "sam",
             "deploy",
@@ -115,14 +141,26 @@ class Package:
             "CAPABILITY_IAM",
             "--parameter-overrides",
             f"WorkflowModules={','.join(args.modules)}",
+            f"FunctionTimeout={args.function_timeout}",
         ]
         size = archive.stat().st_size
         if args.json:
             write_json(
-                {"zip": str(archive), "bytes": size, "template": str(template), "deploy": command}
+                {
+                    "zip": str(archive),
+                    "bytes": size,
+                    "template": str(template),
+                    "checked_with": built.checked_with,
+                    "deploy": command,
+                }
             )
             return 0
         say(f"built {archive} ({size / 1e6:.1f} MB) and {template}")
+        say(
+            f"checked: the handler and {', '.join(args.modules)} import from the zip alone ({built.checked_with})"
+            if not args.no_check
+            else "not checked (--no-check)"
+        )
         print(shlex.join(command))
         print(
             "# then, for webhooks: WORLDFLOW_PUBLIC_URL is the stack's FunctionUrl output:\n"

@@ -1,12 +1,16 @@
 """Building the Lambda zip (``worldflow package aws MODULE...``, see :mod:`._cli`).
 
 The zip holds the project's top-level packages or modules that the named
-workflow modules live in, worldflow itself (without what Lambda never runs:
-the test helpers, the other clouds' worlds, the CLI), and the dependencies,
-installed for Lambda's platform (manylinux, the function's Python) with
-``pip install --target``. What the Lambda Python runtime already provides
-(boto3, botocore and theirs) is left out, which keeps the zip small. Next to
-it goes the SAM template; ``sam deploy`` uploads the zip and creates the stack.
+workflow modules live in, worldflow from its own wheel (built from the
+checkout or an editable install, or packed again from a wheel install: see
+:mod:`worldflow.packaging`), and the dependencies, installed for Lambda's
+platform (manylinux, the function's Python) with ``pip install --target``.
+What the Lambda Python runtime already provides (boto3, botocore and
+theirs) is left out, which keeps the zip small. The zip is then checked: a
+fresh interpreter that sees only the zip (and the runtime's own boto3)
+imports the handler and the workflow modules, and no step may have a
+timeout longer than the function's. Next to it goes the SAM template;
+``sam deploy`` uploads the zip and creates the stack.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import sys
 import zipfile
 from pathlib import Path
 
-__all__ = ["build"]
+from worldflow.packaging import PackagingError, check_imports, find_python, worldflow_wheel
+
+__all__ = ["HANDLER_MODULE", "Build", "build"]
+
+#: The module of the template's Handler (``worldflow.worlds.aws.lambda_handler``).
+HANDLER_MODULE = "worldflow.worlds.aws"
 
 #: Distributions the Lambda Python runtime ships: never put them in the zip.
 PROVIDED = (
@@ -32,8 +41,6 @@ PROVIDED = (
 )
 #: worldflow's dependencies on Lambda (rich is only for the CLI, which Lambda never runs).
 DEPENDENCIES = ("aws-lambda-powertools[tracer]",)
-#: Parts of worldflow a Lambda function never imports.
-_SKIP = ("testing", "cli", "web", "worlds/gcp", "worlds/aws/testing.py")
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
@@ -59,19 +66,10 @@ def _copy_project(modules: list[str], source: Path, target: Path) -> list[str]:
     return copied
 
 
-def _copy_worldflow(target: Path) -> None:
-    import worldflow
-
-    package = Path(worldflow.__file__).resolve().parent
-    if not (package / "worlds").exists():  # an editable install's link tree: follow it
-        package = Path(worldflow.__file__).parent
-    shutil.copytree(package, target / "worldflow", ignore=_ignore, symlinks=False)
-    for skip in _SKIP:
-        path = target / "worldflow" / skip
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def _unpack_wheel(wheel: Path, target: Path) -> None:
+    """Put the wheel's files in ``target``, as ``pip install --target`` would."""
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
 
 
 def _install_dependencies(target: Path, python: str, requirements: str | None) -> None:
@@ -113,6 +111,15 @@ def _zip(folder: Path, archive: Path) -> None:
                 out.writestr(info, path.read_bytes())
 
 
+class Build:
+    """What :func:`build` made: the zip, the template, and how the zip was checked."""
+
+    def __init__(self, archive: Path, template: Path, checked_with: str) -> None:
+        self.archive = archive
+        self.template = template
+        self.checked_with = checked_with
+
+
 def build(
     modules: list[str],
     out: Path,
@@ -121,8 +128,14 @@ def build(
     requirements: str | None = None,
     python: str = "3.12",
     deps: bool = True,
-) -> Path:
-    """Build ``out/function.zip`` and ``out/template.yaml``; returns the zip's path."""
+    function_timeout: float = 300.0,
+    check: bool = True,
+) -> Build:
+    """Build ``out/function.zip`` and ``out/template.yaml``, and check the zip imports.
+
+    Raises :class:`~worldflow.packaging.PackagingError` if the zip does not import
+    on its own, or a step's timeout is longer than ``function_timeout``.
+    """
     from importlib import resources
 
     source = source or Path.cwd()
@@ -131,11 +144,30 @@ def build(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     _copy_project(modules, source, staging)
-    _copy_worldflow(staging)
+    _unpack_wheel(worldflow_wheel(out / "wheel"), staging)
     if deps:
         _install_dependencies(staging, python, requirements)
     archive = out / "function.zip"
     _zip(staging, archive)
+    checked_with = "not checked"
+    if check:
+        interpreter = find_python(python)
+        if interpreter is None and deps:
+            raise PackagingError(
+                f"no python{python} here to check the zip with (its dependencies are built "
+                f"for Python {python}): install it, pass --python with this Python's "
+                "version, or --no-check"
+            )
+        interpreter = interpreter or sys.executable
+        check_imports(
+            [staging],
+            [HANDLER_MODULE, *modules, *(["aws_lambda_powertools.tracing"] if deps else [])],
+            provided=PROVIDED,
+            python=interpreter,
+            step_limit=(function_timeout, "the function's timeout (FunctionTimeout)"),
+        )
+        checked_with = interpreter
     template = resources.files("worldflow.worlds.aws").joinpath("template.yaml").read_text()
-    (out / "template.yaml").write_text(template.replace("python3.12", f"python{python}"))
-    return archive
+    template_path = out / "template.yaml"
+    template_path.write_text(template.replace("python3.12", f"python{python}"))
+    return Build(archive, template_path, checked_with)

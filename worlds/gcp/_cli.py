@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worldflow.cli import EXIT_USAGE, CliError, write_json
+from worldflow.packaging import PackagingError
 from worldflow.world import load_settings
 
-from ._package import plan
+from ._package import REQUEST_TIMEOUT, plan
 from ._settings import GcpSettings
 from ._setup import format_exports, setup
 
@@ -39,10 +40,32 @@ def cli_package(args: argparse.Namespace) -> int:
     """Write the service's build files; print the gcloud and terraform commands to deploy."""
     settings = GcpSettings.from_mapping(load_settings("gcp"))
     modules = [m.strip() for m in (args.modules or "").split(",") if m.strip()]
-    result = plan(settings, modules, Path(args.out))
+    try:
+        result = plan(
+            settings,
+            modules,
+            Path(args.out),
+            request_timeout=args.request_timeout,
+            check=not args.no_check,
+        )
+    except PackagingError as exc:
+        raise CliError(f"package gcp: {exc}") from None
     if args.json:
-        write_json({"written": result.written, "kept": result.kept, "commands": result.commands})
+        write_json(
+            {
+                "written": result.written,
+                "kept": result.kept,
+                "wheel": result.wheel,
+                "commands": result.commands,
+            }
+        )
         return 0
+    print(f"wrote {result.wheel}", file=sys.stderr)
+    if not args.no_check:
+        print(
+            f"checked: the app and {', '.join(modules)} import from {args.out} alone",
+            file=sys.stderr,
+        )
     for path in result.written:
         print(f"wrote {path}", file=sys.stderr)
     for path in result.kept:
@@ -68,6 +91,19 @@ class _Command:
 def _package_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modules", metavar="M[,M...]", help="the modules defining workflows")
     parser.add_argument("--out", default=".", metavar="DIR", help="where to write (default .)")
+    parser.add_argument(
+        "--request-timeout",
+        type=int,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help=f"Cloud Run's request timeout in seconds (default {REQUEST_TIMEOUT}, as "
+        "infra/gcp/main.tf sets it): a step whose timeout is longer is refused",
+    )
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not import the app and the modules from the build context in a fresh Python",
+    )
 
 
 def _package(args: argparse.Namespace) -> int:

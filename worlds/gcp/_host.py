@@ -11,7 +11,9 @@ Routes:
   503 when that is soon (Cloud Tasks retries it with the queue's backoff), or,
   on the real clock, a copy of the task scheduled for exactly then and a 200
   (Cloud Tasks' backoff grows to minutes, and a 503 counts against the queue's
-  retry budget). Authenticated: Cloud Tasks' OIDC token, or the shared secret
+  retry budget). A message the engine gives up on (``Disposition.dead``) is kept
+  in the World's dead letters (:mod:`._dead_letters`) and answered 200, so that
+  Cloud Tasks forgets it. Authenticated: Cloud Tasks' OIDC token, or the shared secret
   (emulators); neither configured, every call is refused.
 - ``/webhooks/{token}`` (public: the token is the capability): the engine's
   webhook intake (:func:`worldflow.world.webhook_app`), body capped.
@@ -52,7 +54,8 @@ from worldflow.world import (
 from ._auth import check_bearer
 from ._logs import current_run
 from ._queue import TASK_ROUTE, TaskQueue, decode_task
-from ._world import GcpWorld, create_world
+from ._settings import GcpSettings
+from ._world import GcpWorld
 
 __all__ = ["RETRY_BY_STATUS", "app", "create_app"]
 
@@ -117,6 +120,11 @@ async def _tasks(request: Request) -> Response:
                 delivery.message.run_id,
             )
             return JSONResponse({"ok": True})
+        if disposition.dead and world.dead_letters is not None:
+            # Kept in Firestore first: should that fail, the 500 has the task come again.
+            # (The engine has logged why, as an error.)
+            await world.dead_letters.bury(delivery, disposition.reason)
+            return JSONResponse({"ok": True, "dead_letter": True})
         return await _again(world, delivery, disposition, request)
     except Exception as exc:
         log.warning("worldflow: a task for run %s failed: %s", delivery.message.run_id, exc)
@@ -181,10 +189,12 @@ def create_app(queue: TaskQueue | None = None) -> Starlette:
         from . import _logs
 
         _logs.install()
-        world = create_world(load_settings("gcp"))
+        settings = GcpSettings.from_mapping(load_settings("gcp"))
         # Cloud Run gives a stopping instance 10 s after SIGTERM: steps still running
-        # get 8 of them to record their results; what is cut short runs again.
-        async with serve(world, grace=min(8.0, world.settings.drain_timeout)):
+        # get 8 of them to record their results; what is cut short runs again. The World
+        # is made by name, so that the settings every World shares apply to it too
+        # (WORLDFLOW_RETENTION, WORLDFLOW_MAX_DELIVERIES).
+        async with serve("gcp", grace=min(8.0, settings.drain_timeout)):
             yield
 
     app = Starlette(

@@ -192,7 +192,13 @@ class TaskQueue:
                 "(or WORLDFLOW_GCP_SHARED_SECRET with emulators)",
                 self.target,
             )
-        task: dict[str, Any] = {"http_request": request}
+        # Cloud Tasks waits this long for the answer (its default is 10 minutes), as long
+        # as Cloud Run lets the request run; the route answers before (DRAIN_TIMEOUT).
+        deadline = settings.dispatch_deadline
+        task: dict[str, Any] = {
+            "http_request": request,
+            "dispatch_deadline": {"seconds": int(deadline)},
+        }
         # A virtual clock (tests) does not move with real time: the engine holds what is
         # early, and the emulator would hold a task against the wrong clock.
         if delay > 0 and isinstance(self.clock, SystemClock):

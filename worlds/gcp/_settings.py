@@ -11,11 +11,56 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GcpSettings"]
+__all__ = ["CLOUD_RUN_DEFAULT_TIMEOUT", "DEFAULT_RUN_TTL", "MAX_DISPATCH_DEADLINE", "GcpSettings"]
 
 # Cloud Tasks refuses a schedule_time more than 30 days ahead; stay a day under it
 # (the engine re-sends a message that comes early: a hop).
 MAX_TASK_DELAY = 29 * 86400.0
+#: Cloud Run's request timeout when the service does not set one.
+CLOUD_RUN_DEFAULT_TIMEOUT = 300.0
+#: Cloud Tasks waits at most 30 minutes for an HTTP task's answer (its dispatch deadline).
+MAX_DISPATCH_DEADLINE = 1800.0
+#: ... and at least 15 seconds.
+MIN_DISPATCH_DEADLINE = 15.0
+
+
+#: How long a finished run's documents are kept by default (Firestore's TTL policy).
+DEFAULT_RUN_TTL = 30 * 86400.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _ttl(settings: Mapping[str, str]) -> float | None:
+    """``run_ttl``: seconds, or a number with s/m/h/d; ``off`` (or 0) for never."""
+    raw = (settings.get("run_ttl") or "").strip().lower()
+    if not raw:
+        return DEFAULT_RUN_TTL
+    if raw in ("off", "never", "0"):
+        return None
+    number, unit = (raw[:-1], _UNITS[raw[-1]]) if raw[-1] in _UNITS else (raw, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            "WORLDFLOW_GCP_RUN_TTL must be a duration such as 30d, 12h or 3600 (seconds), "
+            f"or off; got {settings.get('run_ttl')!r}"
+        )
+    return seconds
+
+
+def _url(settings: Mapping[str, str], key: str, variable: str) -> str | None:
+    """An absolute http(s) URL without its trailing slash, or None when unset."""
+    raw = (settings.get(key) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    scheme, _, rest = raw.partition("://")
+    if scheme not in ("http", "https") or not rest or rest.startswith("/"):
+        raise ValueError(
+            f"{variable} must be an absolute http(s) URL such as "
+            f"https://worldflow-123.us-central1.run.app, got {settings.get(key)!r}"
+        )
+    return raw
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -50,8 +95,17 @@ class GcpSettings:
     listen: str | None = None  # "host:port": serve the app in this process (tests, dev)
     heartbeat: float = 10.0  # seconds between a worker's heartbeats
     lease: float = 30.0  # a worker silent this long is dead; its step attempts are lost
-    drain_timeout: float = 540.0  # how long a task request may take (Cloud Run allows 600 s)
+    # Cloud Run's request timeout (WORLDFLOW_GCP_REQUEST_TIMEOUT, set by Terraform from the
+    # service's): the longest one step attempt may take there, and each task's dispatch
+    # deadline, so that Cloud Tasks waits for the answer as long as Cloud Run lets it run.
+    request_timeout: float = CLOUD_RUN_DEFAULT_TIMEOUT
+    # How long a task request waits for its run's steps before answering: a minute under
+    # the request timeout unless set.
+    drain_timeout: float = CLOUD_RUN_DEFAULT_TIMEOUT - 60.0
     max_webhook_bytes: int = 1 << 20
+    # A finished run's documents get ``expire_at`` = its end + this, which Firestore's TTL
+    # policy (infra/gcp) deletes after; None: no expiry written.
+    run_ttl: float | None = DEFAULT_RUN_TTL
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, str]) -> GcpSettings:
@@ -65,11 +119,25 @@ class GcpSettings:
         def text(key: str) -> str | None:
             return settings.get(key) or None
 
+        request_timeout = _float(settings, "request_timeout", CLOUD_RUN_DEFAULT_TIMEOUT)
+        if not MIN_DISPATCH_DEADLINE <= request_timeout <= MAX_DISPATCH_DEADLINE:
+            raise ValueError(
+                "WORLDFLOW_GCP_REQUEST_TIMEOUT must be from 15 to 1800 seconds (Cloud Tasks "
+                f"waits that long at most for a task's answer), got {request_timeout:g}"
+            )
+        drain_timeout = _float(settings, "drain_timeout", max(request_timeout - 60.0, 5.0))
+        if not 0 < drain_timeout < request_timeout:
+            raise ValueError(
+                f"WORLDFLOW_GCP_DRAIN_TIMEOUT ({drain_timeout:g} s) must be above 0 and under "
+                f"WORLDFLOW_GCP_REQUEST_TIMEOUT ({request_timeout:g} s): a task request must "
+                "answer before Cloud Run cuts it off"
+            )
+
         return cls(
             project=project,
             location=settings.get("location") or _DEFAULTS["location"],
             queue=settings.get("queue") or _DEFAULTS["queue"],
-            service_url=(text("service_url") or "").rstrip("/") or None,
+            service_url=_url(settings, "service_url", "WORLDFLOW_GCP_SERVICE_URL"),
             bucket=text("bucket"),
             tasks_endpoint=text("tasks_endpoint"),
             database=settings.get("database") or _DEFAULTS["database"],
@@ -77,15 +145,23 @@ class GcpSettings:
             shared_secret=text("shared_secret"),
             tasks_service_account=text("tasks_service_account"),
             oidc_certs_url=settings.get("oidc_certs_url") or _DEFAULTS["oidc_certs_url"],
-            public_url=(text("public_url") or "").rstrip("/") or None,
+            public_url=_url(settings, "public_url", "WORLDFLOW_PUBLIC_URL"),
             listen=text("listen"),
             heartbeat=_float(settings, "heartbeat", _DEFAULTS["heartbeat"]),
             lease=_float(settings, "lease", _DEFAULTS["lease"]),
-            drain_timeout=_float(settings, "drain_timeout", _DEFAULTS["drain_timeout"]),
+            request_timeout=request_timeout,
+            drain_timeout=drain_timeout,
+            run_ttl=_ttl(settings),
             max_webhook_bytes=int(
                 _float(settings, "max_webhook_bytes", _DEFAULTS["max_webhook_bytes"])
             ),
         )
+
+    @property
+    def dispatch_deadline(self) -> float:
+        """How long Cloud Tasks waits for a task's answer: the request timeout, within
+        the 15 s to 30 min Cloud Tasks allows."""
+        return min(max(self.request_timeout, MIN_DISPATCH_DEADLINE), MAX_DISPATCH_DEADLINE)
 
     @property
     def queue_path(self) -> str:

@@ -16,7 +16,17 @@ from ._errors import translate
 from ._queue import make_client
 from ._settings import GcpSettings
 
-__all__ = ["delete_queue", "ensure_bucket", "ensure_queue", "exports", "setup"]
+__all__ = ["QUEUE_RETRY", "delete_queue", "ensure_bucket", "ensure_queue", "exports", "setup"]
+
+#: The queue's retry config, as infra/gcp/main.tf sets it (docs/gcp.md, "Dead letters"):
+#: a bounded backstop above WORLDFLOW_MAX_DELIVERIES, 1 s doubling 8 times, then 300 s.
+QUEUE_RETRY: dict[str, Any] = {
+    "max_attempts": 100,
+    "max_retry_duration": {"seconds": 3600},
+    "min_backoff": {"seconds": 1},
+    "max_backoff": {"seconds": 300},
+    "max_doublings": 8,
+}
 
 
 async def ensure_queue(settings: GcpSettings) -> bool:
@@ -26,7 +36,8 @@ async def ensure_queue(settings: GcpSettings) -> bool:
     try:
         with translate(f"create Cloud Tasks queue {settings.queue_path}"):
             try:
-                await client.create_queue(parent=parent, queue={"name": settings.queue_path})
+                queue = {"name": settings.queue_path, "retry_config": QUEUE_RETRY}
+                await client.create_queue(parent=parent, queue=queue)
             except Exception as exc:
                 if type(exc).__name__ == "AlreadyExists":
                     return False

@@ -14,6 +14,10 @@ The data model (docs/gcp.md draws it):
   counted).
 - ``workers/{worker_id}``: ``until`` (wall-clock seconds the heartbeat holds).
 
+When a run ends, its run document and every events document get ``expire_at``
+(a timestamp: the end plus ``run_ttl``), the field Firestore's TTL policy
+(infra/gcp/main.tf) deletes documents after.
+
 Values are JSON text, not Firestore maps: Firestore has no nested arrays, and
 text keeps a document's size exact. Big values never reach this module: the
 engine puts them in Cloud Storage first and stores a reference.
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +56,8 @@ from ._queue import delivery_of, encode_task
 
 __all__ = ["FirestoreStore"]
 
+log = logging.getLogger("worldflow.gcp")
+
 
 def hook_doc_id(token: str) -> str:
     """Tokens may hold '/' or be long: the document id is a hash, the token a field."""
@@ -72,12 +80,19 @@ def _decode_out(text: str, where: str) -> list[Outgoing]:
 class FirestoreStore:
     """Storage and Workers over an ``AsyncClient`` (created on first use, on the running loop)."""
 
-    def __init__(self, project: str, database: str = "(default)") -> None:
+    def __init__(
+        self, project: str, database: str = "(default)", *, run_ttl: float | None = None
+    ) -> None:
         self.project = project
         self.database = database
+        self.run_ttl = run_ttl
         self._client: Any = None
         self._closed = False
         self._holders: dict[str, str] = {}  # run -> the holder this process last wrote
+        # run -> the ids of all its events documents, for runs this process has seen from
+        # their start (created, or read from seq 0): a run's end gives them their expiry
+        # without reading them first.
+        self._chains: dict[str, set[int]] = {}
         # Billable operations, counted at the client (bench/bench_gcp.py).
         self.reads = 0
         self.writes = 0
@@ -160,6 +175,7 @@ class FirestoreStore:
         try:
             with translate(f"create run {create.run_id!r} in Firestore"):
                 await batch.commit()
+            self._chain(create.run_id, {0}, start=True)
         except Exception as exc:
             if not _already_exists(exc):
                 raise
@@ -205,9 +221,48 @@ class FirestoreStore:
                 update["error"] = json_dumps(a.error)
             if a.status in TERMINAL:
                 update["holder"] = None
+                expiry = self._expiry(update["updated_at"])
+                if expiry is not None:
+                    update["expire_at"] = expiry
         if a.holder is not None and self._holders.get(a.run_id) != a.holder:
             update.setdefault("holder", a.holder)
         return update or None
+
+    def _chain(self, run_id: str, ids: set[int], *, start: bool = False) -> None:
+        """Note events documents of a run (``start``: all of them from its first)."""
+        known = self._chains.get(run_id)
+        if known is not None:
+            known.update(ids)
+        elif start and self.run_ttl is not None:
+            self._chains[run_id] = set(ids)
+            if len(self._chains) > 2_000:  # the oldest then reads its ids at its end
+                del self._chains[next(iter(self._chains))]
+
+    def _expiry(self, ended: float) -> dt.datetime | None:
+        """When a run that ended at ``ended`` may be deleted (Firestore's TTL reads it)."""
+        if self.run_ttl is None:
+            return None
+        return dt.datetime.fromtimestamp(ended + self.run_ttl, dt.UTC)
+
+    async def _expire_events(self, run_id: str, expiry: dt.datetime, skip: int) -> None:
+        """Give the run's earlier events documents its expiry: one read and one write
+        each, once, when the run ends (the TTL policy deletes documents one by one, and a
+        run document's deletion leaves its events)."""
+        known = self._chains.pop(run_id, None)
+        if known is not None:  # every document of the chain passed through this process
+            events = self._run_ref(run_id).collection("events")
+            refs = [events.document(f"{seq:012d}") for seq in sorted(known - {skip})]
+        else:
+            query = self._run_ref(run_id).collection("events").select(["last"])
+            docs = await self._query(query, f"list the events of run {run_id!r}")
+            refs = [doc.reference for doc in docs if doc.id != f"{skip:012d}"]
+        for start in range(0, len(refs), 500):  # a batch takes 500 writes
+            batch = self.client.batch()
+            for ref in refs[start : start + 500]:
+                batch.update(ref, {"expire_at": expiry})
+            with translate(f"set the expiry of run {run_id!r}'s events in Firestore"):
+                await batch.commit()
+        self.writes += len(refs)
 
     def _wrote(self, a: Append, update: dict[str, Any] | None) -> None:
         """After a committed append: the run document's holder, as this process wrote it."""
@@ -231,6 +286,9 @@ class FirestoreStore:
             out = b"[" + b",".join(encode_task(m) for m in a.messages) + b"]"
             doc.update(out=out.decode(), sent=False, written_at=time.time())
         update = self._run_update(a)
+        expiry = None if update is None else update.get("expire_at")
+        if expiry is not None:
+            doc["expire_at"] = expiry
         try:
             if a.hooks_created or a.hooks_removed:
                 ok = await self._append_with_hooks(a, doc, update)
@@ -241,6 +299,17 @@ class FirestoreStore:
             raise
         if ok:
             self._wrote(a, update)
+            self._chain(a.run_id, {a.expected_seq})
+            if expiry is not None:
+                # Once the run's end is durable. Should this fail (or the process die
+                # first), the earlier events documents keep no expiry: they outlive the
+                # run document (WORLDFLOW_RETENTION's sweep deletes them, if shorter).
+                try:
+                    await self._expire_events(a.run_id, expiry, a.expected_seq)
+                except Exception as exc:
+                    log.warning(
+                        "worldflow: run %s ended, its events keep no expiry: %s", a.run_id, exc
+                    )
         else:
             self._holders.pop(a.run_id, None)  # another writer's: the run document is theirs
         return ok
@@ -315,6 +384,8 @@ class FirestoreStore:
         docs = await self._query(query, f"read the events of run {run_id!r}")
         events: list[Event] = []
         unsent: list[Unsent] = []
+        ids = {int(snap.id) for snap in docs if snap.id.isdigit()}
+        self._chain(run_id, ids, start=after_seq == 0)
         for snap in docs:
             doc = snap.to_dict()
             where = f"run {run_id!r}: events document {snap.id} in Firestore"

@@ -8,7 +8,8 @@ venv of its own). What is patched, and why (docs/gcp.md, "emulators' quirks"):
 
 - it binds every interface (``[::]``): bound to 127.0.0.1 only;
 - it posts tasks with no timeout, so a hung handler would stop the queue for
-  good: a 60 s timeout, after which the task is retried like a failure;
+  good: the task's ``dispatch_deadline`` (60 s without one), after which the
+  task is retried like a failure, as Cloud Tasks does;
 - it sweeps each queue every 0.1 s: 0.05 s, so a test waits less for a task;
 - it dispatches one task at a time per queue, so one request held open (a hook
   payload the engine keeps until the one numbered before it comes) stops the
@@ -48,6 +49,7 @@ _urlopen = request.urlopen
 
 CONCURRENCY = 32
 _lock = threading.Lock()
+_deadline = threading.local()  # the dispatch deadline of the task this thread posts
 _pool = ThreadPoolExecutor(CONCURRENCY)
 
 
@@ -77,6 +79,8 @@ def _process_queue_concurrently(self: server.Processor, queue: str) -> None:
 
 def _dispatch(state: Any, queue: str, task: Any) -> None:
     task.dispatch_count += 1
+    deadline = task.dispatch_deadline
+    _deadline.seconds = deadline.total_seconds() if deadline else 60.0
     try:
         with server._make_task_request(queue, task, state._target_host, state._target_port) as r:
             status = r.status
@@ -91,7 +95,7 @@ def _dispatch(state: Any, queue: str, task: Any) -> None:
 
 
 def _urlopen_with_timeout(req: request.Request, *args: object, **kwargs: object) -> object:
-    kwargs.setdefault("timeout", 60)
+    kwargs.setdefault("timeout", getattr(_deadline, "seconds", 60.0))
     return _urlopen(req, *args, **kwargs)  # type: ignore[call-overload]
 
 

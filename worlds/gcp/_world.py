@@ -2,7 +2,7 @@
 
 :class:`~._store.FirestoreStore` is the Storage and the Workers (heartbeats),
 :class:`~._queue.TaskQueue` the Queue, :class:`~._blobs.CloudStorage` the
-Blobs. Tasks reach the engine through the Cloud Run service's task route
+Blobs, :class:`~._dead_letters.FirestoreDeadLetters` the DeadLetters. Tasks reach the engine through the Cloud Run service's task route
 (:mod:`._host`), which answers as the engine's disposition says. The engine
 does the rest: the outbox (Firestore and Cloud Tasks share no transaction),
 big values in Cloud Storage, sleeps past Cloud Tasks' 30 days, heartbeats
@@ -20,6 +20,7 @@ from typing import Any
 from worldflow.world import Capabilities, Clock, SystemClock, World
 
 from ._blobs import CloudStorage
+from ._dead_letters import FirestoreDeadLetters
 from ._queue import TaskQueue
 from ._settings import MAX_TASK_DELAY, GcpSettings
 from ._store import FirestoreStore
@@ -41,7 +42,7 @@ class GcpWorld(World):
 
     def __init__(self, settings: GcpSettings, *, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
-        store = FirestoreStore(settings.project, settings.database)
+        store = FirestoreStore(settings.project, settings.database, run_ttl=settings.run_ttl)
         queue = TaskQueue(settings, clock)
         blobs = CloudStorage(settings.project, settings.bucket)
         real_time = isinstance(clock, SystemClock)
@@ -50,6 +51,7 @@ class GcpWorld(World):
             queue=queue,
             workers=store,
             blobs=blobs,
+            dead_letters=FirestoreDeadLetters(store, queue),
             clock=clock,
             capabilities=Capabilities(
                 max_delay=MAX_TASK_DELAY,
@@ -57,7 +59,15 @@ class GcpWorld(World):
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 transactional_messages=False,
                 embedded=False,
+                # Steps run inside the task request that reached them: past the request
+                # timeout Cloud Run cuts the request, and may stop an instance it thinks idle.
+                max_attempt_seconds=settings.dispatch_deadline,
+                host_limit="Cloud Run's request timeout (WORLDFLOW_GCP_REQUEST_TIMEOUT)",
             ),
+            # Cloud Run does not tell a service its own URL (it sets K_SERVICE, K_REVISION,
+            # PORT): Terraform passes it. Webhook URLs are WORLDFLOW_PUBLIC_URL's, else the
+            # service URL's (tasks need it anyway); with neither, create_webhook fails
+            # with an error that says which setting to give.
             public_url=settings.public_url or settings.service_url,
             heartbeat=settings.heartbeat,
             lease=settings.lease,

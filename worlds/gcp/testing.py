@@ -279,6 +279,7 @@ def service_env(settings: GcpSettings, em: Emulators | None = None) -> dict[str,
         "SHARED_SECRET": settings.shared_secret,
         "HEARTBEAT": str(settings.heartbeat),
         "LEASE": str(settings.lease),
+        "REQUEST_TIMEOUT": str(settings.request_timeout),
         "DRAIN_TIMEOUT": str(settings.drain_timeout),
     }
     env["WORLDFLOW_WORLD"] = "gcp"

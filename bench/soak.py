@@ -1,0 +1,335 @@
+"""The kill soak: runs mixing steps, retries, sleeps and hooks on several worker
+processes, one of them SIGKILLed at random every 0.2-1 s and restarted.
+
+    python bench/soak.py                          # local and postgres, 50 runs, 200 kills
+    python bench/soak.py --world local --runs 20 --kills 40
+
+Prints a table: every run must complete with the expected result, with exactly
+one recorded result per step (none lost, none twice); the step executions
+beyond the least the workload needs are the at-least-once cost of the kills
+(an attempt cut short by a kill runs again once its worker's lease runs out,
+or at once where the World learns of the death sooner).
+
+Each step writes a line ``step_id attempt`` to an append-only file when its
+body starts: that counts executions independently of the World's own log.
+Children (sub-workflows) are not in the mix yet: worldflow has none.
+
+Needs PostgreSQL on 127.0.0.1:5432 (or WORLDFLOW_POSTGRES_URL's server) for
+the postgres world; the database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import worldflow as wf
+from worldflow.world import World
+
+FLOWS = '''
+import asyncio, os, time
+import worldflow as wf
+
+
+def _executed() -> None:
+    meta = wf.get_step_metadata()
+    line = f"{meta.step_id} {meta.attempt}\\n".encode()
+    fd = os.open(os.environ["SOAK_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@wf.step(max_retries=10, retry_delay=0.05, backoff=1.0)
+async def work(key: str, i: int) -> int:
+    _executed()
+    await asyncio.sleep(0.01 + (i % 3) * 0.01)
+    return i
+
+
+@wf.step(max_retries=10, retry_delay=0.05, backoff=1.0)
+async def flaky(key: str) -> int:
+    """Fails its first attempt, every time: a retry the workload always needs."""
+    _executed()
+    if wf.get_step_metadata().attempt == 1:
+        raise RuntimeError("the first attempt of flaky fails")
+    return 100
+
+
+@wf.step(max_retries=10, retry_delay=0.05, backoff=1.0)
+def blocking(key: str, i: int) -> int:
+    _executed()
+    time.sleep(0.005)
+    return 2 * i
+
+
+@wf.workflow
+async def mixed(key: str) -> int:
+    total = 0
+    for i in range(4):
+        total += await work(key, i)
+    total += await flaky(key)
+    await wf.sleep(0.5)
+    payload = await wf.create_hook(token=f"soak:{key}")
+    total += int(payload)
+    parts = await asyncio.gather(*(blocking(key, i) for i in range(3)))
+    return total + sum(parts)
+'''
+#: The result of ``mixed`` when its hook receives 7.
+EXPECTED = sum(range(4)) + 100 + 7 + 2 * sum(range(3))
+#: Steps per run, and the executions one run needs at least (flaky's failure).
+STEPS = 4 + 1 + 3
+LEAST = STEPS + 1
+
+SERVE = """
+import asyncio, sys
+import worldflow as wf
+import soakflows  # registers the workflow
+
+
+async def main():
+    async with wf.worker():
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class Outcome:
+    world: str
+    runs: int
+    right: int
+    kills: int
+    lost: int
+    twice: int
+    executions: int
+    least: int
+    wall: float
+
+    @property
+    def extra(self) -> int:
+        return self.executions - self.least
+
+
+def _world_env(world: str, folder: Path, url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")}
+    env.update(
+        {
+            "WORLDFLOW_WORLD": world,
+            "SOAK_LOG": str(folder / "executions.log"),
+            "PYTHONPATH": str(folder),
+        }
+    )
+    if world == "local":
+        env.update(
+            {
+                "WORLDFLOW_DATA_DIR": str(folder / "data"),
+                "WORLDFLOW_LOCAL_HEARTBEAT": "0.2",
+                "WORLDFLOW_LOCAL_LEASE": "1.0",
+            }
+        )
+    else:
+        assert url is not None
+        env.update(
+            {
+                "WORLDFLOW_POSTGRES_URL": url,
+                "WORLDFLOW_POSTGRES_HEARTBEAT": "0.2",
+                "WORLDFLOW_POSTGRES_LEASE": "1.0",
+            }
+        )
+    return env
+
+
+class Workers:
+    """Worker processes serving the World; one killed and restarted at a time."""
+
+    def __init__(self, count: int, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env = folder, env
+        self.errors = (folder / "workers.err").open("ab")
+        self.procs = [self._spawn() for _ in range(count)]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(self.folder / "serve.py")],
+            cwd=self.folder,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.errors,
+        )
+
+    def kill_one(self, rng: random.Random) -> None:
+        i = rng.randrange(len(self.procs))
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        self.procs[i] = self._spawn()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait()
+        self.errors.close()
+
+
+async def _resume_when_created(token: str, stop: float) -> None:
+    while time.monotonic() < stop:
+        try:
+            await wf.resume_hook(token, 7)
+            return
+        except wf.HookNotFound:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"hook {token!r} was never created")
+
+
+async def _soak(
+    world_name: str, runs: int, kills: int, workers: int, url: str | None, seed: int
+) -> Outcome:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="worldflow-soak-") as tmp:
+        folder = Path(tmp)
+        (folder / "soakflows.py").write_text(textwrap.dedent(FLOWS))
+        (folder / "serve.py").write_text(SERVE)
+        env = _world_env(world_name, folder, url)
+        sys.path.insert(0, str(folder))
+        os.environ["SOAK_LOG"] = env["SOAK_LOG"]
+        import soakflows
+
+        began = time.monotonic()
+        pool = Workers(workers, folder, env)
+        settings = {k: v for k, v in env.items() if k.startswith("WORLDFLOW_")}
+        saved = {k: os.environ.get(k) for k in settings}
+        os.environ.update(settings)
+        try:
+            # This process only starts runs, sends payloads and looks: the workers run them.
+            wf.configure(world=_client_world, serve="never")
+            window = kills * 0.6  # the mean gap between kills
+
+            async def killer() -> None:
+                for _ in range(kills):
+                    await asyncio.sleep(rng.uniform(0.2, 1.0))
+                    await asyncio.to_thread(pool.kill_one, rng)
+
+            killing = asyncio.create_task(killer())
+            handles = []
+            resumers = []
+            for i in range(runs):
+                key = f"r{i}"
+                handles.append(await wf.start(soakflows.mixed, key, id=f"soak-{key}"))
+                resumers.append(
+                    asyncio.create_task(
+                        _resume_when_created(f"soak:{key}", time.monotonic() + window + 300)
+                    )
+                )
+                await asyncio.sleep(0.8 * window / runs)
+            await asyncio.gather(*resumers)
+            results = await asyncio.gather(
+                *(h.result(timeout=window + 300) for h in handles), return_exceptions=True
+            )
+            await killing
+            right = sum(1 for r in results if r == EXPECTED)
+            lost = twice = 0
+            for handle in handles:
+                completed = collections.Counter(
+                    e.data["cid"] for e in await handle.events() if e.kind == "step_completed"
+                )
+                lost += STEPS - len(completed)
+                twice += sum(n - 1 for n in completed.values())
+        finally:
+            pool.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            sys.path.remove(str(folder))
+            sys.modules.pop("soakflows", None)
+        executions = len((folder / "executions.log").read_text().splitlines())
+        return Outcome(
+            world_name,
+            runs,
+            right,
+            kills,
+            lost,
+            twice,
+            executions,
+            runs * LEAST,
+            time.monotonic() - began,
+        )
+
+
+def _client_world() -> World:
+    from worldflow.world import load_settings
+
+    name = os.environ["WORLDFLOW_WORLD"]
+    if name == "local":
+        from worldflow.worlds.local import LocalWorld
+
+        return LocalWorld(os.environ["WORLDFLOW_DATA_DIR"])
+    from worldflow.worlds.postgres import create_world
+
+    return create_world(load_settings("postgres"))
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    from worldflow.worlds.postgres.testing import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+def soak(world: str, runs: int, kills: int, workers: int = 3, seed: int = 1) -> Outcome:
+    """One soak on ``world`` ("local" or "postgres"); the figures."""
+    if world == "postgres":
+        with _database() as url:
+            return asyncio.run(_soak(world, runs, kills, workers, url, seed))
+    return asyncio.run(_soak(world, runs, kills, workers, None, seed))
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = (
+        "world      runs  right  kills  lost  twice  executions  least  extra (at-least-once)  wall"
+    )
+    lines = [head, "-" * len(head)]
+    for o in outcomes:
+        share = 100.0 * o.extra / o.least if o.least else 0.0
+        lines.append(
+            f"{o.world:<9} {o.runs:>5} {o.right:>6} {o.kills:>6} {o.lost:>5} {o.twice:>6}"
+            f" {o.executions:>11} {o.least:>6} {o.extra:>6} ({share:4.1f}%)"
+            f"{' ':>9}{o.wall:6.1f}s"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", choices=("local", "postgres", "both"), default="both")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    worlds = ["local", "postgres"] if args.world == "both" else [args.world]
+    outcomes = [soak(w, args.runs, args.kills, args.workers, args.seed) for w in worlds]
+    print(table(outcomes))
+    bad = [o for o in outcomes if o.right != o.runs or o.lost or o.twice]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

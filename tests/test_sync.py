@@ -1,0 +1,215 @@
+"""The blocking entry points (``wf.start_sync``, ``run.result_sync`` ...), as code
+without an event loop uses them: a plain thread, a running event loop's thread, a
+Flask app under a real WSGI server, a forked child (gunicorn's pre-fork workers).
+
+Each scenario runs in a fresh interpreter: worldflow's background loop is one per
+process, as it is in a web server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FLOWS = """
+import worldflow as wf
+
+@wf.step
+def double(x: int) -> int:
+    return 2 * x
+
+@wf.workflow
+async def twice(x: int) -> int:
+    return await double(await double(x))
+
+@wf.workflow
+async def approval(order: str) -> dict:
+    decision = await wf.create_hook(token=f"approve:{order}")
+    return {"order": order, "decision": decision}
+
+@wf.step
+async def starts_from_a_step() -> str:  # an async step runs on worldflow's own loop
+    try:
+        wf.start_sync(twice, 1)
+    except RuntimeError as exc:
+        return str(exc)
+    return "no error"
+
+@wf.workflow
+async def nested() -> str:
+    return await starts_from_a_step()
+"""
+
+
+def _run(tmp_path: Path, script: str) -> dict[str, object]:
+    (tmp_path / "flows.py").write_text(textwrap.dedent(FLOWS))
+    (tmp_path / "main.py").write_text(textwrap.dedent(script))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")},
+        "WORLDFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "main.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_from_a_plain_script_and_threads(tmp_path: Path) -> None:
+    out = _run(
+        tmp_path,
+        """
+        import json, threading
+        import worldflow as wf
+        import flows
+
+        run = wf.start_sync(flows.twice, 5)
+        first = run.result_sync(timeout=30)
+        status = run.status_sync()
+        results = []
+        def in_a_thread(i):
+            results.append(wf.start_sync(flows.twice, i, id=f"t-{i}").result_sync(timeout=30))
+        threads = [threading.Thread(target=in_a_thread, args=(i,)) for i in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        # a hook resumed from sync code
+        waiting = wf.start_sync(flows.approval, "o-1")
+        while True:
+            try:
+                wf.resume_hook_sync("approve:o-1", "yes")
+                break
+            except wf.HookNotFound:
+                pass
+        approved = waiting.result_sync(timeout=30)
+        try:
+            wf.start_sync(flows.approval, "o-2").result_sync(timeout=0.2)
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+        inside = wf.start_sync(flows.nested).result_sync(timeout=30)
+        print(json.dumps({"first": first, "status": status, "threads": sorted(results),
+                          "approved": approved, "timed_out": timed_out, "inside": inside}))
+        """,
+    )
+    assert out["first"] == 20 and out["status"] == "completed"
+    assert out["threads"] == sorted(4 * i for i in range(8))
+    assert out["approved"] == {"order": "o-1", "decision": "yes"}
+    assert out["timed_out"] is True
+    assert "cannot be called from worldflow's own event loop" in str(out["inside"])
+
+
+def test_from_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """A sync helper called by async code: it blocks the caller's loop for the call,
+    and works (the run is executed on worldflow's own loop, not the caller's)."""
+    out = _run(
+        tmp_path,
+        """
+        import asyncio, json
+        import worldflow as wf
+        import flows
+
+        async def view():
+            run = wf.start_sync(flows.twice, 3)
+            return run.result_sync(timeout=30)
+
+        print(json.dumps({"result": asyncio.run(view())}))
+        """,
+    )
+    assert out == {"result": 12}
+
+
+def test_in_forked_children(tmp_path: Path) -> None:
+    """Pre-fork servers: the parent used worldflow, then forks; each child starts its
+    own loop and runtime on first use and runs work of its own."""
+    out = _run(
+        tmp_path,
+        """
+        import json, os
+        import worldflow as wf
+        import flows
+
+        parent = wf.start_sync(flows.twice, 1).result_sync(timeout=30)
+        children = []
+        for i in range(2):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                value = wf.start_sync(flows.twice, 10 + i).result_sync(timeout=30)
+                os.write(w, json.dumps(value).encode())
+                os._exit(0)
+            os.close(w)
+            with os.fdopen(r) as f:
+                children.append(json.loads(f.read()))
+            os.waitpid(pid, 0)
+        after = wf.start_sync(flows.twice, 2).result_sync(timeout=30)
+        print(json.dumps({"parent": parent, "children": children, "after": after}))
+        """,
+    )
+    assert out == {"parent": 4, "children": [40, 44], "after": 8}
+
+
+def test_a_flask_app_under_a_wsgi_server(tmp_path: Path) -> None:
+    pytest.importorskip("flask")
+    out = _run(
+        tmp_path,
+        """
+        import json, threading, urllib.request
+        from flask import Flask, jsonify, request
+        from werkzeug.serving import make_server
+        import worldflow as wf
+        import flows
+
+        app = Flask(__name__)
+
+        @app.post("/orders/<order>")
+        def place(order):
+            run = wf.start_sync(flows.approval, order, id=f"order-{order}")
+            return jsonify({"run": run.id, "status": run.status_sync()})
+
+        @app.post("/orders/<order>/approve")
+        def approve(order):
+            wf.resume_hook_sync(f"approve:{order}", request.get_json()["decision"])
+            return jsonify(wf.get_run(f"order-{order}").result_sync(timeout=30))
+
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_port}"
+
+        def post(path, body=None):
+            req = urllib.request.Request(base + path, data=json.dumps(body or {}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())
+
+        placed = post("/orders/7")
+        import time
+        for _ in range(200):  # the hook exists once the run has reached it
+            try:
+                approved = post("/orders/7/approve", {"decision": "ok"})
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)
+        server.shutdown()
+        print(json.dumps({"placed": placed, "approved": approved}))
+        """,
+    )
+    assert out["placed"] == {"run": "order-7", "status": out["placed"]["status"]}  # type: ignore[index]
+    assert out["placed"]["status"] in ("pending", "running")  # type: ignore[index]
+    assert out["approved"] == {"order": "7", "decision": "ok"}
