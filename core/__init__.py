@@ -16,26 +16,14 @@ its workflow function against that log. A World (``local`` by default, or
 ``aws``, ``gcp``) decides where the log lives and how work is queued.
 """
 
-import logging
+from typing import TYPE_CHECKING, Any
 
-from . import signatures
-from ._api import (
-    Run,
-    WorkflowMetadata,
-    configure,
-    get_run,
-    get_workflow_metadata,
-    list_runs,
-    now,
-    random,
-    resume_hook,
-    sleep,
-    start,
-    uuid4,
-    worker,
-)
-from ._attempts import StepMetadata, get_step_metadata
-from ._clock import Clock, SystemClock, VirtualClock
+# Imported at once: what a module defining workflows and steps uses while it is
+# being imported (the decorators, the errors, register_type). The rest is loaded
+# on first use (module ``__getattr__`` below): running, inspecting and the World
+# seam pull in asyncio, ssl, logging, sqlite3 and the codec, which a process
+# that only imports its workflows (a CLI, a Lambda container before its first
+# event) need not pay for at import. tests/test_import_time.py pins this.
 from ._definitions import Step, Workflow, step, workflow
 from ._errors import (
     CorruptLogError,
@@ -56,28 +44,91 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
-from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
-from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
-from ._sync import resume_hook_sync, start_sync
-from ._typed_hooks import HookType, define_hook
 from ._types import register_type
-from ._world import Event, RunInfo, RunPage
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import schedules, signatures
+    from ._api import (
+        Run,
+        WorkflowMetadata,
+        configure,
+        get_run,
+        get_workflow_metadata,
+        list_runs,
+        now,
+        random,
+        resume_hook,
+        sleep,
+        start,
+        uuid4,
+        worker,
+    )
+    from ._attempts import StepMetadata, get_step_metadata
+    from ._clock import Clock, SystemClock, VirtualClock
+    from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
+    from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+    from ._sync import resume_hook_sync, start_sync
+    from ._typed_hooks import HookType, define_hook
+    from ._world import Event, RunInfo, RunPage
+    from .schedules import schedule
 
 __version__ = "0.1.0"
 
+# name -> (the module that defines it, the attribute; None: the module itself),
+# imported on first access.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    **{
+        name: ("_api", name)
+        for name in (
+            "Run",
+            "WorkflowMetadata",
+            "configure",
+            "get_run",
+            "get_workflow_metadata",
+            "list_runs",
+            "now",
+            "random",
+            "resume_hook",
+            "sleep",
+            "start",
+            "uuid4",
+            "worker",
+        )
+    },
+    **{name: ("_attempts", name) for name in ("StepMetadata", "get_step_metadata")},
+    **{name: ("_clock", name) for name in ("Clock", "SystemClock", "VirtualClock")},
+    **{
+        name: ("_hooks", name)
+        for name in ("Hook", "Webhook", "WebhookRequest", "create_hook", "create_webhook")
+    },
+    **{name: ("_inspect", name) for name in ("AttemptInfo", "RunDetail", "StepInfo", "WaitInfo")},
+    **{name: ("_sync", name) for name in ("resume_hook_sync", "start_sync")},
+    **{name: ("_typed_hooks", name) for name in ("HookType", "define_hook")},
+    **{name: ("_world", name) for name in ("Event", "RunInfo", "RunPage")},
+    # Schedules bring zoneinfo and register workflows of their own.
+    "schedule": ("schedules", "schedule"),
+    "schedules": ("schedules", None),
+    "signatures": ("signatures", None),
+}
 
-def __getattr__(name: str) -> object:
-    # Loaded on first use: schedules bring zoneinfo and register their own workflows.
-    if name in ("schedule", "schedules"):
-        import importlib
 
-        schedules = importlib.import_module("worldflow.schedules")
-        return schedules.schedule if name == "schedule" else schedules
-    raise AttributeError(f"module 'worldflow' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    found = _LAZY.get(name)
+    if found is None:
+        raise AttributeError(f"module 'worldflow' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = found
+    value = importlib.import_module(f".{module}", __name__)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # looked up as a plain global from now on
+    return value
 
 
-# A library logs, it does not print: the user's logging configuration decides.
-logging.getLogger("worldflow").addHandler(logging.NullHandler())
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AttemptInfo",

@@ -17,17 +17,19 @@ import random as _random
 import uuid as _uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
 from ._definitions import Workflow, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
-from ._inspect import RunDetail, StepInfo, inspect_run
 from ._loop import current_instance
 from ._runtime import Runtime
 from ._world import TERMINAL, Event, RunInfo, RunPage, World
+
+if TYPE_CHECKING:
+    from ._inspect import RunDetail, StepInfo
 
 __all__ = [
     "Run",
@@ -318,6 +320,8 @@ class Run(Generic[R]):
         sleeps and hook waits (with their times, for a timeline), input, output."""
         runtime = await _runtime()
         info = await runtime.get_run(self.id)
+        from ._inspect import inspect_run  # the display code: only for those who look
+
         return inspect_run(info, await runtime.backend.read_events(self.id))
 
     async def steps(self) -> list[StepInfo]:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from ._duration import parse_duration
 from ._errors import WorkflowNotFound
-from ._loop import current_instance
 
 if TYPE_CHECKING:
     import asyncio
+
+    from ._instance import WorkflowInstance
 
 __all__ = ["Step", "StepOptions", "Workflow", "get_step", "get_workflow", "step", "workflow"]
 
@@ -30,6 +31,22 @@ R = TypeVar("R")
 
 _WORKFLOWS: dict[str, Workflow[Any, Any]] = {}
 _STEPS: dict[str, Step[Any, Any]] = {}
+
+
+def _instance_until_loop() -> WorkflowInstance | None:
+    """The workflow instance running now: none before the workflow loop's module is
+    imported (nothing can run workflow code without it), then the loop's own answer.
+
+    Keeps ``import worldflow`` (which defining steps needs) from importing asyncio."""
+    loop = sys.modules.get(f"{__package__}._loop")
+    if loop is None:
+        return None
+    global current_instance
+    current_instance = loop.current_instance
+    return current_instance()
+
+
+current_instance: Callable[[], WorkflowInstance | None] = _instance_until_loop
 
 
 def _default_name(fn: Callable[..., Any]) -> str:

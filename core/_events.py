@@ -29,7 +29,13 @@ run_cancelled      -
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Any, NotRequired, TypedDict
+
+# A library logs, it does not print: the user's logging configuration decides.
+# Set here rather than in ``worldflow/__init__`` (whose import stays free of
+# logging): every module of the engine that logs is loaded with this one.
+logging.getLogger("worldflow").addHandler(logging.NullHandler())
 
 __all__ = [
     "CANCEL_REQUESTED",

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from worldflow import _codec
+from worldflow import _json as wf_json
 from worldflow._codec import (
     decode,
     dumps,
@@ -1205,3 +1206,66 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is_written(value: object
     with pytest.raises(SerializationError, match="lone surrogate"):
         encode(value, "a step's output")
     assert encode(["é", {"ü": "日本"}], "fine") == ["é", {"ü": "日本"}]
+
+
+# -- the JSON text every World stores (worldflow._json) -------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"cid": 1, "attempt": 2, "output": "x" * 10_000},
+        {"input": [["x\x7f" * 5_000 + '"'], {"k": "y" * 600 + "\\"}], "out": "z" * 511},
+        ["a" * 4_000 + "\n", "a" * 4_000 + "\x1f", "é" * 4_000, "\u2028" * 600],
+        {"x" * 1_000: "a key long enough to take the quick path"},
+        {"a": [1, -2.5e-300, None, True, False, 'é\n"\\\x7f\u2028\x00', {}], "b": []},
+        [{"nested": [[{"k": 10**30}]]}],
+        "a bare string \u2028 é",
+        12.5,
+        None,
+    ],
+)
+def test_stored_json_is_what_json_encoder_writes(value: object) -> None:
+    reference = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert wf_json.dumps(value) == reference.encode(value)
+    assert wf_json.loads(wf_json.dumps(value), "test") == value
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"x": float("inf")}, [float("-inf")]])
+def test_stored_json_refuses_nan_and_infinities(value: object) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        wf_json.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 10_000,
+        "x" * 5_000 + '"',
+        "\\" + "y" * 600,
+        "a" * 4_000 + "\n",
+        "a" * 4_000 + "\x00",
+        "a" * 4_000 + "\x1f",
+        "\x7f" * 600,
+        "é" * 600,
+        "z" * 511,
+        "short",
+    ],
+)
+def test_the_stored_json_escaper_writes_what_json_does(text: str) -> None:
+    assert wf_json._escaper[text] == json.encoder.encode_basestring(text)
+    # and the encoder of stored JSON is the quick one (its probe agreed), using it
+    assert wf_json.dumps is not wf_json._encoder.encode
+
+
+def test_stored_json_remembers_a_bounded_number_of_strings() -> None:
+    for i in range(wf_json.MEMO + 100):
+        wf_json.dumps({f"key {i}": "v"})
+    assert len(wf_json._escaper) <= wf_json.MEMO
+    wf_json.dumps({"x" * 41: 1})
+    assert "x" * 41 not in wf_json._escaper  # longer ones are escaped, not kept
+
+
+def test_stored_json_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        wf_json.dumps({"x": object()})

@@ -42,6 +42,8 @@ from worldflow.world import (
     json_loads,
 )
 
+from ._liveness import WorkerLocks
+
 __all__ = ["Store", "StoredMessage"]
 
 T = TypeVar("T")
@@ -186,6 +188,8 @@ class Store:
                 self.db.close()
                 raise WorldError(f"cannot open the local world's database {path!r}: {exc}") from exc
         self.on_messages: Callable[[list[StoredMessage]], None] | None = None
+        #: Whether a worker's process is still there, told by a lock it holds.
+        self.locks = WorkerLocks(None if path == ":memory:" else Path(path + ".workers"))
         # Runs whose row already names this worker as owner (a hint, not a lock:
         # the events' sequence numbers are what keep writers apart).
         self.owned: set[str] = set()
@@ -213,6 +217,7 @@ class Store:
         )
 
     def close(self) -> None:
+        self.locks.release()
         self.db.close()
 
     # -- transactions ------------------------------------------------------------
@@ -551,15 +556,48 @@ class Store:
 
     # -- Workers ---------------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:
+        alive = until >= time.time()
+        if alive and worker_id == self.worker_id:
+            self.locks.hold(worker_id)  # before the heartbeat: see _liveness
         await self.write(
             lambda: self.db.execute(
                 "INSERT OR REPLACE INTO workers (id, until) VALUES (?, ?)", (worker_id, until)
             )
         )
+        if not alive and worker_id == self.worker_id:
+            self.locks.release()  # ended cleanly: its heartbeat already says so
 
     async def expiry(self, worker_id: str) -> float | None:
         row = self.db.execute("SELECT until FROM workers WHERE id = ?", (worker_id,)).fetchone()
-        return None if row is None else float(row[0])
+        if row is None:
+            return None
+        until = float(row[0])
+        if until >= time.time() and self.locks.alive(worker_id) is False:
+            with contextlib.suppress(sqlite3.OperationalError):  # locked: the next look reaps
+                self._reap([worker_id])
+            return 0.0  # its process is gone: its heartbeat no longer holds
+        return until
+
+    def reap(self) -> list[str]:
+        """Expire the heartbeats of workers whose process is gone (their lock is free),
+        so that every query of liveness (claims, sweeps) sees them dead from now on,
+        not once their lease runs out. Returns those workers."""
+        rows = self.db.execute(
+            "SELECT id FROM workers WHERE until >= ? AND id != ?", (time.time(), self.worker_id)
+        ).fetchall()
+        dead = [row[0] for row in rows if self.locks.alive(row[0]) is False]
+        if dead:
+            self._reap(dead)
+        return dead
+
+    def _reap(self, dead: list[str]) -> None:
+        self._write(
+            lambda: self.db.executemany(
+                "UPDATE workers SET until = 0 WHERE id = ?", [(w,) for w in dead]
+            )
+        )
+        for worker in dead:
+            self.locks.discard(worker)
 
     async def expired(self, before: float, limit: int) -> list[str]:
         rows = self.db.execute(
@@ -568,7 +606,10 @@ class Store:
         return [row[0] for row in rows]
 
     def live_workers(self) -> list[str]:
-        """The workers whose heartbeat holds now, sorted."""
+        """The workers whose heartbeat holds now and whose process is not known to be
+        gone (those are reaped first), sorted."""
+        with contextlib.suppress(sqlite3.OperationalError):  # locked: the next look reaps
+            self.reap()
         rows = self.db.execute(
             "SELECT id FROM workers WHERE until >= ? ORDER BY id", (time.time(),)
         ).fetchall()
@@ -576,6 +617,8 @@ class Store:
 
     async def forget(self, worker_id: str) -> None:
         await self.write(lambda: self.db.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
+        if worker_id != self.worker_id:
+            self.locks.discard(worker_id)
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

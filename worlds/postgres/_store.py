@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,6 +51,7 @@ from worldflow.world import (
 )
 
 from ._errors import PostgresError, explain
+from ._liveness import KEY_PREFIX, LifeLock, reap_sql
 from ._settings import PostgresSettings, describe
 from ._sql import Group, Sql
 
@@ -63,6 +65,8 @@ log = logging.getLogger("worldflow.postgres")
 
 T = TypeVar("T")
 
+#: Seconds between looks for workers whose session lock is gone (see _liveness).
+REAP_INTERVAL = 0.5
 #: At most this many runs are remembered as executed here (a hint for claiming messages).
 ACTIVE_RUNS = 100_000
 #: PostgreSQL's text cannot hold it: an id or token with one can be in no row.
@@ -145,6 +149,11 @@ class Store:
         self.writes = 0  # write statements sent (the benchmark counts them)
         self.messages_queued = 0
         self._sql = Sql(f'"{settings.schema}"')
+        #: This worker's session lock, which tells others at once that its process died.
+        self.life = LifeLock(settings.url, connect_options(settings), settings.schema, worker_id)
+        self._reap = reap_sql(f'"{settings.schema}"')
+        self._reaped_at = 0.0
+        self._life_check: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<postgres {describe(self.settings.url)} schema={self.settings.schema}>"
@@ -240,6 +249,7 @@ class Store:
 
     async def close(self) -> None:
         self._closed = True
+        await self._end_life()
         await self._drop_writer()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -652,6 +662,12 @@ class Store:
         """Take up to ``limit`` due messages of runs of these workflows (or of no run) for
         this worker, under a lease; and when the next one not yet due comes due (the
         World's clock), in the same round trip."""
+        if time.monotonic() - self._reaped_at >= REAP_INTERVAL:
+            self._reaped_at = time.monotonic()
+            try:
+                await self.reap()
+            except Exception as exc:  # the lease still ends what this did not
+                log.warning("worldflow: looking for dead workers failed (%s)", exc)
         now = self.clock.now()
         sql = self._sql
         lease = self.settings.lease
@@ -702,10 +718,63 @@ class Store:
 
     # -- Workers -------------------------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:
+        alive = until >= time.time()
+        if alive and worker_id == self.worker_id and not self._closed:
+            if not self.life.held:
+                await self._hold_life()  # before the first heartbeat: see _liveness
+            elif self._life_check is None or self._life_check.done():
+                # Its session may have ended (a server restart): checked beside the
+                # heartbeat, which must not wait for a reconnection.
+                self._life_check = asyncio.get_running_loop().create_task(self._hold_life())
+
         async def body(conn: AsyncConnection[Any]) -> None:
             await conn.execute(self._sql.heartbeat, (worker_id, until))
 
         await self._run("record a heartbeat", body)
+        if not alive and worker_id == self.worker_id:
+            await self._end_life()  # ended cleanly: its heartbeat already says so
+
+    async def _end_life(self) -> None:
+        check, self._life_check = self._life_check, None
+        if check is not None and not check.done():
+            check.cancel()
+            await asyncio.wait([check])  # a check must not take the lock again after this
+        await self.life.release()
+
+    async def _hold_life(self) -> None:
+        try:
+            await self.life.hold()
+        except Exception as exc:
+            log.warning(
+                "worldflow: cannot hold this worker's session lock (%s); other workers "
+                "will learn of its end from its lease only",
+                exc,
+            )
+
+    async def reap(self, only: str | None = None) -> list[str]:
+        """Void the heartbeats of workers whose session lock is gone (their process
+        died), freeing the messages they had claimed; returns them."""
+        params = {
+            "now": time.time(),
+            "me": self.worker_id,
+            "only": only,
+            "space": self.life.space & 0xFFFFFFFF,
+            "grace": 2 * self.settings.heartbeat + 1.0,
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(self._reap, params)
+            return await cur.fetchall()
+
+        rows = await self._run("look for dead workers", body)
+        for worker, freed in rows:
+            log.info(
+                "worldflow: worker %s is gone (its session lock was released); "
+                "%d of its message(s) freed",
+                worker,
+                freed,
+            )
+        return [row[0] for row in rows]
 
     async def expiry(self, worker_id: str) -> float | None:
         async def body(conn: AsyncConnection[Any]) -> Any:
@@ -713,7 +782,16 @@ class Store:
             return await cur.fetchone()
 
         row = await self._run(f"read the heartbeat of {worker_id!r}", body)
-        return None if row is None else float(row[0])
+        if row is None:
+            return None
+        until = float(row[0])
+        if until >= time.time() and worker_id != self.worker_id:
+            try:
+                if await self.reap(only=worker_id):
+                    return 0.0  # its process is gone: its heartbeat no longer holds
+            except Exception as exc:
+                log.warning("worldflow: looking for dead workers failed (%s)", exc)
+        return until
 
     async def expired(self, before: float, limit: int) -> list[str]:
         async def body(conn: AsyncConnection[Any]) -> list[Any]:
@@ -725,6 +803,8 @@ class Store:
     async def forget(self, worker_id: str) -> None:
         async def body(conn: AsyncConnection[Any]) -> None:
             await conn.execute(self._sql.forget, (worker_id,))
+            meta = f'"{self.settings.schema}".meta'
+            await conn.execute(f"DELETE FROM {meta} WHERE key = %s", (KEY_PREFIX + worker_id,))
 
         await self._run(f"forget worker {worker_id!r}", body)
 
