@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import worldflow as wf
+from worldflow import schedules as _registry
 from worldflow._cron import parse_cron, zone
 from worldflow._runtime import Runtime
 from worldflow.worlds.local import LocalWorld
@@ -113,6 +115,27 @@ async def slow_hourly(scheduled_at: dt.datetime) -> str:
     await wf.sleep("90m")
     return scheduled_at.isoformat()
 
+
+# Defined at import, as users define them; but a schedule makes every serving runtime
+# of the process keep its ticks going, so this module's are on only during its tests.
+_MINE = {
+    w.name: _registry._SCHEDULES.pop(w.name)
+    for w in (morning_report, hourly_all, hourly_last, hourly_none, slow_hourly)
+}
+
+
+@pytest.fixture(autouse=True)
+def _these_schedules_only_here() -> Iterator[None]:
+    _registry._SCHEDULES.update(_MINE)
+    try:
+        yield
+    finally:
+        for name in list(_registry._SCHEDULES):
+            if name not in _BEFORE:
+                _registry._SCHEDULES.pop(name, None)
+
+
+_BEFORE = set(_registry._SCHEDULES)
 
 START = dt.datetime(2026, 12, 4, 8, 0, tzinfo=UTC).timestamp()  # a Friday, 08:00 GMT
 

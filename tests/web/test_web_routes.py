@@ -375,7 +375,10 @@ def test_the_schedules_page_shows_each_next_time(
         async with wf.worker(LocalWorld(tmp_path, clock=clock)):
             await asyncio.sleep(0.3)  # a serving process sets up the next time
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:  # the schedule is this test's only: other tests' runtimes would keep it going
+        wf.schedules._SCHEDULES.pop("web_tests.morning", None)
     with client_for(tmp_path, monkeypatch) as client:
         doc = client.get("/api/schedules").json()
         page = client.get("/schedules").text
