@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
     from ._sync import resume_hook_sync, start_sync
     from ._typed_hooks import HookType, define_hook
+    from ._versioning import deprecate_patch, is_replaying, logger, patched
     from ._world import Event, RunInfo, RunPage
     from .schedules import schedule
 
@@ -104,6 +105,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     **{name: ("_inspect", name) for name in ("AttemptInfo", "RunDetail", "StepInfo", "WaitInfo")},
     **{name: ("_sync", name) for name in ("resume_hook_sync", "start_sync")},
     **{name: ("_typed_hooks", name) for name in ("HookType", "define_hook")},
+    **{
+        name: ("_versioning", name)
+        for name in ("deprecate_patch", "is_replaying", "logger", "patched")
+    },
     **{name: ("_world", name) for name in ("Event", "RunInfo", "RunPage")},
     # Schedules bring zoneinfo and register workflows of their own.
     "schedule": ("schedules", "schedule"),
@@ -171,11 +176,15 @@ __all__ = [
     "create_hook",
     "create_webhook",
     "define_hook",
+    "deprecate_patch",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
+    "is_replaying",
     "list_runs",
+    "logger",
     "now",
+    "patched",
     "random",
     "register_type",
     "resume_hook",

@@ -19,6 +19,7 @@ sleep_fired        cid (+ early, id, trace: woken by a "wake" message)
 hook_created       cid, token, webhook, url              (a command)
 hook_received      token, payload, id (+ n, trace)
 hook_failed        cid, token, error                     (the token was taken)
+patch_marked       cid, name                             (a command: wf.patched)
 cancel_requested   id
 run_completed      output
 run_failed         error
@@ -44,6 +45,7 @@ __all__ = [
     "HOOK_CREATED",
     "HOOK_FAILED",
     "HOOK_RECEIVED",
+    "PATCH_MARKED",
     "RESULT_KINDS",
     "RUN_CANCELLED",
     "RUN_COMPLETED",
@@ -77,6 +79,7 @@ class EventKind(enum.StrEnum):
     HOOK_RECEIVED = "hook_received"
     HOOK_FAILED = "hook_failed"
     CANCEL_REQUESTED = "cancel_requested"
+    PATCH_MARKED = "patch_marked"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -98,6 +101,7 @@ HOOK_CREATED = EventKind.HOOK_CREATED.value
 HOOK_RECEIVED = EventKind.HOOK_RECEIVED.value
 HOOK_FAILED = EventKind.HOOK_FAILED.value
 CANCEL_REQUESTED = EventKind.CANCEL_REQUESTED.value
+PATCH_MARKED = EventKind.PATCH_MARKED.value
 RUN_COMPLETED = EventKind.RUN_COMPLETED.value
 RUN_FAILED = EventKind.RUN_FAILED.value
 RUN_CANCELLED = EventKind.RUN_CANCELLED.value
@@ -109,6 +113,7 @@ COMMAND_KINDS: dict[str, str] = {
     STEP_SCHEDULED: "step",
     SLEEP_STARTED: "sleep",
     HOOK_CREATED: "hook",
+    PATCH_MARKED: "patch",
 }
 #: Events fed into the workflow's code, in log order, on replay.
 RESULT_KINDS: frozenset[str] = frozenset(

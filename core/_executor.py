@@ -356,6 +356,7 @@ class RunExecutor:
 
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
         instance = self._new_instance(state.workflow, list(state.commands))
+        instance.replaying = True
         try:
             for event in events:
                 if event.kind == RUN_STARTED:
@@ -367,6 +368,8 @@ class RunExecutor:
         except BaseException:
             instance.close()  # torn down on the workflow loop, not by the garbage collector
             raise
+        finally:
+            instance.replaying = False
         instance.check_replayed()
         instance.take_commands()  # commands made during replay are already in the log
         return instance

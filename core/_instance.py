@@ -31,6 +31,7 @@ from ._events import (
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
+    PATCH_MARKED,
     RUN_CREATED,
     SLEEP_FIRED,
     SLEEP_STARTED,
@@ -49,7 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Discarded", "Outcome", "WorkflowInstance"]
 
-_COMMAND_LABEL = {STEP_SCHEDULED: "step", SLEEP_STARTED: "sleep", HOOK_CREATED: "hook"}
+_COMMAND_LABEL = {
+    STEP_SCHEDULED: "step",
+    SLEEP_STARTED: "sleep",
+    HOOK_CREATED: "hook",
+    PATCH_MARKED: "patch",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +101,9 @@ class WorkflowInstance:
         self.divergence: NonDeterminismError | None = None
         self.blocked: WorkflowBlocked | None = None  # set by the watchdog, from its thread
         self.discarded = False
+        #: True while the executor replays the recorded log into this copy (wf.is_replaying).
+        self.replaying = False
+        self._patches: dict[str, bool] = {}
 
     # -- driving ---------------------------------------------------------
     def start(self, at: float, input_tree: Any) -> None:
@@ -299,6 +308,34 @@ class WorkflowInstance:
             self.divergence = error
         if raise_:
             raise error
+
+    def patched(self, patch_id: str) -> bool:
+        """True where the run reaches this point under code that has the patch (a new
+        run, or one past everything its log records); False on the replay of a log that
+        code without the patch recorded. The same answer for a patch id all run long."""
+        known = self._patches.get(patch_id)
+        if known is not None:
+            return known
+        cid = self.next_cid
+        if cid <= len(self.recorded):
+            recorded = self.recorded[cid - 1]
+            found = recorded.kind == PATCH_MARKED and recorded.data.get("name") == patch_id
+            if found:
+                self.next_cid += 1  # the marker this code recorded: take it
+        else:
+            self._command(PATCH_MARKED, patch_id, {})
+            found = True
+        self._patches[patch_id] = found
+        return found
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Once no run needs the old branch: take the patch's marker where a log has one
+        here, record none (runs recorded with or without the patch both replay)."""
+        cid = self.next_cid
+        if cid <= len(self.recorded):
+            recorded = self.recorded[cid - 1]
+            if recorded.kind == PATCH_MARKED and recorded.data.get("name") == patch_id:
+                self.next_cid += 1
 
     def call_step(
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]

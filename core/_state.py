@@ -20,6 +20,7 @@ from ._events import (
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
+    PATCH_MARKED,
     RESULT_KINDS,
     RUN_CANCELLED,
     RUN_COMPLETED,
@@ -202,6 +203,10 @@ def _step_failed(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st.ended_at = e.at
 
 
+def _patch_marked(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    s._command(e, d)  # only its place among the commands: wf.patched() reads it on replay
+
+
 def _sleep_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
     cid = s._command(e, d)
     s.timers[cid] = float(d["until"])
@@ -268,6 +273,7 @@ _APPLY: dict[str, Any] = {
     HOOK_CREATED: _hook_created,
     HOOK_RECEIVED: _hook_received,
     HOOK_FAILED: _hook_failed,
+    PATCH_MARKED: _patch_marked,
     CANCEL_REQUESTED: _cancel_requested,
     RUN_COMPLETED: _ended("completed"),
     RUN_FAILED: _ended("failed"),

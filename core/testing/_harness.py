@@ -150,6 +150,7 @@ def replay_log(events: Sequence[Event]) -> Any:
     state = RunState.from_events(run_id, events)
     workflow = get_workflow(state.workflow)
     instance = WorkflowInstance(run_id, workflow, list(state.commands), lambda token: "")
+    instance.replaying = True
     for event in events:
         if event.kind == EventKind.RUN_STARTED:
             instance.start(event.at, state.input)
