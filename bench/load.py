@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import worldflow as wf
 from worldflow.world import World
@@ -52,6 +53,17 @@ async def noop(i: int) -> int:
 @wf.workflow
 async def one(i: int) -> int:
     return await noop(i)
+
+
+async def _count(workflow: Any, status: str) -> int:
+    """How many runs of ``workflow`` have ``status`` (paging through the index)."""
+    total, cursor = 0, None
+    while True:
+        page = await wf.list_runs(status=status, workflow=workflow, limit=1000, cursor=cursor)
+        total += len(page.runs)
+        cursor = page.cursor
+        if cursor is None:
+            return total
 
 
 def _rss() -> int:
@@ -88,8 +100,7 @@ async def asleep(world_name: str, count: int, margin: float) -> dict[str, float]
         started = time.perf_counter() - began
         # Wait until every run is asleep (its sleep recorded, its workflow suspended).
         while True:
-            page = await wf.list_runs(status="running", workflow=nap.name, limit=count)
-            if len(page.runs) >= count:
+            if await _count(nap, "running") >= count:
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
