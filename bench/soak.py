@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import worldflow as wf
-from worldflow.world import World
 
 FLOWS = '''
 import asyncio, os, time
@@ -211,12 +210,13 @@ async def _soak(
 
         began = time.monotonic()
         pool = Workers(workers, folder, env)
+        # This process is a client on the same World (it starts runs, sends payloads and
+        # looks; the workers run them), configured by the environment it restores after.
         settings = {k: v for k, v in env.items() if k.startswith("WORLDFLOW_")}
+        settings["WORLDFLOW_SERVE"] = "never"
         saved = {k: os.environ.get(k) for k in settings}
         os.environ.update(settings)
         try:
-            # This process only starts runs, sends payloads and looks: the workers run them.
-            wf.configure(world=_client_world, serve="never")
             window = kills * 0.6  # the mean gap between kills
 
             async def killer() -> None:
@@ -270,19 +270,6 @@ async def _soak(
             runs * LEAST,
             time.monotonic() - began,
         )
-
-
-def _client_world() -> World:
-    from worldflow.world import load_settings
-
-    name = os.environ["WORLDFLOW_WORLD"]
-    if name == "local":
-        from worldflow.worlds.local import LocalWorld
-
-        return LocalWorld(os.environ["WORLDFLOW_DATA_DIR"])
-    from worldflow.worlds.postgres import create_world
-
-    return create_world(load_settings("postgres"))
 
 
 @contextlib.contextmanager
