@@ -1,10 +1,13 @@
 """``worldflow setup aws``: create what the AWS world needs, for development and tests.
 
 The table (with its indexes and TTL on worker heartbeats), the queue and its
-dead-letter queue (redrive after ``max_receives``), and the bucket for big
-payloads, against the real AWS or an endpoint such as moto or LocalStack.
-Creating what exists already is not an error. Production uses
-``infra/aws/template.yaml``.
+dead-letter queue (redrive after ``max_receives``: 20, a backstop above the
+engine's ``WORLDFLOW_MAX_DELIVERIES``, 16, which dead-letters with a reason
+first), the bucket for big payloads, and for sleeps past SQS's 15 minutes an
+EventBridge Scheduler schedule group and the role its schedules send to the
+queue as (``sqs:SendMessage`` on this queue only), against the real AWS or an
+endpoint such as moto or LocalStack. Creating what exists already is not an
+error. Production uses ``infra/aws/template.yaml``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def setup(
     endpoint_url: str | None = None,
     session: Any = None,
     visibility: int = 60,
-    max_receives: int = 10,
+    max_receives: int = 20,
+    scheduler: bool = True,
 ) -> dict[str, str]:
     """Create the resources; returns the settings to export (``WORLDFLOW_AWS_*``)."""
     import boto3
@@ -78,9 +82,58 @@ def setup(
         except Exception as exc:
             if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
-    return {
+    settings = {
         "WORLDFLOW_WORLD": "aws",
         "WORLDFLOW_AWS_TABLE": name,
         "WORLDFLOW_AWS_QUEUE_URL": queue_url,
+        "WORLDFLOW_AWS_DLQ_URL": dlq_url,
         "WORLDFLOW_AWS_BUCKET": bucket,
+    }
+    if scheduler:
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        settings.update(_scheduler(name, client("scheduler"), client("iam"), queue_arn))
+    return settings
+
+
+def _scheduler(name: str, scheduler: Any, iam: Any, queue_arn: str) -> dict[str, str]:
+    """The schedule group and the role EventBridge Scheduler sends to the queue as."""
+    with aws_call("EventBridge Scheduler CreateScheduleGroup", f"schedule group {name!r}"):
+        try:
+            scheduler.create_schedule_group(Name=name)
+        except Exception as exc:
+            if error_code(exc) != "ConflictException":
+                raise
+    role = f"{name}-scheduler"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "scheduler.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn}],
+    }
+    with aws_call("IAM CreateRole", f"role {role!r}"):
+        try:
+            arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))[
+                "Role"
+            ]["Arn"]
+        except Exception as exc:
+            if error_code(exc) != "EntityAlreadyExists":
+                raise
+            arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+    with aws_call("IAM PutRolePolicy", f"role {role!r}"):
+        iam.put_role_policy(
+            RoleName=role, PolicyName="send-to-the-queue", PolicyDocument=json.dumps(policy)
+        )
+    return {
+        "WORLDFLOW_AWS_SCHEDULE_GROUP": name,
+        "WORLDFLOW_AWS_SCHEDULER_ROLE": str(arn),
     }
