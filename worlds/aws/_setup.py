@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from ._errors import aws_call, error_code
+from ._session import require_credentials, resolve_region
 from ._store import table_definition
 
 __all__ = ["setup"]
@@ -35,6 +36,8 @@ def setup(
     import boto3
 
     session = session or boto3.session.Session()
+    region = resolve_region(session, region)
+    require_credentials(session)
 
     def client(service: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=endpoint_url)

@@ -23,6 +23,7 @@ from ._blobs import S3Blobs
 from ._dlq import SqsDeadLetters
 from ._queue import MAX_DELAY, SqsQueue
 from ._scheduler import EventBridgeScheduler
+from ._session import resolve_region
 from ._store import DynamoStore
 
 __all__ = ["CAPABILITIES", "AwsWorld", "create_world"]
@@ -104,6 +105,8 @@ class AwsWorld(World):
             connect_timeout=5,
             read_timeout=max(30, poll_wait + 10),  # outlasts a long poll
         )
+
+        region = resolve_region(session, region)
 
         def client(service: str) -> Any:
             return session.client(
