@@ -48,6 +48,9 @@ log = logging.getLogger("worldflow.aws")
 MARGIN = 2.0
 #: The longest a message that comes early is held within an invocation.
 HOLD = 5.0
+#: How much later than an invocation's time left plus the lease a killed invocation's
+#: records may come back before the host shortens their visibility (a call per batch).
+LATE = 60.0
 
 
 def world_from_settings() -> World:
@@ -126,7 +129,7 @@ class LambdaHost:
             # heartbeat keeps it. Back-to-back invocations write none.
             await engine.heartbeat()
         back_by = remaining + world.lease
-        if queue.visibility > back_by + 1:
+        if queue.visibility > back_by + LATE:
             # Killed at its timeout, this invocation answers nothing: its records come back
             # once this worker's lease has run out (and its steps may run again), not after
             # the queue's visibility timeout.
