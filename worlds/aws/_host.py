@@ -13,7 +13,11 @@ survives), and each invocation runs that loop until its work is answered:
   acknowledge (its run still has a step running, it is not due within the
   invocation, handling it failed) is named in ``batchItemFailures`` and its
   visibility set to when the engine wants it back; a body that is not a
-  worldflow message is named too, and the redrive policy dead-letters it.
+  worldflow message is named too, back after a backoff, and the redrive
+  policy dead-letters it. A record the engine gives up on goes to the
+  World's dead letters and is reported done. Records taken by an invocation
+  come back, if it is killed, after its time left plus the worker lease (the
+  host shortens their visibility when the queue's is much longer).
 - an HTTP event (a function URL, or API Gateway's payload 2.0): a webhook
   call, answered by the engine's webhook intake (``Engine.answer_webhook``).
 """
