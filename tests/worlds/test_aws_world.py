@@ -542,3 +542,30 @@ def test_webhook_urls_need_a_public_url(make: Callable[..., AwsWorld]) -> None:
     )
     with pytest.raises(ValueError, match="WORLDFLOW_PUBLIC_URL"):
         make().webhook_url("t")  # not on Lambda: no function URL to look up
+
+
+def test_a_finished_run_s_items_expire(make: Callable[..., AwsWorld]) -> None:
+    """With expire_finished, every item of a run that ended (the run, its events, from
+    every append) gets a ``ttl`` that far ahead, which the table's TTL deletes; a run
+    that has not ended keeps its items."""
+    world = make(expire_finished=30 * 86400.0)
+
+    async def main() -> tuple[str, str]:
+        async with wf.worker(world):
+            done = await wf.start(big, "ab")
+            assert await done.result(timeout=20) == "abab"
+            waiting = await wf.start(wait_then_nap, "ttl-token")
+            for _ in range(200):
+                if await waiting.status() == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert await waiting.status() == "running"
+            return done.id, waiting.id
+
+    done, waiting = run(main())
+    items = _items(world, f"R#{done}")
+    assert len(items) >= 3  # the run and its event chunks
+    expected = time.time() + 30 * 86400
+    for item in items:
+        assert abs(int(item["ttl"]["N"]) - expected) < 60, item["sk"]
+    assert all("ttl" not in item for item in _items(world, f"R#{waiting}"))

@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from worldflow.world import (
+    TERMINAL,
     Append,
     Clock,
     CorruptLogError,
@@ -51,6 +53,8 @@ from worldflow.world import (
 
 from ._errors import AwsWorldError, aws_call, off_loop
 from ._queue import decode, encode
+
+log = logging.getLogger("worldflow.aws")
 
 __all__ = ["DynamoStore", "table_definition"]
 
@@ -125,10 +129,14 @@ def table_definition(table: str) -> dict[str, Any]:
 class DynamoStore:
     """Storage and Workers over one DynamoDB table (boto3 calls run on threads)."""
 
-    def __init__(self, client: Any, table: str, clock: Clock) -> None:
+    def __init__(
+        self, client: Any, table: str, clock: Clock, *, expire_after: float | None = None
+    ) -> None:
         self.client = client
         self.table = table
         self.clock = clock
+        #: Seconds after a run ends when DynamoDB's TTL may delete its items (None: never).
+        self.expire_after = expire_after
         self.where = f"DynamoDB table {table!r}"
 
     def __repr__(self) -> str:
@@ -243,6 +251,8 @@ class DynamoStore:
         for attempt in range(8):
             reasons = self._transact(items)
             if reasons is None:
+                if self._expires(append):
+                    self._expire_earlier_items(append.run_id, self._ttl())
                 return True
             if reasons[:1] == ["ConditionalCheckFailed"]:
                 return False  # the sequence was taken: the engine reloads
@@ -270,6 +280,10 @@ class DynamoStore:
         }
         sets = ["#n = :n", "#u = :u"]
         removes = []
+        if self._expires(append):
+            sets.append("#ttl = :ttl")
+            names["#ttl"] = "ttl"
+            values[":ttl"] = _n(self._ttl())
         if append.status is not None:
             sets += ["#s = :s", "#sp = :sp"]
             names.update({"#s": "status", "#sp": "st_pk"})
@@ -297,6 +311,8 @@ class DynamoStore:
             "ExpressionAttributeValues": values,
         }
         chunk = self._chunk(run_id, append.expected_seq + 1, append.events)
+        if self._expires(append):
+            chunk["ttl"] = _n(self._ttl())
         items: list[dict[str, Any]] = [
             {"Update": update},
             {"Put": {"TableName": self.table, "Item": chunk}},
@@ -335,6 +351,48 @@ class DynamoStore:
             }
             items.append({"Put": {"TableName": self.table, "Item": outbox}})
         return items
+
+    def _expires(self, append: Append) -> bool:
+        return self.expire_after is not None and append.status in TERMINAL
+
+    def _ttl(self) -> int:
+        assert self.expire_after is not None
+        return int(time.time() + self.expire_after)  # DynamoDB's TTL is wall-clock epoch
+
+    def _expire_earlier_items(self, run_id: str, ttl: int) -> None:
+        """The run ended: its earlier items (events, a lingering outbox) get the run's
+        expiry too, one UpdateItem each (the price of TTL: about one write per append
+        of the run). A failure is logged; the items it missed stay (no TTL)."""
+        pk = _s(_run_pk(run_id))
+        try:
+            keys: list[dict[str, Any]] = []
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :p",
+                "FilterExpression": "attribute_not_exists(#ttl)",
+                "ProjectionExpression": "pk, sk",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": {":p": pk},
+            }
+            while True:
+                with aws_call("DynamoDB Query", self.where):
+                    page = self.client.query(**kwargs)
+                keys += [{"pk": i["pk"], "sk": i["sk"]} for i in page.get("Items", [])]
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for key in keys:
+                with aws_call("DynamoDB UpdateItem", self.where):
+                    self.client.update_item(
+                        TableName=self.table,
+                        Key=key,
+                        UpdateExpression="SET #ttl = :ttl",
+                        ConditionExpression="attribute_exists(pk)",  # not one deleted since
+                        ExpressionAttributeNames={"#ttl": "ttl"},
+                        ExpressionAttributeValues={":ttl": _n(ttl)},
+                    )
+        except Exception as exc:
+            log.warning("worldflow: could not set the expiry of run %s's items (%s)", run_id, exc)
 
     def _chunk(self, run_id: str, first: int, events: Sequence[NewEvent]) -> dict[str, Any]:
         return {

@@ -62,7 +62,9 @@ class AwsWorld(World):
     15 minutes become one EventBridge one-time schedule each instead of a hop
     every 15 minutes (``worldflow setup aws`` and the template make both).
     ``function_timeout`` (seconds): the Lambda function's timeout, the longest
-    a step attempt may run here.
+    a step attempt may run here. ``expire_finished`` (seconds): when a run ends,
+    its items get a ``ttl`` that far ahead, and DynamoDB's TTL deletes them
+    (None: kept).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class AwsWorld(World):
         schedule_group: str = "default",
         queue_arn: str | None = None,
         function_timeout: float | None = None,
+        expire_finished: float | None = None,
     ) -> None:
         if not table or not queue_url:
             raise ValueError(
@@ -115,7 +118,7 @@ class AwsWorld(World):
 
         self._client = client
         self._url_looked_up = public_url is not None
-        store = DynamoStore(client("dynamodb"), table, clock)
+        store = DynamoStore(client("dynamodb"), table, clock, expire_after=expire_finished)
         queue = SqsQueue(
             client("sqs"),
             queue_url,
@@ -226,4 +229,5 @@ def create_world(settings: dict[str, Any]) -> AwsWorld:
         schedule_group=settings.get("schedule_group") or "default",
         queue_arn=settings.get("queue_arn") or None,
         function_timeout=number("function_timeout", 0.0) or None,
+        expire_finished=number("expire_finished_days", 0.0) * 86400 or None,
     )
