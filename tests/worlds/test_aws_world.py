@@ -6,6 +6,7 @@ longest delay, releasing messages on close) and errors translated at the seam.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import time
@@ -624,3 +625,9 @@ def test_listings_merge_the_shards_newest_first_and_page_across_them(
     assert [r for p in by_status for r in p] == expected
     with_workflow = run(pages(status="pending", workflow="w"))
     assert [r for p in with_workflow for r in p] == expected
+    # A cursor from before sharding (DynamoDB's LastEvaluatedKey) goes on from its order.
+    old = {"pk": {"S": "R#shard-run-03"}, "sk": {"S": "#RUN"}, "all_pk": {"S": ALL_RUNS}}
+    old["order"] = _items(world, "R#shard-run-03")[0]["order"]
+    cursor = base64.urlsafe_b64encode(json.dumps(old).encode()).decode()
+    rest = run(store.list_runs(limit=10, cursor=cursor))
+    assert [r.id for r in rest.runs] == ["shard-run-02", "shard-run-01", "shard-run-00"]
