@@ -9,7 +9,9 @@ usable in a project's tests::
 
 from __future__ import annotations
 
+import functools
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -75,13 +77,47 @@ def world_factory(
     return make
 
 
+_WRITES = threading.RLock()
+
+
+def _serialize_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes one at a time (once per process).
+
+    moto (5.2) runs a ``TransactWriteItems`` by deep-copying each table it touches,
+    applying the writes, and, if a condition fails, putting the copies back: a write
+    that another request thread committed in between is undone. DynamoDB does no such
+    thing. Seen here: a second ``wf.start`` of the same run id (its transaction fails
+    on ``attribute_not_exists``) undid the run's first append, racing with it, and the
+    run's later appends lost every race after that (about 1 in 4 runs of
+    ``test_idempotent_start``). Holding one lock across each write keeps moto's
+    rollback to its own transaction.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_worldflow_serialized", False):
+        return
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        method = getattr(DynamoDBBackend, name)
+
+        def locked(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with _WRITES:
+                return __method(*args, **kwargs)
+
+        functools.update_wrapper(locked, method)
+        setattr(DynamoDBBackend, name, locked)
+    DynamoDBBackend._worldflow_serialized = True  # type: ignore[attr-defined]
+
+
 class MotoServer:
-    """A moto server on 127.0.0.1 (a free port), in a thread of this process."""
+    """A moto server on 127.0.0.1 (a free port), in a thread of this process.
+    Its DynamoDB writes are made one at a time (see :func:`_serialize_dynamodb_writes`)."""
 
     region = "us-east-1"
 
     def __init__(self, port: int | None = None) -> None:
         from moto.server import ThreadedMotoServer
+
+        _serialize_dynamodb_writes()
 
         if port is None:
             with socket.socket() as sock:
