@@ -129,3 +129,38 @@ def test_a_killed_invocation_s_record_comes_back_after_the_lease(
     print(f"the killed invocation's record came back after {back_after:.1f} s")
     assert value == 2
     assert back_after < 15, back_after  # 3 s left + 2 s lease (and polling); not 1800 s
+
+
+def test_a_record_nobody_can_read_comes_back_after_a_backoff(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that is not a worldflow message is reported failed and comes back after a
+    backoff (2 s the first time), not after the queue's 30-minute visibility timeout."""
+    moto.reset()
+    settings = setup("wf-backoff", session=moto.session(), endpoint_url=moto.url)
+    for key, value in {**moto.env(), **settings}.items():
+        monkeypatch.setenv(key, value)
+    session = moto.session()
+    url = settings["WORLDFLOW_AWS_QUEUE_URL"]
+    host = _host.LambdaHost(
+        lambda: AwsWorld(
+            settings["WORLDFLOW_AWS_TABLE"],
+            url,
+            session=session,
+            endpoint_url=moto.url,
+            poll=False,
+        )
+    )
+    harness = LambdaHarness(url, session, moto.url, handler=host, visibility=1800)
+    session.client("sqs", endpoint_url=moto.url).send_message(QueueUrl=url, MessageBody="hello")
+    try:
+        assert harness.poll_once() == 1
+        failed_at = time.monotonic()
+        assert len(harness.failures) == 1
+        while harness.poll_once() == 0:
+            assert time.monotonic() - failed_at < 15, "the record did not come back"
+        back_after = time.monotonic() - failed_at
+    finally:
+        host.close()
+    assert len(harness.failures) == 2
+    assert 1.5 <= back_after < 6, back_after

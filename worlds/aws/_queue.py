@@ -12,9 +12,11 @@ is honoured.
 The consumer (``start``) long-polls, hands each message to the engine at
 once, keeps the messages it is delivering invisible, and does what the
 engine's :class:`~worldflow.world.Disposition` says: delete the message, or
-make it visible again after ``after`` seconds. On ``close`` every message it
-holds becomes visible again at once, so a restarted worker takes over without
-waiting for a visibility timeout. On Lambda the event source mapping
+make it visible again after ``after`` seconds, or, when the engine gives up
+on it, hand it to the World's dead letters and delete it. On ``close`` it
+waits for its long poll in flight, and every message it holds or that poll
+brings becomes visible again at once, so a restarted worker takes over
+without waiting for a visibility timeout. On Lambda the event source mapping
 receives and deletes instead (``poll=False``; see :mod:`._host`).
 """
 

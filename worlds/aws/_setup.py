@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._errors import aws_call, error_code
+from ._errors import AwsWorldError, aws_call, error_code
 from ._session import require_credentials, resolve_region
 from ._store import table_definition
 
@@ -101,7 +101,22 @@ def setup(
 
 
 def _scheduler(name: str, scheduler: Any, iam: Any, queue_arn: str) -> dict[str, str]:
-    """The schedule group and the role EventBridge Scheduler sends to the queue as."""
+    """The schedule group and the role EventBridge Scheduler sends to the queue as; an
+    error that says which permissions that takes, if they are missing."""
+    try:
+        return _make_scheduler(name, scheduler, iam, queue_arn)
+    except AwsWorldError as exc:
+        if exc.code not in ("AccessDenied", "AccessDeniedException"):
+            raise
+        raise AwsWorldError(
+            f"{exc}. Making the scheduler's group and role takes scheduler:CreateScheduleGroup, "
+            "iam:CreateRole, iam:GetRole and iam:PutRolePolicy; without them, run "
+            "`worldflow setup aws --no-scheduler` (sleeps past 15 minutes then hop on SQS)",
+            exc.code,
+        ) from exc
+
+
+def _make_scheduler(name: str, scheduler: Any, iam: Any, queue_arn: str) -> dict[str, str]:
     with aws_call("EventBridge Scheduler CreateScheduleGroup", f"schedule group {name!r}"):
         try:
             scheduler.create_schedule_group(Name=name)
