@@ -83,7 +83,8 @@ def test_a_restarted_worker_leaves_no_long_poll_to_hide_the_next_message(
 ) -> None:
     """A worker process stopped while its long poll (5 s here, 20 s by default) waits on
     an empty queue: before, the poll outlived the process on SQS's side, took the next
-    message and hid it for the visibility timeout (60 s here: a 3 s sleep took 65 s).
+    message and hid it for the visibility timeout (60 s here: the 3 s sleep did not end
+    within the 40 s this test waits).
     Now the worker waits for its poll and gives back what it took, so the next run's
     3 s sleep ends in about 3 s."""
     (tmp_path / "hygiene_flows.py").write_text(FLOWS)
