@@ -77,47 +77,48 @@ def world_factory(
     return make
 
 
-_WRITES = threading.RLock()
+_DYNAMODB = threading.RLock()
 
 
-def _serialize_dynamodb_writes() -> None:
-    """Make moto's DynamoDB writes one at a time (once per process).
+def _serialize_dynamodb() -> None:
+    """Make moto's DynamoDB answer one request at a time (once per process).
 
-    moto (5.2) runs a ``TransactWriteItems`` by deep-copying each table it touches,
-    applying the writes, and, if a condition fails, putting the copies back: a write
-    that another request thread committed in between is undone. DynamoDB does no such
-    thing. Seen here: a second ``wf.start`` of the same run id (its transaction fails
-    on ``attribute_not_exists``) undid the run's first append, racing with it, and the
-    run's later appends lost every race after that (about 1 in 4 runs of
-    ``test_idempotent_start``). Holding one lock across each write keeps moto's
-    rollback to its own transaction.
+    moto (5.2) is not atomic under concurrent requests where DynamoDB is. It runs a
+    ``TransactWriteItems`` by deep-copying each table it touches and, if a condition
+    fails, putting the copies back: a write another request thread committed in
+    between is undone. Seen here: a second ``wf.start`` of the same run id (its
+    transaction fails on ``attribute_not_exists``) undid the run's first append,
+    racing with it, and the run lost every append race after that
+    (``test_idempotent_start``, 4 runs in 12). And it applies an update's ``SET``
+    actions one by one on the stored item, so a read in between sees half of it (a
+    run ``failed`` without its error yet). One lock around each request keeps both
+    to what DynamoDB does.
     """
-    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    if getattr(DynamoDBBackend, "_worldflow_serialized", False):
+    if getattr(DynamoHandler, "_worldflow_serialized", False):
         return
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        method = getattr(DynamoDBBackend, name)
+    call_action = DynamoHandler.call_action
 
-        def locked(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
-            with _WRITES:
-                return __method(*args, **kwargs)
+    @functools.wraps(call_action)
+    def one_at_a_time(self: Any) -> Any:
+        with _DYNAMODB:
+            return call_action(self)
 
-        functools.update_wrapper(locked, method)
-        setattr(DynamoDBBackend, name, locked)
-    DynamoDBBackend._worldflow_serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
+    DynamoHandler._worldflow_serialized = True  # type: ignore[attr-defined]
 
 
 class MotoServer:
     """A moto server on 127.0.0.1 (a free port), in a thread of this process.
-    Its DynamoDB writes are made one at a time (see :func:`_serialize_dynamodb_writes`)."""
+    Its DynamoDB answers one request at a time (see :func:`_serialize_dynamodb`)."""
 
     region = "us-east-1"
 
     def __init__(self, port: int | None = None) -> None:
         from moto.server import ThreadedMotoServer
 
-        _serialize_dynamodb_writes()
+        _serialize_dynamodb()
 
         if port is None:
             with socket.socket() as sock:
