@@ -11,10 +11,15 @@ would bill (moto only answers them).
    record (the LambdaHarness), compared with a run of 0 steps:
    (calls(N) - calls(0)) / N; for a cold process (its first invocation) and a
    warm one.
-2. Per sleep hop, on "Lambda": a timer due later than SQS's longest delay
-   comes early and is sent again for later. SQS's 15 minutes are made 1 s
-   here so that hops come every second; one hop's calls are the same. A day
-   of sleep is ceil(86400 / 900) = 96 hops.
+2. Per sleep, on "Lambda": a 1-second, 1-hour, 1-day and 30-day sleep, from
+   the invocation that starts the run to the one that ends it. A sleep past
+   SQS's 15 minutes is one EventBridge Scheduler one-time schedule; moto never
+   fires schedules, so the bench fires the due one (moto's Scheduler API: get,
+   then SendMessage to the queue, counted as the one SQS request EventBridge
+   makes) after moving the function's clock forward (a ShiftedClock: the
+   World is on the wall clock, so SQS delays and schedules are used, but the
+   bench need not wait a day). Without a scheduler such a sleep hops every
+   15 minutes: one hop's calls are measured with SQS's 15 minutes made 1 s.
 3. An idle poller worker (``worldflow worker``, not Lambda): its calls per
    period, measured with short settings, per day with the defaults.
 4. Cold import: ``import worldflow.worlds.aws`` (Lambda's init) and the first
@@ -36,7 +41,12 @@ from typing import Any
 
 import worldflow as wf
 from worldflow.worlds.aws import AwsWorld, _host, _queue, setup
-from worldflow.worlds.aws.testing import LambdaHarness, MotoServer
+from worldflow.worlds.aws.testing import (
+    LambdaHarness,
+    MotoServer,
+    ShiftedClock,
+    fire_due_schedules,
+)
 
 #: Price per million requests (us-east-1, 2025): SQS standard.
 SQS_PER_MILLION = 0.40
@@ -56,8 +66,8 @@ async def sequential(n: int) -> int:
 
 
 @wf.workflow(name="bench-aws.nap")
-async def nap() -> str:
-    await wf.sleep("1h")
+async def nap(seconds: float = 3600.0) -> str:
+    await wf.sleep(seconds)
     return "rested"
 
 
@@ -158,6 +168,58 @@ def lambda_hop_calls(moto: MotoServer, settings: dict[str, str], hops: int = 3) 
     return {k: v / hops for k, v in sorted(used.items()) if v}
 
 
+def lambda_sleep_calls(
+    moto: MotoServer, settings: dict[str, str], seconds: float
+) -> tuple[dict[str, int], int]:
+    """The calls and invocations of a run that sleeps ``seconds`` on "Lambda" (with the
+    scheduler), from its first invocation to its last; the start itself (the client's
+    calls) is left out, as it is the same for any sleep."""
+    session = moto.session()
+    queue_arn = session.client("sqs", endpoint_url=moto.url).get_queue_attributes(
+        QueueUrl=settings["WORLDFLOW_AWS_QUEUE_URL"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]  # the template passes it (WORLDFLOW_AWS_QUEUE_ARN)
+    counter = Counter(session)
+    clock = ShiftedClock()
+
+    def make() -> AwsWorld:
+        return _world(
+            moto,
+            settings,
+            session,
+            poll=False,
+            clock=clock,
+            scheduler_role=settings["WORLDFLOW_AWS_SCHEDULER_ROLE"],
+            schedule_group=settings["WORLDFLOW_AWS_SCHEDULE_GROUP"],
+            queue_arn=queue_arn,
+        )
+
+    _host.install(_host.LambdaHost(make))
+    mapping = moto.session()
+    esm = Counter(mapping)
+    harness = LambdaHarness(settings["WORLDFLOW_AWS_QUEUE_URL"], mapping, moto.url)
+    run_id = _start(nap, seconds)
+    before, esm_before = counter.snapshot(), esm.snapshot()
+    empty = 0
+    while harness.poll_once():  # the start: the run goes to sleep
+        pass
+    empty += 1
+    clock.skip(seconds)
+    eventbridge = fire_due_schedules(moto.session(), moto.url, clock.now())
+    deadline = time.monotonic() + 30
+    while harness.invocations < 2 and time.monotonic() < deadline:
+        empty += not harness.poll_once()  # a 1 s sleep is an SQS delay: wait for it
+    while harness.poll_once():
+        pass
+    empty += 1
+    used = (counter.snapshot() - before) + (esm.snapshot() - esm_before)
+    used["sqs:ReceiveMessage"] -= empty  # the empty polls that ended each loop
+    if eventbridge:
+        used["sqs:SendMessage (by EventBridge Scheduler)"] += eventbridge
+    assert _result(run_id) == "rested"
+    _host.reset()
+    return {k: v for k, v in sorted(used.items()) if v}, harness.invocations
+
+
 def idle_worker_calls(moto: MotoServer, settings: dict[str, str], seconds: float) -> dict[str, int]:
     """An idle poller worker's calls over ``seconds`` (poll 1 s, heartbeat 0.5 s, lease 2 s)."""
     session = moto.session()
@@ -214,16 +276,25 @@ def main() -> None:
                 )
                 print(f"  => {sum(extra.values()) / n:.2f} billable calls per sequential step")
 
-        print("== API calls per sleep hop, on Lambda (SQS's 15 minutes made 1 s)")
+        print("== A sleep on Lambda, from the run's first invocation to its last")
+        sleeps = {"1 s": 1.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
+        totals = {}
+        for label, seconds in sleeps.items():
+            calls, invocations = lambda_sleep_calls(moto, settings, seconds)
+            totals[label] = _total(calls)
+            print(f"  {label}: {_total(calls):.0f} calls, {invocations} invocations: {calls}")
+        for label in list(sleeps)[1:]:
+            print(
+                f"  => a {label} sleep costs {totals[label] - totals['1 s']:+.0f} calls "
+                "over a 1 s one (an SQS delay)"
+            )
+        print("== Without a scheduler: a sleep hops every 15 minutes (SQS's 15 min made 1 s)")
         hop = lambda_hop_calls(moto, settings)
         per_hop = _total(hop)
-        print(f"  one hop: {hop} = {per_hop:.1f} requests")
-        hops = math.ceil(86400 / 900)
-        per_day = hops * per_hop
-        print(
-            f"  a day of sleep: {hops} hops = {per_day:.0f} requests "
-            f"({per_day / 86400:.4f} per second of sleep)"
-        )
+        print(f"  one hop: {hop} = {per_hop:.1f} requests and an invocation's work")
+        for label, seconds in list(sleeps.items())[1:]:
+            hops = math.ceil(seconds / 900)
+            print(f"  {label}: {hops} hops = {hops * per_hop:.0f} requests, {hops} invocations")
 
         print("== An idle poller worker (not Lambda), on a table of its own")
         seconds = 10.0

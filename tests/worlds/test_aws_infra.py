@@ -102,17 +102,24 @@ def test_the_stack_is_created_in_moto(moto: MotoServer, monkeypatch: pytest.Monk
     resources = translated["Resources"]
     supported = {k: r for k, r in resources.items() if resource_class_from_type(r["Type"])}
     skipped = sorted({r["Type"] for k, r in resources.items() if k not in supported})
-    # The function URL, its permissions and the alarm: moto's CloudFormation does not
-    # model them (cfn-lint checked them above).
+    # The function URL, its permissions, the alarm and the schedule group: moto's
+    # CloudFormation does not model them (cfn-lint checked them above). The group is
+    # made with moto's Scheduler API instead, and references to it are its name.
     assert set(skipped) <= {
         "AWS::Lambda::Url",
         "AWS::Lambda::Permission",
         "AWS::CloudWatch::Alarm",
+        "AWS::Scheduler::ScheduleGroup",
     }, skipped
-    translated["Resources"] = supported
+    text = json.dumps(supported)
+    text = text.replace('{"Ref": "ScheduleGroup"}', '"wf-worldflow"')
+    text = text.replace("${ScheduleGroup}", "wf-worldflow")
+    translated["Resources"] = json.loads(text)
+    translated["Outputs"]["ScheduleGroup"] = {"Value": "wf-worldflow"}
+    session = moto.session()
+    session.client("scheduler", endpoint_url=moto.url).create_schedule_group(Name="wf-worldflow")
     translated["Outputs"] = {k: v for k, v in translated["Outputs"].items() if k != "FunctionUrl"}
 
-    session = moto.session()
     s3 = session.client("s3", endpoint_url=moto.url)
     s3.create_bucket(Bucket="worldflow-code")
     code = io.BytesIO()
@@ -149,7 +156,16 @@ def test_the_stack_is_created_in_moto(moto: MotoServer, monkeypatch: pytest.Monk
         FunctionName="wf-worldflow"
     )["Configuration"]
     assert function["Handler"] == "worldflow.worlds.aws.lambda_handler"
-    assert function["Environment"]["Variables"]["WORLDFLOW_AWS_TABLE"] == outputs["Table"]
+    variables = function["Environment"]["Variables"]
+    assert variables["WORLDFLOW_AWS_TABLE"] == outputs["Table"]
+    assert variables["WORLDFLOW_AWS_DLQ_URL"] == outputs["DeadLetterQueueUrl"]
+    assert variables["WORLDFLOW_AWS_SCHEDULER_ROLE"] == outputs["SchedulerRoleArn"]
+    assert str(variables["WORLDFLOW_AWS_FUNCTION_TIMEOUT"]) == "300"
+    assert redrive["maxReceiveCount"] in (20, "20")  # a backstop above max_deliveries (16)
+    logs = session.client("logs", endpoint_url=moto.url).describe_log_groups(
+        logGroupNamePrefix="/aws/lambda/wf-worldflow"
+    )["logGroups"]
+    assert [g.get("retentionInDays") for g in logs] == [30]
     mappings = session.client("lambda", endpoint_url=moto.url).list_event_source_mappings(
         FunctionName="wf-worldflow"
     )["EventSourceMappings"]

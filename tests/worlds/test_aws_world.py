@@ -6,6 +6,7 @@ longest delay, releasing messages on close) and errors translated at the seam.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import time
@@ -542,3 +543,91 @@ def test_webhook_urls_need_a_public_url(make: Callable[..., AwsWorld]) -> None:
     )
     with pytest.raises(ValueError, match="WORLDFLOW_PUBLIC_URL"):
         make().webhook_url("t")  # not on Lambda: no function URL to look up
+
+
+def test_a_finished_run_s_items_expire(make: Callable[..., AwsWorld]) -> None:
+    """With expire_finished, every item of a run that ended (the run, its events, from
+    every append) gets a ``ttl`` that far ahead, which the table's TTL deletes; a run
+    that has not ended keeps its items."""
+    world = make(expire_finished=30 * 86400.0)
+
+    async def main() -> tuple[str, str]:
+        async with wf.worker(world):
+            done = await wf.start(big, "ab")
+            assert await done.result(timeout=20) == "abab"
+            waiting = await wf.start(wait_then_nap, "ttl-token")
+            for _ in range(200):
+                if await waiting.status() == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert await waiting.status() == "running"
+            return done.id, waiting.id
+
+    done, waiting = run(main())
+    items = _items(world, f"R#{done}")
+    assert len(items) >= 3  # the run and its event chunks
+    expected = time.time() + 30 * 86400
+    for item in items:
+        assert abs(int(item["ttl"]["N"]) - expected) < 60, item["sk"]
+    assert all("ttl" not in item for item in _items(world, f"R#{waiting}"))
+
+
+def test_listings_merge_the_shards_newest_first_and_page_across_them(
+    make: Callable[..., AwsWorld],
+) -> None:
+    """Runs spread over the shards of by_time and by_status (and a run written before
+    sharding, in the old unsharded partition) are listed in one newest-first order,
+    page by page, each once."""
+    from worldflow.worlds.aws._store import ALL_RUNS, SHARDS
+
+    world = make()
+    store = world.store
+    base = time.time()
+
+    async def create() -> list[str]:
+        ids = []
+        for i in range(25):
+            run_id = f"shard-run-{i:02d}"
+            event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, base + i)
+            await world.storage.create_run(RunCreate(run_id, "w", event))
+            ids.append(run_id)
+        return ids
+
+    ids = run(create())
+    # A run item as written before sharding: unsharded index keys.
+    legacy = {
+        **_items(world, "R#shard-run-00")[0],
+        "pk": {"S": "R#legacy-run"},
+        "all_pk": {"S": ALL_RUNS},
+        "st_pk": {"S": "S#pending"},
+        "order": {"S": f"{base + 12.5:017.6f}#legacy-run"},
+        "created": {"N": str(base + 12.5)},
+    }
+    store.client.put_item(TableName=store.table, Item=legacy)
+    created = {r: float(i) for i, r in enumerate(ids)} | {"legacy-run": 12.5}
+    expected = sorted(created, key=lambda r: -created[r])
+    partitions = {item["all_pk"]["S"] for r in ids for item in _items(world, f"R#{r}")[:1]}
+    assert len(partitions) >= SHARDS // 2  # spread over the shards
+
+    async def pages(**filters: Any) -> list[list[str]]:
+        out = []
+        page = await store.list_runs(limit=4, **filters)
+        out.append([r.id for r in page.runs])
+        while page.cursor:
+            page = await store.list_runs(limit=4, cursor=page.cursor, **filters)
+            out.append([r.id for r in page.runs])
+        return out
+
+    by_time = run(pages())
+    assert [r for p in by_time for r in p] == expected
+    assert all(len(p) == 4 for p in by_time[:-1])
+    by_status = run(pages(status="pending"))
+    assert [r for p in by_status for r in p] == expected
+    with_workflow = run(pages(status="pending", workflow="w"))
+    assert [r for p in with_workflow for r in p] == expected
+    # A cursor from before sharding (DynamoDB's LastEvaluatedKey) goes on from its order.
+    old = {"pk": {"S": "R#shard-run-03"}, "sk": {"S": "#RUN"}, "all_pk": {"S": ALL_RUNS}}
+    old["order"] = _items(world, "R#shard-run-03")[0]["order"]
+    cursor = base64.urlsafe_b64encode(json.dumps(old).encode()).decode()
+    rest = run(store.list_runs(limit=10, cursor=cursor))
+    assert [r.id for r in rest.runs] == ["shard-run-02", "shard-run-01", "shard-run-00"]

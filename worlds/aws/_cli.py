@@ -17,11 +17,15 @@ __all__ = ["PACKAGE", "SETUP"]
 
 
 class Setup:
-    help = "create the AWS world's table, queue, dead-letter queue and bucket"
+    help = "create the AWS world's table, queues, bucket and schedule group"
     description = (
         "Create (or find) the DynamoDB table, the SQS queue with its dead-letter queue, "
-        "and the S3 bucket, against AWS or an endpoint such as moto or LocalStack, and "
-        "print the settings to export. Production uses infra/aws/template.yaml."
+        "the S3 bucket, and the EventBridge Scheduler group with the role its schedules "
+        "send to the queue as, against AWS or an endpoint such as moto or LocalStack, "
+        "and print the settings to export. boto3 finds the region in AWS_DEFAULT_REGION "
+        "(worldflow also takes AWS_REGION) or ~/.aws/config, and credentials in "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials "
+        "(any values against moto or LocalStack). Production uses infra/aws/template.yaml."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -36,13 +40,26 @@ class Setup:
             default=None,
             help="an AWS-compatible endpoint (moto, LocalStack); default AWS_ENDPOINT_URL or AWS",
         )
-        parser.add_argument("--region", default=None, help="default: boto3's (AWS_REGION, config)")
+        parser.add_argument(
+            "--region",
+            default=None,
+            help="default: AWS_DEFAULT_REGION, the profile's region in ~/.aws/config, "
+            "then AWS_REGION",
+        )
+        parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="make no schedule group or role (IAM not allowed): sleeps past 15 "
+            "minutes then hop on SQS every 15 minutes",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from ._setup import setup
 
         endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        settings = setup(args.name, region=args.region, endpoint_url=endpoint)
+        settings = setup(
+            args.name, region=args.region, endpoint_url=endpoint, scheduler=not args.no_scheduler
+        )
         if endpoint:
             settings["AWS_ENDPOINT_URL"] = endpoint
         if args.json:

@@ -38,6 +38,9 @@ _HINTS = {
     "AccessDeniedException": "the function's IAM role lacks a permission",
     "AccessDenied": "the function's IAM role lacks a permission",
     "ExpiredTokenException": "the AWS credentials have expired",
+    "NoCredentialsError": "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+    "NoRegionError": "no AWS region: set AWS_DEFAULT_REGION (the variable boto3 reads)",
 }
 
 
@@ -66,7 +69,7 @@ def aws_call(operation: str, resource: str) -> Iterator[None]:
         module = type(exc).__module__ or ""
         if not module.startswith(("botocore", "boto3", "urllib3")):
             raise
-        code = error_code(exc)
+        code = error_code(exc) or type(exc).__name__
         hint = _HINTS.get(code)
         detail = f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
         message = f"AWS {operation} on {resource} failed ({detail})"

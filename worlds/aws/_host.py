@@ -13,7 +13,11 @@ survives), and each invocation runs that loop until its work is answered:
   acknowledge (its run still has a step running, it is not due within the
   invocation, handling it failed) is named in ``batchItemFailures`` and its
   visibility set to when the engine wants it back; a body that is not a
-  worldflow message is named too, and the redrive policy dead-letters it.
+  worldflow message is named too, back after a backoff, and the redrive
+  policy dead-letters it. A record the engine gives up on goes to the
+  World's dead letters and is reported done. Records taken by an invocation
+  come back, if it is killed, after its time left plus the worker lease (the
+  host shortens their visibility when the queue's is much longer).
 - an HTTP event (a function URL, or API Gateway's payload 2.0): a webhook
   call, answered by the engine's webhook intake (``Engine.answer_webhook``).
 """
@@ -48,6 +52,9 @@ log = logging.getLogger("worldflow.aws")
 MARGIN = 2.0
 #: The longest a message that comes early is held within an invocation.
 HOLD = 5.0
+#: How much later than an invocation's time left plus the lease a killed invocation's
+#: records may come back before the host shortens their visibility (a call per batch).
+LATE = 60.0
 
 
 def world_from_settings() -> World:
@@ -117,25 +124,53 @@ class LambdaHost:
 
     async def _batch(self, records: list[dict[str, Any]], remaining: float) -> list[str]:
         engine, opened = await self._engine()
-        if not opened and engine.lease_until < time.time() + engine.world.heartbeat:
+        world = engine.world
+        queue = world.queue
+        assert isinstance(queue, SqsQueue)
+        if not opened and engine.lease_until < time.time() + world.heartbeat:
             # Frozen since the last invocation, its proof of life has run out (or nearly):
             # renew it before any step starts; during the invocation the engine's own
             # heartbeat keeps it. Back-to-back invocations write none.
             await engine.heartbeat()
+        back_by = remaining + world.lease
+        if queue.visibility > back_by + LATE:
+            # Killed at its timeout, this invocation answers nothing: its records come back
+            # once this worker's lease has run out (and its steps may run again), not after
+            # the queue's visibility timeout.
+            await _set_visibility(queue, [(r["receiptHandle"], back_by) for r in records])
         deadline = self.loop.time() + remaining - MARGIN
         hold = max(0.0, min(HOLD, remaining - MARGIN))
         answers = await asyncio.gather(*(self._record(engine, r, deadline, hold) for r in records))
         answered = list(zip(records, answers, strict=True))
-        later = [(r["receiptHandle"], d.after) for r, d in answered if d and not d.ack]
-        if later:
-            queue = engine.world.queue
-            assert isinstance(queue, SqsQueue)
-            try:  # when the engine wants each back, not after the queue's visibility timeout
-                await off_loop(queue.set_visibility, later)
-            except Exception as exc:
-                log.warning("worldflow: could not set when SQS delivers messages again (%s)", exc)
-        failed = {r["messageId"] for r, d in answered if d is None or not d.ack}
+        buried = await asyncio.gather(*(self._bury(world, r, d) for r, d in answered))
+        later = []
+        failed = set()
+        for (record, disposition), done in zip(answered, buried, strict=True):
+            if done or (disposition is not None and disposition.ack):
+                continue
+            failed.add(record["messageId"])
+            if disposition is None or disposition.dead:  # not ours, or not buried: back off
+                later.append((record["receiptHandle"], _backoff(record)))
+            else:  # when the engine wants it back, not after the queue's visibility timeout
+                later.append((record["receiptHandle"], disposition.after))
+        await _set_visibility(queue, later)
         return sorted(failed)
+
+    async def _bury(
+        self, world: World, record: dict[str, Any], disposition: Disposition | None
+    ) -> bool:
+        """Move a record the engine gave up on to the dead letters (True once done)."""
+        if disposition is None or not disposition.dead or world.dead_letters is None:
+            return False
+        try:
+            delivery = Delivery.of(decode(record["body"]), _attempt(record))
+            await world.dead_letters.bury(delivery, disposition.reason)
+        except Exception as exc:  # it comes back after a backoff, and is given up on again
+            log.warning(
+                "worldflow: could not dead-letter SQS record %s (%s)", record["messageId"], exc
+            )
+            return False
+        return True
 
     async def _record(
         self, engine: Engine, record: dict[str, Any], deadline: float, hold: float
@@ -148,8 +183,9 @@ class LambdaHost:
             log.warning("worldflow: SQS record %s: %s", record.get("messageId"), exc)
             return None
         RECORD.set({"message_id": str(record.get("messageId")), "run_id": out.message.run_id})
-        attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-        return await engine.deliver(Delivery.of(out, attempt), hold=hold, deadline=deadline)
+        return await engine.deliver(
+            Delivery.of(out, _attempt(record)), hold=hold, deadline=deadline
+        )
 
     # -- webhooks ------------------------------------------------------------------------
     async def _http(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +210,24 @@ class LambdaHost:
             max_body=engine.world.max_webhook_bytes,
         )
         return _reply(status, answer)
+
+
+def _attempt(record: dict[str, Any]) -> int:
+    return int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+def _backoff(record: dict[str, Any]) -> float:
+    """When a record nobody could handle comes back: sooner at first, 5 minutes at most."""
+    return float(min(300, 2 ** min(_attempt(record), 9)))
+
+
+async def _set_visibility(queue: SqsQueue, changes: list[tuple[str, float]]) -> None:
+    if not changes:
+        return
+    try:
+        await off_loop(queue.set_visibility, changes)
+    except Exception as exc:  # they come back after the queue's visibility timeout instead
+        log.warning("worldflow: could not set when SQS delivers messages again (%s)", exc)
 
 
 def _is_http(event: dict[str, Any]) -> bool:

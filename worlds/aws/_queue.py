@@ -12,9 +12,11 @@ is honoured.
 The consumer (``start``) long-polls, hands each message to the engine at
 once, keeps the messages it is delivering invisible, and does what the
 engine's :class:`~worldflow.world.Disposition` says: delete the message, or
-make it visible again after ``after`` seconds. On ``close`` every message it
-holds becomes visible again at once, so a restarted worker takes over without
-waiting for a visibility timeout. On Lambda the event source mapping
+make it visible again after ``after`` seconds, or, when the engine gives up
+on it, hand it to the World's dead letters and delete it. On ``close`` it
+waits for its long poll in flight, and every message it holds or that poll
+brings becomes visible again at once, so a restarted worker takes over
+without waiting for a visibility timeout. On Lambda the event source mapping
 receives and deletes instead (``poll=False``; see :mod:`._host`).
 """
 
@@ -118,7 +120,11 @@ class SqsQueue:
         self._acks: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._poll: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._receiver: asyncio.Task[None] | None = None
         self._closing = False
+        #: Where a message the engine gives up on goes (the World sets its DeadLetters).
+        self.dead_letters: Any = None
 
     def __repr__(self) -> str:
         return f"<SqsQueue {self.url!r}>"
@@ -176,7 +182,7 @@ class SqsQueue:
         if not self.poll:
             return  # Lambda's event source mapping consumes the queue (see _host)
         self._deliver = deliver
-        self._spawn(self._receive_loop())
+        self._receiver = self._spawn(self._receive_loop())
         self._spawn(self._keep_invisible())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -188,14 +194,20 @@ class SqsQueue:
     async def _receive_loop(self) -> None:
         delay = 0.1
         while not self._closing:
+            # The poll runs on a thread that a cancelled task does not stop: ``close``
+            # waits for it (shielded here), so that nothing it takes stays hidden.
+            self._poll = asyncio.ensure_future(off_loop(self._receive))
             try:
-                received = await off_loop(self._receive)
+                received = await asyncio.shield(self._poll)
                 delay = 0.1
             except Exception as exc:
                 log.warning("worldflow: receiving from SQS failed (%s); trying again", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            if self._closing and received:  # taken as the queue closed: give them back
+                await off_loop(self.set_visibility, [(m["ReceiptHandle"], 0) for m in received])
+                return
             for m in received:
                 self._spawn(self._deliver_one(m))
 
@@ -231,7 +243,13 @@ class SqsQueue:
             disposition = Disposition.later(min(300, 2**attempt), f"{type(exc).__name__}: {exc}")
         finally:
             self._inflight.pop(sqs_id, None)
-        if disposition.ack:
+        if disposition.dead and self.dead_letters is not None:
+            try:
+                await self.dead_letters.bury(Delivery.of(out, attempt), disposition.reason)
+            except Exception as exc:  # it comes back, and is given up on again
+                log.warning("worldflow: could not dead-letter SQS message %s (%s)", sqs_id, exc)
+                disposition = Disposition.later(min(300, 2**attempt), disposition.reason)
+        if disposition.ack or disposition.dead:
             self._acks.append(receipt)
             if self._flusher is None or self._flusher.done():
                 self._flusher = self._spawn(self._flush_acks())
@@ -261,11 +279,20 @@ class SqsQueue:
                     log.warning("worldflow: extending SQS visibility failed (%s)", exc)
 
     async def close(self) -> None:
-        """Stop receiving (a long poll in flight is abandoned: it puts back what it gets),
-        and make every message still with the engine visible again at once."""
+        """Stop receiving, and make every message still with the engine visible again at
+        once. A long poll in flight is waited for (at most ``poll_wait`` seconds): what it
+        takes now goes back at once (``ChangeMessageVisibility`` 0). Abandoned, it would
+        outlive the process on SQS's side and hide the next message for the visibility
+        timeout (a 3 s sleep after a restart took more than 40 s in a test, 3.0 s now)."""
         if self._closing:
             return
         self._closing = True
+        receiver = self._receiver
+        if receiver is not None and not receiver.done():
+            try:  # it ends once its poll in flight has returned, giving back what came
+                await asyncio.wait_for(asyncio.shield(receiver), self.poll_wait + 10)
+            except Exception as exc:
+                log.warning("worldflow: the SQS long poll did not end on close (%s)", exc)
         held = list(self._inflight.values())
         tasks = list(self._tasks)
         for task in tasks:

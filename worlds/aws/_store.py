@@ -17,7 +17,8 @@ put, hooks put or deleted, and the outbox item when the append carries
 messages (the engine sends them, then :meth:`mark_sent` deletes it). Reading a
 log is a ``Query`` on ``pk`` from ``E#<after>``. Everything else is a ``Query``
 on a global secondary index, never a scan: runs newest first (``by_time``,
-``by_status``, ``by_workflow``, sorted by ``order`` = creation time + id),
+``by_status``, ``by_workflow``, sorted by ``order`` = creation time + id;
+the first two sharded, see ``SHARDS``),
 the runs a worker holds (``by_holder``, sparse: only runs waiting on a step
 have a holder), and expired heartbeats (``by_expiry``: one partition, sorted
 by ``until``). Values are stored as they come: the engine has already moved
@@ -28,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from worldflow.world import (
+    TERMINAL,
     Append,
     Clock,
     CorruptLogError,
@@ -52,14 +56,34 @@ from worldflow.world import (
 from ._errors import AwsWorldError, aws_call, off_loop
 from ._queue import decode, encode
 
+log = logging.getLogger("worldflow.aws")
+
 __all__ = ["DynamoStore", "table_definition"]
 
 RUN_SK = "#RUN"
 HOOK_SK = "#HOOK"
 WORKER_SK = "#WORKER"
+#: The unsharded partition of ``by_time`` (runs written before sharding; still listed).
 ALL_RUNS = "RUNS"
 WORKERS = "WORKERS"
-LIVE = ("S#pending", "S#running")
+#: Shards of the ``by_time`` and ``by_status`` partitions. One GSI partition takes about
+#: 1,000 writes a second, and every run's creation (by_time) and status change
+#: (by_status) writes to one: 8 shards make that about 8,000, while a page of a listing
+#: costs 8 small queries (keys only), merged newest first.
+SHARDS = 8
+
+
+def _shard(run_id: str) -> int:
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % SHARDS
+
+
+def _all_pk(run_id: str) -> str:
+    return f"{ALL_RUNS}#{_shard(run_id)}"
+
+
+def _status_pk(status: str, run_id: str) -> str:
+    """``S#<status>#<shard>`` (before sharding: ``S#<status>``, still read)."""
+    return f"S#{status}#{_shard(run_id)}"
 
 
 def _run_pk(run_id: str) -> str:
@@ -72,6 +96,19 @@ def _chunk_sk(seq: int) -> str:
 
 def _outbox_sk(seq: int) -> str:
     return f"O#{seq:012d}"
+
+
+def _cursor_order(cursor: str) -> str:
+    """The ``order`` a page cursor goes on from (also from a cursor of before sharding,
+    DynamoDB's own key, which holds it)."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor))
+        order = value["o"] if "o" in value else value["order"]["S"]
+        if not isinstance(order, str):
+            raise TypeError(order)
+        return order
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
 
 
 def _order_key(created: float, run_id: str) -> str:
@@ -125,10 +162,14 @@ def table_definition(table: str) -> dict[str, Any]:
 class DynamoStore:
     """Storage and Workers over one DynamoDB table (boto3 calls run on threads)."""
 
-    def __init__(self, client: Any, table: str, clock: Clock) -> None:
+    def __init__(
+        self, client: Any, table: str, clock: Clock, *, expire_after: float | None = None
+    ) -> None:
         self.client = client
         self.table = table
         self.clock = clock
+        #: Seconds after a run ends when DynamoDB's TTL may delete its items (None: never).
+        self.expire_after = expire_after
         self.where = f"DynamoDB table {table!r}"
 
     def __repr__(self) -> str:
@@ -163,9 +204,9 @@ class DynamoStore:
             "created": _n(at),
             "updated": _n(at),
             "last_seq": _n(1),
-            "all_pk": _s(ALL_RUNS),
+            "all_pk": _s(_all_pk(create.run_id)),
             "order": _s(_order_key(at, create.run_id)),
-            "st_pk": _s("S#pending"),
+            "st_pk": _s(_status_pk("pending", create.run_id)),
             "wf_pk": _s(f"W#{create.workflow}"),
         }
         condition = "attribute_not_exists(pk)"
@@ -243,6 +284,8 @@ class DynamoStore:
         for attempt in range(8):
             reasons = self._transact(items)
             if reasons is None:
+                if self._expires(append):
+                    self._expire_earlier_items(append.run_id, self._ttl())
                 return True
             if reasons[:1] == ["ConditionalCheckFailed"]:
                 return False  # the sequence was taken: the engine reloads
@@ -270,11 +313,15 @@ class DynamoStore:
         }
         sets = ["#n = :n", "#u = :u"]
         removes = []
+        if self._expires(append):
+            sets.append("#ttl = :ttl")
+            names["#ttl"] = "ttl"
+            values[":ttl"] = _n(self._ttl())
         if append.status is not None:
             sets += ["#s = :s", "#sp = :sp"]
             names.update({"#s": "status", "#sp": "st_pk"})
             values[":s"] = _s(append.status)
-            values[":sp"] = _s(f"S#{append.status}")
+            values[":sp"] = _s(_status_pk(append.status, run_id))
         for name, value in (("output", append.output), ("error", append.error)):
             if value is not None:
                 names[f"#{name}"] = name
@@ -297,6 +344,8 @@ class DynamoStore:
             "ExpressionAttributeValues": values,
         }
         chunk = self._chunk(run_id, append.expected_seq + 1, append.events)
+        if self._expires(append):
+            chunk["ttl"] = _n(self._ttl())
         items: list[dict[str, Any]] = [
             {"Update": update},
             {"Put": {"TableName": self.table, "Item": chunk}},
@@ -335,6 +384,48 @@ class DynamoStore:
             }
             items.append({"Put": {"TableName": self.table, "Item": outbox}})
         return items
+
+    def _expires(self, append: Append) -> bool:
+        return self.expire_after is not None and append.status in TERMINAL
+
+    def _ttl(self) -> int:
+        assert self.expire_after is not None
+        return int(time.time() + self.expire_after)  # DynamoDB's TTL is wall-clock epoch
+
+    def _expire_earlier_items(self, run_id: str, ttl: int) -> None:
+        """The run ended: its earlier items (events, a lingering outbox) get the run's
+        expiry too, one UpdateItem each (the price of TTL: about one write per append
+        of the run). A failure is logged; the items it missed stay (no TTL)."""
+        pk = _s(_run_pk(run_id))
+        try:
+            keys: list[dict[str, Any]] = []
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :p",
+                "FilterExpression": "attribute_not_exists(#ttl)",
+                "ProjectionExpression": "pk, sk",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": {":p": pk},
+            }
+            while True:
+                with aws_call("DynamoDB Query", self.where):
+                    page = self.client.query(**kwargs)
+                keys += [{"pk": i["pk"], "sk": i["sk"]} for i in page.get("Items", [])]
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for key in keys:
+                with aws_call("DynamoDB UpdateItem", self.where):
+                    self.client.update_item(
+                        TableName=self.table,
+                        Key=key,
+                        UpdateExpression="SET #ttl = :ttl",
+                        ConditionExpression="attribute_exists(pk)",  # not one deleted since
+                        ExpressionAttributeNames={"#ttl": "ttl"},
+                        ExpressionAttributeValues={":ttl": _n(ttl)},
+                    )
+        except Exception as exc:
+            log.warning("worldflow: could not set the expiry of run %s's items (%s)", run_id, exc)
 
     def _chunk(self, run_id: str, first: int, events: Sequence[NewEvent]) -> dict[str, Any]:
         return {
@@ -425,45 +516,71 @@ class DynamoStore:
     def _list_runs(
         self, status: str | None, workflow: str | None, limit: int, cursor: str | None
     ) -> RunPage:
-        kwargs: dict[str, Any] = {"ScanIndexForward": False}
+        before = _cursor_order(cursor) if cursor else None
+        queries: list[dict[str, Any]] = []
         if workflow is not None:
-            kwargs["IndexName"] = "by_workflow"
-            kwargs["KeyConditionExpression"] = "wf_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": _s(f"W#{workflow}")}
+            query: dict[str, Any] = {
+                "IndexName": "by_workflow",
+                "KeyConditionExpression": "wf_pk = :k",
+                "ExpressionAttributeValues": {":k": _s(f"W#{workflow}")},
+            }
             if status is not None:
-                kwargs["FilterExpression"] = "st_pk = :s"
-                kwargs["ExpressionAttributeValues"][":s"] = _s(f"S#{status}")
-        elif status is not None:
-            kwargs["IndexName"] = "by_status"
-            kwargs["KeyConditionExpression"] = "st_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": _s(f"S#{status}")}
+                query["FilterExpression"] = "st_pk = :s OR begins_with(st_pk, :ss)"
+                query["ExpressionAttributeValues"][":s"] = _s(f"S#{status}")
+                query["ExpressionAttributeValues"][":ss"] = _s(f"S#{status}#")
+            queries.append(query)
         else:
-            kwargs["IndexName"] = "by_time"
-            kwargs["KeyConditionExpression"] = "all_pk = :k"
-            kwargs["ExpressionAttributeValues"] = {":k": _s(ALL_RUNS)}
-        if cursor:
-            try:
-                kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor))
-            except ValueError:
-                raise ValueError(f"invalid cursor {cursor!r}") from None
-        keys: list[dict[str, Any]] = []
-        next_key: dict[str, Any] | None = None
+            index, name = ("by_status", "st_pk") if status is not None else ("by_time", "all_pk")
+            base = f"S#{status}" if status is not None else ALL_RUNS
+            for key in [base] + [f"{base}#{shard}" for shard in range(SHARDS)]:
+                queries.append(
+                    {
+                        "IndexName": index,
+                        "KeyConditionExpression": f"{name} = :k",
+                        "ExpressionAttributeValues": {":k": _s(key)},
+                    }
+                )
+        found: list[tuple[str, dict[str, Any]]] = []
+        more = False
+        for query in queries:
+            keys, rest = self._newest(query, limit, before)
+            found += keys
+            more = more or rest
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        more = more or len(found) > limit
+        page = found[:limit]
+        runs = {info.id: info for info in self._get_runs([key for _, key in page])}
+        ordered = [runs[k["pk"]["S"][2:]] for _, k in page if k["pk"]["S"][2:] in runs]
+        # The cursor is the last run's position in the one order of all shards: each
+        # shard goes on from there.
+        cursor_out = None
+        if more and page:
+            cursor_out = base64.urlsafe_b64encode(json_dumps({"o": page[-1][0]}).encode()).decode()
+        return RunPage(ordered, cursor_out)
+
+    def _newest(
+        self, query: dict[str, Any], limit: int, before: str | None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """Up to ``limit`` keys of one index partition, newest first, older than ``before``
+        (an ``order``), with each key's order; and whether there are more."""
+        kwargs: dict[str, Any] = {"ScanIndexForward": False, **query}
+        kwargs["ExpressionAttributeValues"] = dict(query["ExpressionAttributeValues"])
+        if before is not None:
+            kwargs["KeyConditionExpression"] += " AND #o < :before"
+            kwargs["ExpressionAttributeNames"] = {"#o": "order"}
+            kwargs["ExpressionAttributeValues"][":before"] = _s(before)
+        keys: list[tuple[str, dict[str, Any]]] = []
         while len(keys) < limit:
             kwargs["Limit"] = limit - len(keys)
             response = self._call("query", **kwargs)
-            keys += [{"pk": i["pk"], "sk": i["sk"]} for i in response.get("Items", [])]
+            keys += [
+                (i["order"]["S"], {"pk": i["pk"], "sk": i["sk"]}) for i in response.get("Items", [])
+            ]
             next_key = response.get("LastEvaluatedKey")
             if next_key is None:
-                break
+                return keys, False
             kwargs["ExclusiveStartKey"] = next_key
-        runs = {info.id: info for info in self._get_runs(keys)}
-        ordered = [runs[k["pk"]["S"][2:]] for k in keys if k["pk"]["S"][2:] in runs]
-        # A page cut short by the limit has more after it; a filter may make it less
-        # than full, in which case DynamoDB's own key says where to go on.
-        cursor_out = None
-        if next_key is not None:
-            cursor_out = base64.urlsafe_b64encode(json_dumps(next_key).encode()).decode()
-        return RunPage(ordered, cursor_out)
+        return keys, True
 
     def _get_runs(self, keys: list[dict[str, Any]]) -> list[RunInfo]:
         found: list[RunInfo] = []
@@ -486,9 +603,17 @@ class DynamoStore:
         for item in self._query(
             IndexName="by_holder",
             KeyConditionExpression="#h = :w",
-            FilterExpression="st_pk IN (:p, :r)",
+            FilterExpression=(
+                "st_pk IN (:p, :r) OR begins_with(st_pk, :ps) OR begins_with(st_pk, :rs)"
+            ),
             ExpressionAttributeNames={"#h": "holder"},
-            ExpressionAttributeValues={":w": _s(worker_id), ":p": _s(LIVE[0]), ":r": _s(LIVE[1])},
+            ExpressionAttributeValues={
+                ":w": _s(worker_id),
+                ":p": _s("S#pending"),
+                ":r": _s("S#running"),
+                ":ps": _s("S#pending#"),
+                ":rs": _s("S#running#"),
+            },
         ):
             held.append(item["pk"]["S"][2:])
             if len(held) >= limit:

@@ -12,6 +12,7 @@ process does not serve work (``embedded=False``): Lambda (:mod:`._host`) or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -19,7 +20,10 @@ from typing import Any
 from worldflow.world import Capabilities, Clock, SystemClock, World
 
 from ._blobs import S3Blobs
+from ._dlq import SqsDeadLetters
 from ._queue import MAX_DELAY, SqsQueue
+from ._scheduler import EventBridgeScheduler
+from ._session import resolve_region
 from ._store import DynamoStore
 
 __all__ = ["CAPABILITIES", "AwsWorld", "create_world"]
@@ -52,6 +56,15 @@ class AwsWorld(World):
     proof ran out is run again); ``hold``: how long a worker keeps a message
     that came early before sending it again for later. ``public_url``: the
     base of webhook URLs; on Lambda without one, the function's own URL.
+    ``dlq_url``: the dead-letter queue (default: the one the queue's redrive
+    policy names). ``scheduler_role`` (an IAM role ARN EventBridge Scheduler
+    may assume to send to the queue) and ``schedule_group``: delays past SQS's
+    15 minutes become one EventBridge one-time schedule each instead of a hop
+    every 15 minutes (``worldflow setup aws`` and the template make both).
+    ``function_timeout`` (seconds): the Lambda function's timeout, the longest
+    a step attempt may run here. ``expire_finished`` (seconds): when a run ends,
+    its items get a ``ttl`` that far ahead, and DynamoDB's TTL deletes them
+    (None: kept).
     """
 
     def __init__(
@@ -72,6 +85,12 @@ class AwsWorld(World):
         lease: float = 30.0,
         hold: float = 60.0,
         max_webhook_bytes: int = 1 << 20,
+        dlq_url: str | None = None,
+        scheduler_role: str | None = None,
+        schedule_group: str = "default",
+        queue_arn: str | None = None,
+        function_timeout: float | None = None,
+        expire_finished: float | None = None,
     ) -> None:
         if not table or not queue_url:
             raise ValueError(
@@ -90,6 +109,8 @@ class AwsWorld(World):
             read_timeout=max(30, poll_wait + 10),  # outlasts a long poll
         )
 
+        region = resolve_region(session, region)
+
         def client(service: str) -> Any:
             return session.client(
                 service, region_name=region, endpoint_url=endpoint_url, config=config
@@ -97,7 +118,7 @@ class AwsWorld(World):
 
         self._client = client
         self._url_looked_up = public_url is not None
-        store = DynamoStore(client("dynamodb"), table, clock)
+        store = DynamoStore(client("dynamodb"), table, clock, expire_after=expire_finished)
         queue = SqsQueue(
             client("sqs"),
             queue_url,
@@ -107,13 +128,34 @@ class AwsWorld(World):
             poll_wait=poll_wait,
             visibility=visibility,
         )
+        letters = SqsDeadLetters(queue.client, queue, dlq_url)
+        queue.dead_letters = letters
+        scheduler = None
+        if scheduler_role:
+            scheduler = EventBridgeScheduler(
+                client("scheduler"),
+                queue,
+                clock,
+                group=schedule_group,
+                role_arn=scheduler_role,
+                queue_arn=queue_arn,
+            )
+        capabilities = CAPABILITIES
+        if function_timeout is not None:
+            capabilities = dataclasses.replace(
+                CAPABILITIES,
+                max_attempt_seconds=function_timeout,
+                host_limit="Lambda's function timeout",
+            )
         super().__init__(
             storage=store,
             queue=queue,
             workers=store,
             blobs=S3Blobs(lambda: client("s3"), bucket) if bucket else None,
+            scheduler=scheduler,
+            dead_letters=letters,
             clock=clock,
-            capabilities=CAPABILITIES,
+            capabilities=capabilities,
             public_url=public_url.rstrip("/") if public_url else None,
             heartbeat=heartbeat,
             lease=lease,
@@ -123,6 +165,7 @@ class AwsWorld(World):
         )
         self.store = store
         self.sqs = queue
+        self.dlq = letters
 
     def __repr__(self) -> str:
         return f"<AwsWorld table={self.store.table!r} queue={self.sqs.url!r}>"
@@ -181,4 +224,10 @@ def create_world(settings: dict[str, Any]) -> AwsWorld:
         lease=number("worker_lease", 30.0),
         hold=number("hold", 60.0),
         max_webhook_bytes=int(number("max_webhook_bytes", 1 << 20)),
+        dlq_url=settings.get("dlq_url") or None,
+        scheduler_role=settings.get("scheduler_role") or None,
+        schedule_group=settings.get("schedule_group") or "default",
+        queue_arn=settings.get("queue_arn") or None,
+        function_timeout=number("function_timeout", 0.0) or None,
+        expire_finished=number("expire_finished_days", 0.0) * 86400 or None,
     )

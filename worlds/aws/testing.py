@@ -9,12 +9,16 @@ usable in a project's tests::
 
 from __future__ import annotations
 
+import functools
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from worldflow.world import SystemClock
 
 if TYPE_CHECKING:
     from worldflow.world import Clock
@@ -27,7 +31,10 @@ __all__ = [
     "LambdaHarness",
     "MotoServer",
     "RuntimeApi",
+    "ScheduleFirer",
+    "ShiftedClock",
     "WebhookGateway",
+    "fire_due_schedules",
     "world_factory",
 ]
 
@@ -70,13 +77,48 @@ def world_factory(
     return make
 
 
+_DYNAMODB = threading.RLock()
+
+
+def _serialize_dynamodb() -> None:
+    """Make moto's DynamoDB answer one request at a time (once per process).
+
+    moto (5.2) is not atomic under concurrent requests where DynamoDB is. It runs a
+    ``TransactWriteItems`` by deep-copying each table it touches and, if a condition
+    fails, putting the copies back: a write another request thread committed in
+    between is undone. Seen here: a second ``wf.start`` of the same run id (its
+    transaction fails on ``attribute_not_exists``) undid the run's first append,
+    racing with it, and the run lost every append race after that
+    (``test_idempotent_start``, 4 runs in 12). And it applies an update's ``SET``
+    actions one by one on the stored item, so a read in between sees half of it (a
+    run ``failed`` without its error yet). One lock around each request keeps both
+    to what DynamoDB does.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler, "_worldflow_serialized", False):
+        return
+    call_action = DynamoHandler.call_action
+
+    @functools.wraps(call_action)
+    def one_at_a_time(self: Any) -> Any:
+        with _DYNAMODB:
+            return call_action(self)
+
+    DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
+    DynamoHandler._worldflow_serialized = True  # type: ignore[attr-defined]
+
+
 class MotoServer:
-    """A moto server on 127.0.0.1 (a free port), in a thread of this process."""
+    """A moto server on 127.0.0.1 (a free port), in a thread of this process.
+    Its DynamoDB answers one request at a time (see :func:`_serialize_dynamodb`)."""
 
     region = "us-east-1"
 
     def __init__(self, port: int | None = None) -> None:
         from moto.server import ThreadedMotoServer
+
+        _serialize_dynamodb()
 
         if port is None:
             with socket.socket() as sock:
@@ -129,6 +171,110 @@ class MotoServer:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
         }
+
+
+def fire_due_schedules(session: Any, endpoint_url: str, now: float | None = None) -> int:
+    """Do what EventBridge Scheduler does and moto does not: every one-time schedule due
+    by ``now`` (default: the wall clock) sends its target's input to its SQS queue, and
+    is deleted if its ``ActionAfterCompletion`` says so. Only moto's Scheduler and SQS
+    APIs are used (list, get, send, delete). Returns how many fired."""
+    import calendar
+
+    scheduler = session.client("scheduler", endpoint_url=endpoint_url)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    now = time.time() if now is None else now
+    fired = 0
+    for page in scheduler.get_paginator("list_schedules").paginate():
+        for summary in page["Schedules"]:
+            group, name = summary.get("GroupName", "default"), summary["Name"]
+            schedule = scheduler.get_schedule(GroupName=group, Name=name)
+            expression = str(schedule["ScheduleExpression"])
+            if not expression.startswith("at("):
+                continue
+            due = calendar.timegm(time.strptime(expression[3:-1], "%Y-%m-%dT%H:%M:%S"))
+            if due > now or schedule.get("State") == "DISABLED":
+                continue
+            target = schedule["Target"]
+            arn = str(target["Arn"]).split(":")
+            if arn[2] != "sqs":
+                continue
+            url = sqs.get_queue_url(QueueName=arn[5], QueueOwnerAWSAccountId=arn[4])["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=target["Input"])
+            fired += 1
+            if schedule.get("ActionAfterCompletion") == "DELETE":
+                scheduler.delete_schedule(GroupName=group, Name=name)
+            else:  # a one-time schedule that stays fires once
+                scheduler.update_schedule(
+                    GroupName=group,
+                    Name=name,
+                    ScheduleExpression=expression,
+                    FlexibleTimeWindow=schedule["FlexibleTimeWindow"],
+                    Target=target,
+                    State="DISABLED",
+                )
+    return fired
+
+
+class ShiftedClock(SystemClock):
+    """The wall clock, ``offset`` seconds ahead (``skip(86400)``): a World on it is on the
+    real clock (SQS delays, EventBridge schedules), yet a test need not wait out a day's
+    sleep."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
+
+    async def sleep_until(self, when: float) -> None:
+        import asyncio
+
+        # Polled: skip() moves the time forward under a sleeper.
+        while (delay := when - self.now()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(delay, 0.5))
+
+
+class ScheduleFirer:
+    """Fires due schedules (:func:`fire_due_schedules`) every ``every`` seconds on a daemon
+    thread, while in its ``with``; ``now``: the clock to compare with (default: the wall
+    clock). ``fired`` counts them."""
+
+    def __init__(
+        self,
+        session: Any,
+        endpoint_url: str,
+        *,
+        every: float = 0.2,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        import threading
+
+        self.session = session
+        self.endpoint_url = endpoint_url
+        self.every = every
+        self.now = now or time.time
+        self.fired = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="schedule-firer")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.fired += fire_due_schedules(self.session, self.endpoint_url, self.now())
+            except Exception as exc:
+                self.errors.append(exc)
+
+    def __enter__(self) -> ScheduleFirer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class WebhookGateway:
