@@ -125,7 +125,14 @@ def create_world(
     settings = load_settings(key, env)
     if read_only:
         settings["read_only"] = "1"
-    world = _factory(name)(settings)
+    return apply_shared_settings(_factory(name)(settings), settings)
+
+
+def apply_shared_settings(world: World, settings: Mapping[str, str]) -> World:
+    """Set on ``world`` what every World takes from the shared settings (from
+    :func:`load_settings`): ``retention`` (``WORLDFLOW_RETENTION``) and
+    ``max_deliveries`` (``WORLDFLOW_MAX_DELIVERIES``). A host that builds its
+    World with its own factory (the Lambda handler) calls this; returns the World."""
     if settings.get("retention"):
         from ._duration import parse_duration
 

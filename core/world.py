@@ -24,7 +24,7 @@ Nothing in this module imports a cloud SDK or a database driver.
 from __future__ import annotations
 
 from ._clock import Clock, SystemClock, VirtualClock, sleep_until_or_woken
-from ._config import load_settings
+from ._config import apply_shared_settings, load_settings
 from ._definitions import workflow_names as registered_workflows
 from ._engine import Engine, current_engine, serve
 from ._errors import CorruptLogError, WorldError, WorldflowError
@@ -113,6 +113,7 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "apply_shared_settings",
     "current_engine",
     "json_dumps",
     "json_loads",

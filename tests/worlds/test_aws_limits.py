@@ -164,3 +164,18 @@ def test_a_record_nobody_can_read_comes_back_after_a_backoff(
         host.close()
     assert len(harness.failures) == 2
     assert 1.5 <= back_after < 6, back_after
+
+
+def test_the_lambda_hosts_world_takes_the_shared_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WORLDFLOW_MAX_DELIVERIES and WORLDFLOW_RETENTION reach the function's World (the
+    host builds it with the aws factory, which alone would skip them)."""
+    from worldflow.worlds.aws._host import world_from_settings
+
+    monkeypatch.setenv("WORLDFLOW_MAX_DELIVERIES", "5")
+    monkeypatch.setenv("WORLDFLOW_RETENTION", "3d")
+    monkeypatch.setenv("WORLDFLOW_AWS_TABLE", "t")
+    monkeypatch.setenv("WORLDFLOW_AWS_QUEUE_URL", "http://127.0.0.1:1/queue/q")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    world = world_from_settings()
+    assert world.max_deliveries == 5
+    assert world.retention == 3 * 86400

@@ -37,7 +37,15 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from worldflow.world import Delivery, Disposition, Engine, World, load_settings, serve
+from worldflow.world import (
+    Delivery,
+    Disposition,
+    Engine,
+    World,
+    apply_shared_settings,
+    load_settings,
+    serve,
+)
 
 from ._errors import off_loop
 from ._observe import RECORD, powertools
@@ -62,7 +70,7 @@ def world_from_settings() -> World:
     settings = load_settings("aws")
     for name in filter(None, (m.strip() for m in settings.get("modules", "").split(","))):
         importlib.import_module(name)  # the user's workflows and steps
-    return create_world({**settings, "poll": "0"})
+    return apply_shared_settings(create_world({**settings, "poll": "0"}), settings)
 
 
 class LambdaHost:
