@@ -125,7 +125,9 @@ class Outcome:
         return self.executions - self.least
 
 
-def _world_env(world: str, folder: Path, url: str | None) -> dict[str, str]:
+def _world_env(
+    world: str, folder: Path, url: str | None, aws: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")}
     env.update(
         {
@@ -134,7 +136,18 @@ def _world_env(world: str, folder: Path, url: str | None) -> dict[str, str]:
             "PYTHONPATH": str(folder),
         }
     )
-    if world == "local":
+    if world == "aws":
+        assert aws is not None
+        env.update(aws)
+        env.update(
+            {
+                "WORLDFLOW_AWS_POLL_WAIT": "1",
+                "WORLDFLOW_AWS_VISIBILITY": "2",
+                "WORLDFLOW_AWS_HEARTBEAT": "0.2",
+                "WORLDFLOW_AWS_WORKER_LEASE": "1",
+            }
+        )
+    elif world == "local":
         env.update(
             {
                 "WORLDFLOW_DATA_DIR": str(folder / "data"),
@@ -196,14 +209,20 @@ async def _resume_when_created(token: str, stop: float) -> None:
 
 
 async def _soak(
-    world_name: str, runs: int, kills: int, workers: int, url: str | None, seed: int
+    world_name: str,
+    runs: int,
+    kills: int,
+    workers: int,
+    url: str | None,
+    seed: int,
+    aws: dict[str, str] | None = None,
 ) -> Outcome:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="worldflow-soak-") as tmp:
         folder = Path(tmp)
         (folder / "soakflows.py").write_text(textwrap.dedent(FLOWS))
         (folder / "serve.py").write_text(SERVE)
-        env = _world_env(world_name, folder, url)
+        env = _world_env(world_name, folder, url, aws)
         sys.path.insert(0, str(folder))
         os.environ["SOAK_LOG"] = env["SOAK_LOG"]
         import soakflows
@@ -212,7 +231,7 @@ async def _soak(
         pool = Workers(workers, folder, env)
         # This process is a client on the same World (it starts runs, sends payloads and
         # looks; the workers run them), configured by the environment it restores after.
-        settings = {k: v for k, v in env.items() if k.startswith("WORLDFLOW_")}
+        settings = {k: v for k, v in env.items() if k.startswith(("WORLDFLOW_", "AWS_"))}
         settings["WORLDFLOW_SERVE"] = "never"
         saved = {k: os.environ.get(k) for k in settings}
         os.environ.update(settings)
@@ -281,7 +300,16 @@ def _database() -> Iterator[str]:
 
 
 def soak(world: str, runs: int, kills: int, workers: int = 3, seed: int = 1) -> Outcome:
-    """One soak on ``world`` ("local" or "postgres"); the figures."""
+    """One soak on ``world`` ("local", "postgres" or "aws": SQS-polling workers against a
+    moto server this starts); the figures."""
+    if world == "aws":
+        from worldflow.worlds.aws import setup
+        from worldflow.worlds.aws.testing import MotoServer
+
+        with MotoServer() as moto:
+            settings = setup("wf-soak", session=moto.session(), endpoint_url=moto.url, visibility=2)
+            aws = {**moto.env(), **settings}
+            return asyncio.run(_soak(world, runs, kills, workers, None, seed, aws))
     if world == "postgres":
         with _database() as url:
             return asyncio.run(_soak(world, runs, kills, workers, url, seed))
@@ -305,13 +333,20 @@ def table(outcomes: list[Outcome]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world", choices=("local", "postgres", "both"), default="both")
+    parser.add_argument(
+        "--world",
+        choices=("local", "postgres", "aws", "both", "all"),
+        default="both",
+        help="both: local and postgres; all: and aws (against moto)",
+    )
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    worlds = ["local", "postgres"] if args.world == "both" else [args.world]
+    worlds = {"both": ["local", "postgres"], "all": ["local", "postgres", "aws"]}.get(
+        args.world, [args.world]
+    )
     outcomes = [soak(w, args.runs, args.kills, args.workers, args.seed) for w in worlds]
     print(table(outcomes))
     bad = [o for o in outcomes if o.right != o.runs or o.lost or o.twice]
