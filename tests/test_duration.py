@@ -225,7 +225,9 @@ def test_sleep_past_any_datetime_is_refused_at_the_call() -> None:
 
 
 @pytest.mark.parametrize(
-    "timestamp", [0, 1.5, time.time(), -1e10, LATEST_WAKEUP, datetime.max.timestamp() - 2e9]
+    "timestamp",
+    [0, 1.5, time.time(), -1e10, LATEST_WAKEUP, datetime.max.timestamp() - 2e9],
+    ids=["zero", "fraction", "now", "1653", "latest", "near-max"],  # stable across processes
 )
 def test_check_wakeup_accepts_times_a_datetime_holds(timestamp: float) -> None:
     result = check_wakeup(timestamp, "wf.sleep(until=...)")

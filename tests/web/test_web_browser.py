@@ -153,6 +153,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
 def test_the_ui_in_chromium(site: Site, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    # The suite runs two test files at a time on two cores: give each page 15 s, not 5.
+    expect.set_options(timeout=15_000)
     shots = tmp_path / "img"
     shots.mkdir()
     store = site.store
