@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import importlib
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -47,7 +48,7 @@ def make_store(path: Path, *, extra: int = 6) -> Store:
 
     async def main() -> Store:
         async with wf.worker(LocalWorld(path, serve_webhooks=False)):
-            retried = await wf.start(f.order, f"o-{path.name}", 2)
+            retried = await wf.start(f.order, f"o-{uuid.uuid4().hex[:12]}", 2)  # unique per process
             failed = await wf.start(f.doomed, XSS)
             sleeping = await wf.start(f.nap, "n-1")
             waiting = await wf.start(f.approval, path.name)

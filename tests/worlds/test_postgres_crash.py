@@ -493,7 +493,9 @@ def test_a_server_restart_while_workers_run_loses_nothing(private_server: Privat
             # The listener is back: a payload sent by a client wakes this worker at once
             # (its poll is 30 s).
             hook = await wf.start(waiting, "after-restart")
-            await until(lambda: w.queue.notifications > 0, 5)
+            # (Reconnecting after the restart can take a while on a loaded machine; the
+            # proof is that it happens well before the 30 s poll would.)
+            await until(lambda: w.queue.notifications > 0, 20)
             client = Runtime(PostgresWorld(private_server.url, serve_webhooks=False), serve=False)
             await client.start()
             sent = time.monotonic()
