@@ -48,11 +48,13 @@ Why no injected exception reaches engine code:
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import functools
 import logging
 import os
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import weakref
@@ -80,13 +82,16 @@ class _Interrupt(BaseException):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         # Made in the blocked thread, where it is raised: keep the first (its
-        # traceback shows where the code was) and, on 3.11, set the trace function.
+        # traceback shows where the code was) and, escalating, make every line raise.
         rec: _Record | None = getattr(_local, "rec", None)
         if rec is not None and rec.active and rec.injected == rec.active:
             if rec.interrupt is None:
                 rec.interrupt = self
-            if rec.escalate == rec.active and _TOOL is None:
-                _trace_lines(rec, sys._getframe(1))
+            if rec.escalate == rec.active:
+                if _TOOL is None:
+                    _trace_lines(rec, sys._getframe(1))
+                else:
+                    _watch_lines(rec, sys._getframe(1))
 
 
 # -- the limit -------------------------------------------------------------------
@@ -315,7 +320,7 @@ def _on_line(code: CodeType, line: int) -> None:
 
 
 def _watch_lines(rec: _Record, frame: FrameType | None) -> None:
-    """3.12+, from the watchdog thread: every line of the blocked pass's code raises."""
+    """3.12+, in the blocked thread: every line of the blocked pass's code raises."""
     assert _TOOL is not None
     with _lines_lock:
         for f in _own_frames(frame):
@@ -484,13 +489,27 @@ def _check_all(limit: float) -> None:
 
 
 def _debugging(tid: int) -> bool:
-    """The thread is in a debugger (pdb and other bdb-based ones, debugpy/pydevd)."""
-    frame = sys._current_frames().get(tid)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if os.path.basename(name) == "bdb.py" or "pydevd" in name:
-            return True
-        frame = frame.f_back
+    """The thread is in a debugger (pdb and other bdb-based ones, debugpy/pydevd).
+
+    Another thread's stack is read from faulthandler's dump, which walks the
+    frames in C without letting go of the GIL, so the stack cannot change under
+    it. Walking ``sys._current_frames()`` with ``f_back`` from here crashed
+    CPython 3.11 (a frame popped by its thread between two steps of the walk).
+    """
+    with tempfile.TemporaryFile() as dump:
+        faulthandler.dump_traceback(dump, all_threads=True)
+        dump.seek(0)
+        text = dump.read().decode("utf-8", "replace")
+    header = f"thread 0x{tid:016x} "
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith("  "):  # a thread's header, or the blank line after it
+            inside = header in line.lower()
+            continue
+        if inside and line.startswith('  File "'):
+            name = line[8 : line.rfind('", line ')]
+            if os.path.basename(name) == "bdb.py" or "pydevd" in name:
+                return True
     return False
 
 
@@ -518,9 +537,7 @@ def _interrupt(rec: _Record, gen: int, elapsed: float, limit: float) -> None:
             if error is not None and instance is not None and instance.blocked is None:
                 instance.blocked = error
             if escalate:
-                rec.escalate = gen
-                if _TOOL is not None:
-                    _watch_lines(rec, sys._current_frames().get(rec.tid))
+                rec.escalate = gen  # the interrupt, as it is raised, watches the lines
             _inject(rec.tid, _Interrupt)
     finally:
         rec.injecting = 0

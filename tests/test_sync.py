@@ -46,6 +46,13 @@ async def starts_from_a_step() -> str:  # an async step runs on worldflow's own 
 @wf.workflow
 async def nested() -> str:
     return await starts_from_a_step()
+
+@wf.workflow
+async def busy(n: int) -> int:  # keeps the parent writing while it forks
+    total = 0
+    for i in range(n):
+        total += await double(i)
+    return total
 """
 
 
@@ -136,7 +143,9 @@ def test_from_inside_a_running_event_loop(tmp_path: Path) -> None:
 
 def test_in_forked_children(tmp_path: Path) -> None:
     """Pre-fork servers: the parent used worldflow, then forks; each child starts its
-    own loop and runtime on first use and runs work of its own."""
+    own loop and runtime on first use and runs work of its own. The parent's loop
+    is writing to the same database as it forks (a fork inside one of its write
+    transactions left the child's SQLite "locked" for good)."""
     out = _run(
         tmp_path,
         """
@@ -145,8 +154,9 @@ def test_in_forked_children(tmp_path: Path) -> None:
         import flows
 
         parent = wf.start_sync(flows.twice, 1).result_sync(timeout=30)
+        wf.start_sync(flows.busy, 100_000)
         children = []
-        for i in range(2):
+        for i in range(12):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
@@ -162,7 +172,7 @@ def test_in_forked_children(tmp_path: Path) -> None:
         print(json.dumps({"parent": parent, "children": children, "after": after}))
         """,
     )
-    assert out == {"parent": 4, "children": [40, 44], "after": 8}
+    assert out == {"parent": 4, "children": [4 * (10 + i) for i in range(12)], "after": 8}
 
 
 def test_a_flask_app_under_a_wsgi_server(tmp_path: Path) -> None:

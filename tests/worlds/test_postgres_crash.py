@@ -26,6 +26,7 @@ import pytest
 
 import worldflow as wf
 from worldflow._runtime import Runtime
+from worldflow.testing import wait_for_hook
 from worldflow.worlds.postgres import PostgresWorld
 from worldflow.worlds.postgres.testing import sql
 
@@ -496,6 +497,7 @@ def test_a_server_restart_while_workers_run_loses_nothing(private_server: Privat
             # (Reconnecting after the restart can take a while on a loaded machine; the
             # proof is that it happens well before the 30 s poll would.)
             await until(lambda: w.queue.notifications > 0, 20)
+            await wait_for_hook(hook, "after-restart", timeout=20)  # else resume finds none
             client = Runtime(PostgresWorld(private_server.url, serve_webhooks=False), serve=False)
             await client.start()
             sent = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -148,6 +149,21 @@ _RUN_COLUMNS = (
 )
 
 
+# A process that forks while one of its threads is inside a write transaction
+# leaves the child an SQLite that believes this process holds the write lock
+# (SQLite keeps that bookkeeping in process memory, and the child inherits it
+# without the lock itself): every write of the child's own connections is then
+# "locked" for good. So no fork happens inside a transaction, nor a
+# transaction across a fork. (The child must not use the connections it
+# inherited; pre-fork servers open their own, as the sync entry points do.)
+_NO_FORK = threading.Lock()
+os.register_at_fork(
+    before=_NO_FORK.acquire,
+    after_in_parent=_NO_FORK.release,
+    after_in_child=_NO_FORK.release,
+)
+
+
 class Store:
     """The SQLite database of one local world."""
 
@@ -224,13 +240,14 @@ class Store:
     def _write(self, body: Callable[[], T]) -> T:
         """Run ``body`` in one IMMEDIATE transaction (raises sqlite3.OperationalError if locked)."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = body()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with _NO_FORK:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = body()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         self.commits += 1
         return result
 
