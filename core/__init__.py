@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         uuid4,
         worker,
     )
+    from ._api import ChildRun  # child workflows
     from ._attempts import StepMetadata, get_step_metadata
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
@@ -96,6 +97,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
             "worker",
         )
     },
+    "ChildRun": ("_api", "ChildRun"),  # child workflows
     **{name: ("_attempts", name) for name in ("StepMetadata", "get_step_metadata")},
     **{name: ("_clock", name) for name in ("Clock", "SystemClock", "VirtualClock")},
     **{
@@ -137,6 +139,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AttemptInfo",
+    "ChildRun",
     "Clock",
     "CorruptLogError",
     "Event",

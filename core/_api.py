@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
-from ._definitions import Workflow, get_workflow
+from ._definitions import Workflow, check_timeout, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._inspect import RunDetail, StepInfo
 
 __all__ = [
+    "ChildRun",
     "Run",
     "WorkflowMetadata",
     "configure",
@@ -141,6 +142,11 @@ def _import_modules() -> None:
 
 
 async def _runtime() -> Runtime:
+    if current_instance() is not None:
+        raise RuntimeError(
+            "this call reaches the World, which workflow code cannot do (it must replay the "
+            "same): make it in a step"
+        )
     loop = asyncio.get_running_loop()
     ready = _runtimes.get(loop)
     if ready is None:
@@ -336,6 +342,23 @@ class Run(Generic[R]):
         """
         await (await _runtime()).wake(self.id, position)
 
+    async def children(self) -> list[ChildRun[Any]]:
+        """The child runs this run started, in the order it started them (each a
+        ``wf.Run`` with ``.workflow``, ``.detached`` and ``.parent_id``)."""
+        from ._children import children_in
+
+        events = await (await _runtime()).read_events(self.id)
+        return [
+            ChildRun(link.id, link.workflow, self.id, link.detached) for link in children_in(events)
+        ]
+
+    async def parent(self) -> Run[Any] | None:
+        """The run that started this one as its child, or None."""
+        from ._children import parent_of
+
+        found = parent_of(await (await _runtime()).read_events(self.id))
+        return None if found is None else Run(found[0])
+
     async def rerun(self, *, id: str | None = None) -> Run[R]:
         """Start a new run of the same workflow with the same input (not a replay)."""
         runtime = await _runtime()
@@ -345,6 +368,50 @@ class Run(Generic[R]):
             raise CorruptLogError(f"run {self.id!r}: its log does not start with run_created")
         tree = events[0].data.get("input")
         return Run(await runtime.create_run(info.workflow, tree, _valid_id(id)))
+
+
+class ChildRun(Run[R]):
+    """A child run: ``child = await wf.start(other, ...)`` inside a workflow.
+
+    Inside the workflow that started it, ``await child.result()`` waits durably for
+    the child's end (its failure raises here as a step's does; its cancellation is
+    ``wf.RunCancelled``); ``timeout=`` is a durable timer there too. Anywhere else it
+    is a plain :class:`Run` handle.
+    """
+
+    __slots__ = ("_future", "detached", "parent_id", "workflow")
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: str,
+        parent_id: str,
+        detached: bool = False,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        super().__init__(run_id)
+        self.workflow = workflow
+        self.parent_id = parent_id
+        self.detached = detached
+        self._future = future
+
+    def __repr__(self) -> str:
+        return f"<ChildRun {self.id!r} of {self.parent_id!r}>"
+
+    async def result(self, timeout: float | str | None = None) -> R:
+        instance = current_instance()
+        if instance is None or self._future is None or instance.run_id != self.parent_id:
+            return await super().result(timeout)
+        if timeout is None:
+            value: R = await self._future
+            return value
+        seconds = parse_duration(timeout, what="timeout")
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), seconds)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise TimeoutError(
+                f"child run {self.id!r} has not finished after {timeout}s"
+            ) from None
 
 
 async def list_runs(
@@ -379,6 +446,8 @@ async def start(
     *args: Any,
     id: str | None = None,
     on_conflict: Literal["return", "raise"] = "return",
+    timeout: float | str | dt.timedelta | None = None,
+    detached: bool = False,
     **kwargs: Any,
 ) -> Run[R]:
     """Start a durable run of ``workflow`` with these arguments.
@@ -391,6 +460,15 @@ async def start(
 
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
+
+    ``timeout``: the run fails with ``TimeoutError`` if it is still going that long
+    after it was started (a durable timer; default the ``@wf.workflow(timeout=)``).
+
+    Inside a workflow this starts a *child* run (a command, recorded in the log;
+    its id, when not given, is derived from the parent's, so replay never starts
+    two) and returns a :class:`ChildRun`: ``await child.result()`` waits durably.
+    A run that ends or is cancelled cancels its children still running, except
+    those started with ``detached=True``.
     """
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
@@ -403,12 +481,26 @@ async def start(
             f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
             " (decorate the function with @wf.workflow)"
         )
-    if current_instance() is not None:
-        raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
+    seconds = check_timeout(timeout, "wf.start()") if timeout is not None else definition.timeout
+    if not isinstance(detached, bool):
+        raise TypeError(f"wf.start(detached=...) takes a bool, got {detached!r}")
     definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
+    instance = current_instance()
+    if instance is not None:
+        if on_conflict != "return":
+            raise ValueError("a child run cannot use on_conflict='raise'")
+        child, fut = instance.start_child(
+            definition, args, kwargs, run_id=_valid_id(id), detached=detached, timeout=seconds
+        )
+        return ChildRun(child, definition.name, instance.run_id, detached, fut)
     runtime = await _runtime()
     run_id = await runtime.start_run(
-        definition.name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
+        definition.name,
+        args,
+        kwargs,
+        _valid_id(id),
+        conflict=on_conflict == "raise",
+        deadline=seconds,
     )
     return Run(run_id)
 

@@ -105,16 +105,28 @@ class Step(Generic[P, R]):
 class Workflow(Generic[P, R]):
     """A function decorated with ``@workflow``: start it with ``wf.start(fn, ...)``."""
 
-    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> None:
+    def __init__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], name: str, timeout: float | None = None
+    ) -> None:
         self.fn = fn
         self.name = name
+        self.timeout = timeout  # seconds from start after which a run fails (TimeoutError)
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        raise TypeError(
-            f"workflow {self.name!r} cannot be called directly: start a durable run "
-            f"with `await wf.start({self.fn.__name__}, ...)`"
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """Inside a workflow: start this workflow as a child run and wait for its result
+        (a command, like a step call). Anywhere else: a TypeError."""
+        instance = current_instance()
+        if instance is None:
+            raise TypeError(
+                f"workflow {self.name!r} cannot be called directly: start a durable run "
+                f"with `await wf.start({self.fn.__name__}, ...)`"
+            )
+        self.check_arguments(args, kwargs)
+        _, fut = instance.start_child(
+            self, args, kwargs, run_id=None, detached=False, timeout=self.timeout
         )
+        return fut
 
     @functools.cached_property
     def _signature(self) -> inspect.Signature:
@@ -149,6 +161,17 @@ class Workflow(Generic[P, R]):
         return f"<workflow {self.name!r}>"
 
 
+def check_timeout(value: object, where: str) -> float | None:
+    """A run's timeout in seconds (None for none); a bad one is a ValueError naming
+    ``where`` and quoting the value."""
+    if value is None:
+        return None
+    seconds = parse_duration(value, what=f"{where} timeout")
+    if seconds <= 0:
+        raise ValueError(f"{where}: a run's timeout must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
 def _register(table: dict[str, Any], kind: str, obj: Step[Any, Any] | Workflow[Any, Any]) -> None:
     known = table.get(obj.name)
     if known is not None and known.fn is not obj.fn:
@@ -179,9 +202,13 @@ class _StepDecorator(Protocol):
 @overload
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
 @overload
-def workflow(*, name: str | None = None) -> _WorkflowDecorator: ...
+def workflow(*, name: str | None = None, timeout: object = None) -> _WorkflowDecorator: ...
 def workflow(
-    fn: Callable[P, Coroutine[Any, Any, R]] | None = None, /, *, name: str | None = None
+    fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: object = None,
 ) -> Workflow[P, R] | _WorkflowDecorator:
     """Mark an ``async def`` as a durable workflow.
 
@@ -189,12 +216,15 @@ def workflow(
     ... async def hail_ride(request_id: str) -> dict: ...
     >>> @wf.workflow(name="hail-ride")   # a stable name survives renames
     ... async def hail_ride_v2(request_id: str) -> dict: ...
+    >>> @wf.workflow(timeout="1d")       # a run still going a day after its start fails
+    ... async def nightly() -> None: ...
     """
+    seconds = check_timeout(timeout, "@wf.workflow(timeout=...)")
 
     def decorate(f: Callable[P, Coroutine[Any, Any, R]]) -> Workflow[P, R]:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"@workflow needs an async def function, got {f!r}")
-        wf = Workflow(f, name or _default_name(f))
+        wf = Workflow(f, name or _default_name(f), seconds)
         _register(_WORKFLOWS, "workflow", wf)
         return wf
 

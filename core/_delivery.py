@@ -82,6 +82,11 @@ async def deliver(
                 return Disposition.later(1.0, "not due yet on the virtual clock")
     try:
         message = await rt.backend.restore(message)
+        if message.kind == "start_child":  # creates a run; nothing to do in this one
+            from ._children import start_child
+
+            await _bounded(start_child(rt, message), left())
+            return ACK
         executor = rt.executor(message.run_id)
         park = None if deadline is None else min(PARK_WAIT, max(0.0, left() - PARK_WAIT))
         await _bounded(executor.handle(message, park_timeout=park), left())

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import _children as children
 from ._attempts import StepMetadata, run_attempt
 from ._codec import decode
 from ._definitions import Step, StepOptions, get_step, get_workflow
@@ -33,6 +34,9 @@ from ._errors import (
 )
 from ._events import (
     CANCEL_REQUESTED,
+    CHILD_COMPLETED,
+    CHILD_STARTED,
+    DEADLINE_PASSED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -487,6 +491,8 @@ class RunExecutor:
                 batch.hooks.append((data["cid"], data["token"]))
             elif kind == SLEEP_STARTED:
                 self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
+            elif kind == CHILD_STARTED:
+                batch.append.messages.append(children.start_message(self.rt, self.run_id, data))
 
     def _wake_at(self, batch: _Batch, when: float, what: str) -> None:
         message = Message(self.rt.new_id(), self.run_id, "resume")
@@ -523,6 +529,9 @@ class RunExecutor:
                         self._apply(batch, other)
             elif message.kind == "cancel" and not state.cancel_requested:
                 self._feed(batch, self._record(batch, CANCEL_REQUESTED, {"id": message.id}))
+                batch.append.messages += children.cancel_children(self.rt, state)
+            elif message.kind == "child_ended":
+                self._child_ended(batch, message.data)
             elif message.kind == "wake":
                 wanted = message.data.get("cid")
                 for cid in sorted(state.timers):
@@ -572,6 +581,23 @@ class RunExecutor:
         self._record(batch, STEP_RETRYING, data)
         self._wake_at(batch, retry_at, f"retry:{cid}:{attempt + 1}")
 
+    def _child_ended(self, batch: _Batch, body: dict[str, Any]) -> None:
+        state = self.state
+        assert state is not None
+        cid = body.get("cid")
+        child = state.children.get(cid) if type(cid) is int else None
+        if child is None or child.id != body.get("id"):
+            return  # ended already (a redelivery), or not a child of this run
+        data: dict[str, Any] = {"cid": cid, "id": child.id, "status": body.get("status")}
+        if body.get("status") == "completed":
+            data["output"] = body.get("output")
+        elif body.get("status") == "failed":
+            data["error"] = body.get("error")
+        elif body.get("status") != "cancelled":
+            log.warning("worldflow: run %r: child %r ended %r?", self.run_id, child.id, body)
+            return
+        self._feed(batch, self._record(batch, CHILD_COMPLETED, data))
+
     def _gap_given_up(self, inp: _Input) -> bool:
         """A payload has waited for its predecessor long enough: apply it anyway.
 
@@ -617,17 +643,28 @@ class RunExecutor:
         assert state is not None
         if state.done:
             return
+        passed = state.deadline is not None and state.deadline <= batch.at
         if state.status == "pending":
             if state.cancel_requested:
                 self._end(batch, "cancelled", None, None)
                 return
+            if passed:  # never started before its deadline
+                assert state.deadline is not None
+                self._record(batch, DEADLINE_PASSED, {"deadline": state.deadline})
+                error = children.deadline_error(self.run_id, state.workflow, state.deadline)
+                self._end(batch, "failed", None, error)
+                return
             event = self._record(batch, RUN_STARTED, {})
             batch.append.status = "running"
+            if state.deadline is not None:  # a durable timer, like a sleep's
+                self._wake_at(batch, state.deadline, "deadline")
             self.instance = self._new_instance(state.workflow, [])
             self.instance.start(event.at, state.input)
             self._collect(batch)
         instance = self.instance
         assert instance is not None
+        if passed and not state.timed_out and not instance.done:
+            self._feed(batch, self._record(batch, DEADLINE_PASSED, {"deadline": state.deadline}))
         progress = True
         while progress and not instance.done:
             progress = False
@@ -699,6 +736,12 @@ class RunExecutor:
         batch.append.output = output
         batch.append.error = error
         batch.append.hooks_removed = list(state.hooks)
+        if state.children:  # children still running end with it (detached ones aside)
+            batch.append.messages += children.cancel_children(self.rt, state)
+        if state.parent is not None:
+            ended = children.ended_message(self.rt, state, status, output, error)
+            if ended is not None:
+                batch.append.messages.append(ended)
         if self.instance is not None:
             self.instance.close()
 

@@ -204,6 +204,11 @@ class Runtime:
 
     async def handle(self, message: Message) -> None:
         """Apply one message; returns once it is durable (tests drive runs with it)."""
+        if message.kind == "start_child":
+            from ._children import start_child
+
+            await start_child(self, message)
+            return
         await self.executor(message.run_id).handle(message)
 
     def executor(self, run_id: str) -> RunExecutor:
@@ -334,12 +339,19 @@ class Runtime:
         run_id: str | None,
         *,
         conflict: bool = False,
+        deadline: float | None = None,
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
-        return await self.create_run(workflow, tree, run_id, conflict=conflict)
+        return await self.create_run(workflow, tree, run_id, conflict=conflict, deadline=deadline)
 
     async def create_run(
-        self, workflow: str, tree: Any, run_id: str | None, *, conflict: bool = False
+        self,
+        workflow: str,
+        tree: Any,
+        run_id: str | None,
+        *,
+        conflict: bool = False,
+        deadline: float | None = None,
     ) -> str:
         """Create a run whose input is the already encoded ``[args, kwargs]`` tree, and see
         that it starts: by a message in the store's own transaction, or sent afterwards,
@@ -347,13 +359,39 @@ class Runtime:
         with a delayed copy of its start message as a safety net.
 
         ``conflict``: if a run with this id exists with other input, raise
-        ``wf.RunConflict`` instead of returning it.
+        ``wf.RunConflict`` instead of returning it. ``deadline``: seconds from now
+        after which the run fails with ``TimeoutError``.
         """
+        at = self.clock.now()
+        when = None if deadline is None else at + deadline
+        run_id, _ = await self.create_run_here(
+            workflow, tree, run_id, conflict=conflict, deadline=when, at=at
+        )
+        return run_id
+
+    async def create_run_here(
+        self,
+        workflow: str,
+        tree: Any,
+        run_id: str | None,
+        *,
+        conflict: bool = False,
+        parent: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        at: float | None = None,
+    ) -> tuple[str, bool]:
+        """:meth:`create_run`, saying whether the run was created by this call;
+        ``parent`` (a child run's ``{"id", "cid"}``) and ``deadline`` (epoch
+        seconds) go into its ``run_created``."""
         from ._errors import RunConflict
 
         run_id = run_id or new_run_id()
-        at = self.clock.now()
+        at = self.clock.now() if at is None else at
         data: dict[str, Any] = {"workflow": workflow, "input": tree}
+        if parent is not None:
+            data["parent"] = parent
+        if deadline is not None:
+            data["deadline"] = deadline
         if self.tracing is not None and (parent := current_traceparent()) is not None:
             data["trace"] = parent  # the run's spans join the caller's trace
         start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
@@ -388,7 +426,7 @@ class Runtime:
                 self.spawn(self._start_here(start.message))
             elif not transactional:
                 await self.backend.send([start])
-        return run_id
+        return run_id, created
 
     async def _start_here(self, message: Message) -> None:
         try:

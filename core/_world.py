@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-MessageKind = Literal["resume", "hook", "cancel", "wake"]
+MessageKind = Literal["resume", "hook", "cancel", "wake", "start_child", "child_ended"]
 #: Every message kind; a World that checks kinds when it decodes a message uses this.
 MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -108,7 +108,10 @@ class Message:
 
     ``kind`` is ``"resume"`` (look at the run and do what is due), ``"hook"``
     (``data`` has ``token``, ``payload`` and ``n``), ``"cancel"`` or ``"wake"``
-    (fire the pending sleep ``data["cid"]`` now, or all of them without it).
+    (fire the pending sleep ``data["cid"]`` now, or all of them without it),
+    ``"start_child"`` (create the child run its run's command ``data["cid"]``
+    started, if it does not exist yet) or ``"child_ended"`` (a child run ended:
+    ``data`` has ``cid``, ``id``, ``status`` and ``output`` or ``error``).
     ``id`` is unique per send, so a redelivery can be recognised in the log.
     A World carries ``kind`` and ``data`` as they are (``data`` is JSON).
     """
