@@ -134,7 +134,7 @@ class ChildrenConformance:
         tag = _tag()
         run = await wf.start(c.leaves_early, tag)
         assert await run.result(timeout=10) == "left"
-        (orphan,) = await run.children()
+        (orphan,) = await self._wait_children(run, 1)  # created, even after its parent ended
         with pytest.raises(wf.RunCancelled):
             await orphan.result(timeout=10)
         assert c.CALLS[f"{tag}:cleanup:orphan"] <= 1  # if it started, its finally ran once
