@@ -49,6 +49,7 @@ from ._types import register_type
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import schedules, signatures
     from ._api import (
+        ChildRun,  # child workflows
         Run,
         WorkflowMetadata,
         configure,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         uuid4,
         worker,
     )
-    from ._api import ChildRun  # child workflows
     from ._attempts import StepMetadata, get_step_metadata
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook

@@ -407,11 +407,10 @@ class ChildRun(Run[R]):
             return value
         seconds = parse_duration(timeout, what="timeout")
         try:
-            return await asyncio.wait_for(asyncio.shield(self._future), seconds)  # type: ignore[no-any-return]
+            waited: R = await asyncio.wait_for(asyncio.shield(self._future), seconds)
+            return waited
         except TimeoutError:
-            raise TimeoutError(
-                f"child run {self.id!r} has not finished after {timeout}s"
-            ) from None
+            raise TimeoutError(f"child run {self.id!r} has not finished after {timeout}s") from None
 
 
 async def list_runs(

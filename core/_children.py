@@ -151,11 +151,11 @@ async def start_child(rt: Runtime, message: Message) -> None:
         events = await rt.backend.read_events(run_id)
         first = events[0] if events else None
         if first is None or first.kind != RUN_CREATED or first.data.get("parent") != link:
-            exc = RunConflict(
+            taken = RunConflict(
                 f"run id {run_id!r} already belongs to a run that is not the child this "
                 f"command of run {parent_id!r} started; give the child another id"
             )
-            await _refuse(rt, parent_id, cid, run_id, exc)
+            await _refuse(rt, parent_id, cid, run_id, taken)
         return
     if not data.get("detached"):
         parent = await rt.backend.get_run(parent_id)
@@ -225,4 +225,3 @@ def parent_of(events: Sequence[Event]) -> tuple[str, int] | None:
     if not isinstance(parent, dict):
         return None
     return str(parent.get("id")), int(parent.get("cid", 0))
-

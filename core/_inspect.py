@@ -46,21 +46,6 @@ class AttemptInfo:
     error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
 
     @property
-    def children(self) -> list[ChildLink]:
-        """The child runs this run started (with how each ended, as far as its log says)."""
-        from ._children import children_in
-
-        return children_in(self.events)
-
-    @property
-    def parent(self) -> str | None:
-        """The id of the run that started this one as a child, or None."""
-        from ._children import parent_of
-
-        found = parent_of(self.events)
-        return None if found is None else found[0]
-
-    @property
     def duration(self) -> float | None:
         return None if self.ended_at is None else self.ended_at - self.started_at
 
@@ -151,6 +136,21 @@ class RunDetail:
     @property
     def error(self) -> dict[str, Any] | None:
         return self.info.error if self.info.status == "failed" else None
+
+    @property
+    def children(self) -> list[ChildLink]:
+        """The child runs this run started (with how each ended, as far as its log says)."""
+        from ._children import children_in
+
+        return children_in(self.events)
+
+    @property
+    def parent(self) -> str | None:
+        """The id of the run that started this one as a child, or None."""
+        from ._children import parent_of
+
+        found = parent_of(self.events)
+        return None if found is None else found[0]
 
     @property
     def duration(self) -> float | None:

@@ -392,8 +392,8 @@ class Runtime:
             data["parent"] = parent
         if deadline is not None:
             data["deadline"] = deadline
-        if self.tracing is not None and (parent := current_traceparent()) is not None:
-            data["trace"] = parent  # the run's spans join the caller's trace
+        if self.tracing is not None and (trace := current_traceparent()) is not None:
+            data["trace"] = trace  # the run's spans join the caller's trace
         start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
         event = NewEvent(EventKind.RUN_CREATED, data, at)
         transactional = self.world.capabilities.transactional_messages

@@ -23,6 +23,8 @@ from worldflow._backend import Backend
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError, WorldError
 from worldflow._events import (
+    CHILD_COMPLETED,
+    CHILD_STARTED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -227,6 +229,15 @@ def _event_summary(event: Event) -> str:
             return f"{cid}{what} token {d.get('token')!r}"
         if kind == HOOK_RECEIVED:
             return f"token {d.get('token')!r} ← {short(display(d.get('payload')), 80)}"
+        if kind == CHILD_STARTED:
+            call = call_text(call_args(d.get("input")))
+            return f"{cid}{d.get('name')}({call}) as run {d.get('id')}"
+        if kind == CHILD_COMPLETED:
+            if d.get("status") == "completed":
+                return f"{cid}{d.get('id')} → {short(display(d.get('output')), 80)}"
+            if d.get("status") == "failed":
+                return f"{cid}{d.get('id')} failed: {error_line(d.get('error'))}"
+            return f"{cid}{d.get('id')} {d.get('status')}"
     except (TypeError, ValueError, AttributeError):
         pass  # a malformed event: show its data as it is
     data = {k: v for k, v in d.items() if k != "cid"}

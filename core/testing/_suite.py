@@ -34,7 +34,8 @@ from worldflow._state import RunState
 from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
-from ._conformance import _scale, conformance
+from ._conformance import _scale
+from ._conformance import conformance as conformance  # re-exported: mixins used it from here
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
 from ._suite_children import ChildrenConformance
 

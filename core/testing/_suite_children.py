@@ -13,8 +13,8 @@ from worldflow._state import RunState
 from worldflow._world import Event
 
 from . import _workflows_children as c
-from ._harness import DuplicatingWorld, Harness, chaotic, normalized, replay_log
 from ._conformance import conformance
+from ._harness import DuplicatingWorld, Harness, chaotic, normalized, replay_log
 
 __all__ = ["ChildrenConformance"]
 
@@ -29,8 +29,6 @@ def _kinds(events: list[Event]) -> list[str]:
 
 class ChildrenConformance:
     """Child workflows (``wf.start`` inside a workflow, a workflow called) and deadlines."""
-
-    serve: bool
 
     def _needs_a_serving_test_process(self) -> None:
         raise NotImplementedError  # WorldConformance's
@@ -75,9 +73,7 @@ class ChildrenConformance:
         assert failed.error is not None and failed.error["type"].endswith("KidError")
 
     @conformance
-    async def test_gather_over_children_costs_appends_linear_in_children(
-        self, h: Harness
-    ) -> None:
+    async def test_gather_over_children_costs_appends_linear_in_children(self, h: Harness) -> None:
         tag = _tag()
         n = 40
         run = await wf.start(c.fan_out, tag, n)

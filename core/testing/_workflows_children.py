@@ -117,7 +117,7 @@ async def bad_children(tag: str) -> list[str]:
         except ValueError as exc:
             errors.append(f"ValueError: {exc}")
     try:
-        await wf.start(kid, tag, "not", "three", "args")  # type: ignore[call-arg]
+        await wf.start(kid, tag, "not", "three", "args")
     except TypeError as exc:
         errors.append(f"TypeError: {exc}")
     try:

@@ -112,6 +112,13 @@ def run_body(detail: RunDetail, now: float) -> str:
         f"<dt>Ended</dt><dd>{when(detail.ended_at) or '—'}</dd>",
         f"<dt>Duration</dt><dd>{duration(info.created_at, detail.ended_at, now)}</dd>",
         f"<dt>Events</dt><dd>{info.last_seq}</dd>",
+        *(
+            [
+                f'<dt>Parent</dt><dd><a href="{h(run_url(detail.parent))}">{h(detail.parent)}</a></dd>'
+            ]
+            if detail.parent is not None
+            else []
+        ),
         "</dl>",
         _actions(detail, api),
         "</section>",
@@ -133,10 +140,28 @@ def run_body(detail: RunDetail, now: float) -> str:
     if detail.error:
         io.append('<section class="io"><h2>Error</h2>' + _error(detail.error) + "</section>")
     parts.append('<div class="io-grid">' + "".join(io) + "</div>")
+    if detail.children:
+        parts.append(_children(detail))
     page_url = run_url(info.id)
     parts.append(_steps(detail.steps, now, page_url))
     parts.append(_events(detail.events, api, page_url))
     return "\n".join(parts)
+
+
+def _children(detail: RunDetail) -> str:
+    """The child runs, as this run's log knows them (each page shows its own children)."""
+    rows = []
+    for k in detail.children:
+        note = " (detached)" if k.detached else ""
+        rows.append(
+            f'<tr><td class="num">{k.cid}</td><td><a href="{h(run_url(k.id))}">{h(k.id)}</a></td>'
+            f"<td>{h(k.workflow)}{note}</td><td>{status_badge(k.status or 'running')}</td></tr>"
+        )
+    return (
+        '<section class="children"><h2>Children</h2><table class="runs">'
+        "<thead><tr><th>#</th><th>Run</th><th>Workflow</th><th>Status</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _actions(detail: RunDetail, api: str) -> str:

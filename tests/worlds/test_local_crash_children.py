@@ -71,7 +71,7 @@ def test_kill_while_a_child_is_mid_step(scene: Scene) -> None:
     first = scene.worker("start:mid_child")
     scene.wait("the child's slow step to start", lambda: "run c-two 1" in scene.executions())
     scene.kill(first)
-    assert [k for k, _ in _child_events(scene)][0] == "run_created"
+    assert next(k for k, _ in _child_events(scene)) == "run_created"
     scene.log.with_suffix(".log.go").touch()  # let the re-run of the slow step finish
     scene.worker("serve")
     scene.wait(
