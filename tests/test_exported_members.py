@@ -4,6 +4,7 @@ import worldflow as wf
 
 PUBLIC = [
     "AttemptInfo",
+    "ChildRun",
     "Clock",
     "CorruptLogError",
     "Event",
