@@ -164,8 +164,6 @@ class WorkflowInstance:
             self.timed_out = deadline_error(self.run_id, self.workflow.name, when)
             if self.task is not None and not self.task.done():
                 self.task.cancel()
-        elif kind == CHILD_COMPLETED:
-            self._child_completed(event)
         else:
             cid = int(data["cid"])
             if cid >= self.next_cid:
@@ -186,6 +184,8 @@ class WorkflowInstance:
                 except Exception as exc:
                     raise self._unreadable(event.seq, kind, "output", exc) from exc
                 self._resolve(cid, value)
+            elif kind == CHILD_COMPLETED:
+                self._child_completed(event)
             elif kind == STEP_FAILED:
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
