@@ -197,6 +197,7 @@ class ChildrenConformance:
         parent = await wf.start(c.child_times_out, tag)
         (child,) = await self._wait_children(parent, 1)
         await h.wait_event(child, "sleep_started")
+        await h.restart()  # the deadlines are durable timers, not this process's
         h.advance("31m")
         with pytest.raises(wf.RunFailed) as info:
             await run.result(timeout=10)
