@@ -179,12 +179,12 @@ class ChildrenConformance:
         assert await run.status() == "running"
         h.advance("2m")
         with pytest.raises(wf.RunFailed) as info:
-            await run.result(timeout=10)
+            await run.result(timeout=20)
         assert info.value.error_type == "TimeoutError"
         assert "passed its deadline" in info.value.message and run.id in info.value.message
         assert c.CALLS[f"{tag}:cleanup:deadline"] == 1  # the finally block ran, with a step
         with pytest.raises(wf.RunCancelled):
-            await child.result(timeout=10)
+            await child.result(timeout=20)
         kinds = _kinds(await run.events())
         assert kinds.count("deadline_passed") == 1 and kinds[-1] == "run_failed"
         replay_log(await run.events())
@@ -200,9 +200,9 @@ class ChildrenConformance:
         await h.restart()  # the deadlines are durable timers, not this process's
         h.advance("31m")
         with pytest.raises(wf.RunFailed) as info:
-            await run.result(timeout=10)
+            await run.result(timeout=20)
         assert info.value.error_type == "TimeoutError"  # swallowing it changes nothing
-        outcome = await parent.result(timeout=10)
+        outcome = await parent.result(timeout=20)
         assert outcome.startswith("TimeoutError: ") and child.id in outcome
         assert c.CALLS[f"{tag}:cleanup:slow-child"] == 1
 
@@ -213,10 +213,10 @@ class ChildrenConformance:
         (child,) = await self._wait_children(run, 1)
         await h.wait_event(run, "sleep_started")  # the wait's timer, a durable one
         h.advance("6m")
-        assert await run.result(timeout=10) == "gave up waiting"
+        assert await run.result(timeout=20) == "gave up waiting"
         assert await child.status() == "running"  # detached: not cancelled
         h.advance("1d")
-        assert await child.result(timeout=10) == "waited-for"
+        assert await child.result(timeout=20) == "waited-for"
 
     @conformance
     async def test_children_survive_a_restart(self, h: Harness) -> None:
