@@ -329,6 +329,12 @@ class RunExecutor:
                     holder=None,
                     holder_changed=True,
                 )
+                link = children.parent_of(events)
+                if link is not None:  # a child: its parent must hear of its end too
+                    body = {"cid": link[1], "id": self.run_id, "status": "failed", "error": error}
+                    message = Message(self.rt.new_id(), link[0], "child_ended", body)
+                    key = f"{link[0]}:child:{link[1]}:ended"
+                    append.messages.append(Outgoing(message, key=key))
                 ok = (await self.rt.backend.append([append]))[0]
             else:
                 ok = info is None or info.done  # gone, or ended: nothing more to do
