@@ -44,6 +44,15 @@ __all__ = ["HookType", "define_hook", "defined_hook"]
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+
+    class TypedWebhook(Hook[T]):
+        """What a typed hook's ``create_webhook`` gives, as the type checker sees it: a
+        webhook (it has a ``url``) whose ``await`` gives the typed value."""
+
+        url: str
+
+
 _DEFINED: dict[str, HookType[Any]] = {}
 
 
@@ -88,7 +97,7 @@ class HookType(Generic[T]):
         *,
         verify: dict[str, Any] | None = None,
         respond: tuple[int, dict[str, Any]] | None = None,
-    ) -> Webhook:
+    ) -> TypedWebhook[T]:
         """Create a webhook (as ``wf.create_webhook``, with its ``verify`` and ``respond``)
         whose request body must be JSON of the type; ``await`` gives the typed value,
         not the request."""
@@ -99,7 +108,7 @@ class HookType(Generic[T]):
         hook = instance.create_hook(None, webhook=True, spec=spec)
         assert isinstance(hook, Webhook)
         hook._convert = self._receive
-        return hook
+        return typing.cast("TypedWebhook[T]", hook)
 
     def _receive(self, payload: Any) -> Any:
         if isinstance(payload, WebhookRequest):

@@ -70,7 +70,10 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     return test
 
 
-class WorldConformance:
+from ._suite_flow import FlowConformance  # noqa: E402 (its tests use conformance)
+
+
+class WorldConformance(FlowConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
