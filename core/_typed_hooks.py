@@ -176,9 +176,7 @@ def _codec_for(tp: Any) -> tuple[Load, Callable[[Any], Any]]:
                 raise InvalidHookPayload(f"{where}: {exc}") from None
 
         return load_model, lambda value: value.model_dump(mode="json")
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return (lambda p, where: _load(tp, p, where)), _plain
-    return (lambda p, where: _load(tp, p, where)), _plain
+    return (lambda p, where: _load(tp, p, where)), _plain  # dataclasses, TypedDicts, plain
 
 
 def _plain(value: Any) -> Any:

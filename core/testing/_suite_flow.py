@@ -165,6 +165,30 @@ class FlowConformance:
         assert await run.result(timeout=10) == [{"n": 1}, {"n": 2}]
         assert _kinds(await run.events()).count("hook_received") == 2
 
+    @conformance
+    async def test_a_webhook_answered_by_its_workflow(self, h: Harness) -> None:
+        run = await wf.start(f.answered_webhook)
+        (created,) = await h.wait_event(run, "hook_created")
+        url = created.data["url"]
+        for n in (3, 4):
+            status, body = await http_call("POST", url, json.dumps({"n": n}).encode())
+            assert (status, json.loads(body)) == (201, {"n": n, "doubled": 2 * n})
+        assert await run.result(timeout=10) == [3, 4]
+        events = await run.events()
+        answers = [e for e in events if e.kind == "step_scheduled"]
+        assert [e.data["name"] for e in answers].count("worldflow.webhook_respond") == 2
+
+    @conformance
+    async def test_a_webhook_not_answered_in_time_gets_the_default(self, h: Harness) -> None:
+        run = await wf.start(f.unanswered_webhook)
+        (created,) = await h.wait_event(run, "hook_created")
+        status, body = await http_call("POST", created.data["url"], b"{}")
+        assert status == 202
+        assert json.loads(body) == {"ok": True, "run_id": run.id, "responded": False}
+        await h.wait_event(run, "sleep_started", count=2)
+        h.advance("1h")
+        assert await run.result(timeout=10) == "answered late"
+
     # -- patches -----------------------------------------------------------------------
     @conformance
     async def test_a_new_run_takes_the_patched_branch_once(self, h: Harness) -> None:

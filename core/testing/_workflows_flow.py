@@ -108,3 +108,29 @@ async def logged(tag: str, n: int) -> int:
         total += await logged_step(i)
     wf.logger.info("%s done %d", tag, total)
     return total
+
+
+@wf.workflow(name="conformance.answered_webhook")
+async def answered_webhook() -> list[int]:
+    """Answers each request from the workflow, after a step, while its caller waits."""
+    hook = wf.create_webhook(respond="manual", respond_timeout="20s")
+    await wf.sleep(0)
+    got = []
+    for _ in range(2):
+        request = await hook
+        n = request.json()["n"]
+        doubled = await priced(2 * n)
+        await request.respond(201, {"n": n, "doubled": doubled})
+        got.append(n)
+    return got
+
+
+@wf.workflow(name="conformance.unanswered_webhook")
+async def unanswered_webhook() -> str:
+    """Takes its time: the caller gets the documented default, the run goes on."""
+    hook = wf.create_webhook(respond="manual", respond_timeout="0.5s")
+    await wf.sleep(0)
+    request = await hook
+    await wf.sleep("1h")
+    await request.respond(200, {"late": True})  # recorded; nobody waits any more
+    return "answered late"
