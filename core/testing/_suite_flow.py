@@ -36,16 +36,6 @@ async def _until(predicate: Any, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _resume_when_ready(resume: Any, token: str, payload: Any) -> None:
-    for _ in range(1000):
-        try:
-            await resume(token, payload)
-            return
-        except wf.HookNotFound:
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"hook {token!r} never appeared")
-
-
 def _kinds(events: list[Any]) -> list[str]:
     return [e.kind for e in events]
 
