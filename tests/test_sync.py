@@ -285,7 +285,7 @@ def test_under_gunicorns_sync_workers(tmp_path: Path, preload: bool) -> None:
     )
     base = f"http://127.0.0.1:{port}"
 
-    def post(path: str, body: object = None) -> Any:
+    def post(path: str, body: object = None) -> object:
         data = json.dumps(body or {}).encode()
         req = urllib.request.Request(
             base + path, data=data, headers={"Content-Type": "application/json"}, method="POST"
