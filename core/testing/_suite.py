@@ -34,6 +34,7 @@ from worldflow._state import RunState
 from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
+from ._suite_streams import StreamsConformance
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
 
 __all__ = ["WorldConformance"]
@@ -70,7 +71,7 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     return test
 
 
-class WorldConformance:
+class WorldConformance(StreamsConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
