@@ -267,10 +267,11 @@ def test_setup_creates_the_schema_and_prints_the_exports(
     assert main(["setup", "postgres", "--schema", schema]) == 0
     out, err = capsys.readouterr()
     assert f"export WORLDFLOW_POSTGRES_SCHEMA={schema}" in out
-    assert "export WORLDFLOW_WORLD=postgres" in out and "created (version 1)" in err
+    assert "export WORLDFLOW_WORLD=postgres" in out
+    assert f"created (version {_schema.SCHEMA_VERSION})" in err
     assert main(["setup", "postgres", "--schema", schema, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ready"] and report["version_before"] == 1
+    assert report["ready"] and report["version_before"] == _schema.SCHEMA_VERSION
     assert main(["setup", "postgres", "--url", "postgresql://postgres@127.0.0.1:1/x"]) == 1
     assert "could not be reached" in capsys.readouterr().err
 
