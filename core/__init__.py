@@ -67,15 +67,15 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
     from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+
+    # streams and run tags
+    from ._streams import StreamWriter, get_writable
     from ._sync import resume_hook_sync, start_sync
+    from ._tags import set_tags
     from ._typed_hooks import HookType, define_hook
     from ._versioning import deprecate_patch, is_replaying, logger, patched
     from ._world import Event, RunInfo, RunPage
     from .schedules import schedule
-
-    # streams and run tags
-    from ._streams import StreamWriter, get_writable
-    from ._tags import set_tags
 
 __version__ = "0.1.0"
 

@@ -72,8 +72,7 @@ def check_stream_name(name: object, where: str) -> str:
         raise TypeError(f"{where}: a stream name must be a str, got {type(name).__name__} {name!r}")
     if not _NAME.fullmatch(name):
         raise ValueError(
-            f"{where}: invalid stream name {name!r}: use 1 to 64 letters, digits, '_', '.' "
-            "or '-'"
+            f"{where}: invalid stream name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
         )
     return name
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from ._definitions import step
 
@@ -86,5 +85,4 @@ async def set_tags(tags: Mapping[str, str]) -> None:
             "wf.set_tags() can only be called inside a workflow; tag a run when starting "
             "it with wf.start(..., tags={...})"
         )
-    result: Any = await _set_tags_step(checked)
-    del result
+    await _set_tags_step(checked)

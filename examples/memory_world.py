@@ -127,7 +127,7 @@ class MemoryStore:
         cursor: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> RunPage:
-        found = self.runs.values()
+        found = list(self.runs.values())
         for tag in (tags or {}).items():  # the index: only the runs with every tag
             found = [r for r in found if r.id in self.tags.get(tag, ())]
         runs = sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)

@@ -34,8 +34,8 @@ from worldflow._state import RunState
 from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
-from ._suite_streams import StreamsConformance
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
+from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
 

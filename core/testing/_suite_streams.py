@@ -168,9 +168,7 @@ class StreamsConformance:
         assert await _read(run, "out") == list(range(8))
 
     @conformance
-    async def test_bad_stream_input_is_a_clear_error_and_loses_nothing(
-        self, h: Harness
-    ) -> None:
+    async def test_bad_stream_input_is_a_clear_error_and_loses_nothing(self, h: Harness) -> None:
         run = await wf.start(s.bad_stream_input, _tag())
         errors = await run.result(timeout=20)
         assert errors[0].startswith("TypeError: wf.get_writable(): a stream name must be a str")
@@ -276,7 +274,7 @@ class StreamsConformance:
                 await wf.start(s.plain, tag, id=f"bad-{tag}", tags=tags)  # type: ignore[arg-type]
         with pytest.raises(wf.RunNotFound):
             await wf.get_run(f"bad-{tag}").status()
-        with pytest.raises(TypeError, match="wf.list_runs"):
+        with pytest.raises(TypeError, match=r"wf\.list_runs"):
             await wf.list_runs(tags={"k": 5})  # type: ignore[dict-item]
         run = await wf.start(s.bad_set_tags, tag)
         errors = await run.result(timeout=20)

@@ -588,8 +588,7 @@ class Store:
         def body() -> int:
             db = self.db
             row = db.execute(
-                "SELECT written FROM stream_writers WHERE run_id = ? AND stream = ? "
-                "AND writer = ?",
+                "SELECT written FROM stream_writers WHERE run_id = ? AND stream = ? AND writer = ?",
                 (*key, write.writer),
             ).fetchone()
             written = int(row[0]) if row else 0

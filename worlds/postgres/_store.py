@@ -357,10 +357,10 @@ class Store:
             if create.run_id in created and first[create.run_id] is create:
                 at = create.event.at
                 self._mark_active(create.run_id)
-                info = RunInfo(
+                made = RunInfo(
                     create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags
                 )
-                done.set_result((info, True))
+                done.set_result((made, True))
             else:
                 info = existing.get(create.run_id)
                 if info is None:
@@ -690,7 +690,7 @@ class Store:
             cur = await conn.execute(self._sql.read_chunks, (run_id, stream, start, limit))
             return await cur.fetchall()
 
-        rows = await self._reading(f"read stream {stream!r} of run {run_id!r}", body, [])
+        rows: list[Any] = await self._reading(f"read stream {stream!r} of run {run_id!r}", body, [])
         return [row[0] for row in rows]
 
     async def list_streams(self, run_id: str) -> list[StreamInfo]:
@@ -701,7 +701,7 @@ class Store:
             cur = await conn.execute(self._sql.list_streams, (run_id,))
             return await cur.fetchall()
 
-        rows = await self._reading(f"list the streams of run {run_id!r}", body, [])
+        rows: list[Any] = await self._reading(f"list the streams of run {run_id!r}", body, [])
         return [StreamInfo(row[0], int(row[1])) for row in rows]
 
     async def prune(self, ended_before: float, limit: int) -> int:
