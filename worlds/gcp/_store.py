@@ -532,7 +532,13 @@ class FirestoreStore:
         for snap in runs:
             events = self._run_ref(snap.id).collection("events")
             docs = await self._query(events, f"list the events of run {snap.id!r}")
-            refs = [doc.reference for doc in docs] + [snap.reference]
+            refs = [doc.reference for doc in docs]
+            streams = self._run_ref(snap.id).collection("streams")
+            for head in await self._query(streams, f"list the streams of run {snap.id!r}"):
+                chunks = head.reference.collection("chunks")
+                found = await self._query(chunks, f"list a stream of run {snap.id!r}")
+                refs += [doc.reference for doc in found] + [head.reference]
+            refs.append(snap.reference)
             for start in range(0, len(refs), 500):  # a batch takes 500 writes
                 batch = self.client.batch()
                 for ref in refs[start : start + 500]:
