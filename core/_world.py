@@ -8,7 +8,9 @@ A World is a composition of small parts (:class:`World` holds them):
   (for queues that are pulled) a consumer that hands them to the engine;
 - :class:`Workers`: heartbeats, so the engine knows which workers are alive;
 - :class:`Blobs` (optional): big values that do not fit in the store or a message;
-- :class:`Scheduler` (optional): delivers a message at a time however far off.
+- :class:`Scheduler` (optional): delivers a message at a time however far off;
+- :class:`Streams`: named append-only streams of chunks per run, written by steps
+  (``World.streams``, or the storage when it implements it).
 
 Everything else is the engine's, once, for every World: webhook intake, the
 outbox of messages an append must send, blob offload, delays longer than the
