@@ -132,6 +132,19 @@ class StreamsConformance:
         assert await _read(run, "raw") == ["a0", "a1", "b0", "a2", "a3"]
         assert await store.read_chunks(run.id, "raw", 3, 100) == ['"a2"', '"a3"']
         assert await store.read_chunks(run.id, "raw", 5, 100) == []
+        # Another process (a World over the same storage) writes between two writes of
+        # this one: whatever this one remembered of the stream, nothing is lost or
+        # overwritten.
+        other = h.make_world()
+        try:
+            theirs = other.stream_store()
+            assert await theirs.write_chunks(ChunkWrite(run.id, "raw", "step-c", 0, ['"c0"'])) == 6
+            assert await theirs.read_chunks(run.id, "raw", 4, 100) == ['"a3"', '"c0"']
+        finally:
+            await other.close()
+        assert await store.write_chunks(ChunkWrite(run.id, "raw", "step-a", 4, ['"a4"'])) == 7
+        assert await store.write_chunks(ChunkWrite(run.id, "raw", "step-c", 0, ['"c0"'])) == 7
+        assert await _read(run, "raw", start=4) == ["a3", "c0", "a4"]
 
     @conformance
     async def test_a_reader_that_reconnects_misses_nothing(self, h: Harness) -> None:
