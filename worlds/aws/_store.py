@@ -306,6 +306,7 @@ class DynamoStore:
             if reasons is None:
                 if self._expires(append):
                     self._expire_earlier_items(append.run_id, self._ttl())
+                    self._expire_tag_items(append.run_id, self._ttl())
                 return True
             if reasons[:1] == ["ConditionalCheckFailed"]:
                 return False  # the sequence was taken: the engine reloads
@@ -746,6 +747,29 @@ class DynamoStore:
 
     async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         await off_loop(self._set_tags, run_id, dict(tags))
+
+    def _expire_tag_items(self, run_id: str, ttl: int) -> None:
+        """The run ended: its tag index items get the run's expiry (one UpdateItem each;
+        they live under their tag's key, not the run's). A failure is logged; an item it
+        missed stays, and listings skip it once its run is gone."""
+        try:
+            key = {"pk": _s(_run_pk(run_id)), "sk": _s(RUN_SK)}
+            item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
+            if item is None:
+                return
+            info = self._run_info(item)
+            order = _order_key(info.created_at, run_id)
+            for k, v in info.tags.items():
+                self._call(
+                    "update_item",
+                    Key={"pk": _s(f"T#{k}={v}"), "sk": _s(order)},
+                    UpdateExpression="SET #ttl = :ttl",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={"#ttl": "ttl"},
+                    ExpressionAttributeValues={":ttl": _n(ttl)},
+                )
+        except Exception as exc:
+            log.warning("worldflow: could not set the expiry of run %s's tags (%s)", run_id, exc)
 
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """One transaction: the run item's tags (on the condition that they are still the
