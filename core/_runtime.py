@@ -334,12 +334,19 @@ class Runtime:
         run_id: str | None,
         *,
         conflict: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
-        return await self.create_run(workflow, tree, run_id, conflict=conflict)
+        return await self.create_run(workflow, tree, run_id, conflict=conflict, tags=tags)
 
     async def create_run(
-        self, workflow: str, tree: Any, run_id: str | None, *, conflict: bool = False
+        self,
+        workflow: str,
+        tree: Any,
+        run_id: str | None,
+        *,
+        conflict: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """Create a run whose input is the already encoded ``[args, kwargs]`` tree, and see
         that it starts: by a message in the store's own transaction, or sent afterwards,
@@ -356,6 +363,8 @@ class Runtime:
         data: dict[str, Any] = {"workflow": workflow, "input": tree}
         if self.tracing is not None and (parent := current_traceparent()) is not None:
             data["trace"] = parent  # the run's spans join the caller's trace
+        if tags:
+            data["tags"] = dict(tags)  # in the log too: the index is a projection of it
         start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
         event = NewEvent(EventKind.RUN_CREATED, data, at)
         transactional = self.world.capabilities.transactional_messages
@@ -363,7 +372,9 @@ class Runtime:
         if here:
             safety = Outgoing(start.message, at + self.start_safety, f"{run_id}:start:safety")
             await self.backend.send([safety])
-        create = RunCreate(run_id, workflow, event, [start] if transactional else [])
+        create = RunCreate(
+            run_id, workflow, event, [start] if transactional else [], tags=dict(tags or {})
+        )
         info, created = await self.backend.create_run(create)
         if info.workflow != workflow:
             raise RunConflict(

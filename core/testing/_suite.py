@@ -35,6 +35,7 @@ from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
+from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
 
@@ -73,7 +74,7 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
 from ._suite_flow import FlowConformance  # noqa: E402 (its tests use conformance)
 
 
-class WorldConformance(FlowConformance):
+class WorldConformance(FlowConformance, StreamsConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
