@@ -68,7 +68,11 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
     from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+
+    # streams and run tags
+    from ._streams import StreamWriter, get_writable
     from ._sync import resume_hook_sync, start_sync
+    from ._tags import set_tags
     from ._typed_hooks import HookType, define_hook
     from ._versioning import deprecate_patch, is_replaying, logger, patched
     from ._world import Event, RunInfo, RunPage
@@ -112,6 +116,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
         for name in ("deprecate_patch", "is_replaying", "logger", "patched")
     },
     **{name: ("_world", name) for name in ("Event", "RunInfo", "RunPage")},
+    # streams and run tags
+    **{name: ("_streams", name) for name in ("StreamWriter", "get_writable")},
+    "set_tags": ("_tags", "set_tags"),
     # Schedules bring zoneinfo and register workflows of their own.
     "schedule": ("schedules", "schedule"),
     "schedules": ("schedules", None),
@@ -164,6 +171,7 @@ __all__ = [
     "StepFailed",
     "StepInfo",
     "StepMetadata",
+    "StreamWriter",
     "SystemClock",
     "VirtualClock",
     "WaitInfo",
@@ -183,6 +191,7 @@ __all__ = [
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
+    "get_writable",
     "is_replaying",
     "list_runs",
     "logger",
@@ -194,6 +203,7 @@ __all__ = [
     "resume_hook_sync",
     "schedule",
     "schedules",
+    "set_tags",
     "signatures",
     "sleep",
     "start",

@@ -16,7 +16,7 @@ import os
 import random as _random
 import uuid as _uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
@@ -26,6 +26,8 @@ from ._errors import CorruptLogError
 from ._events import EventKind
 from ._loop import current_instance
 from ._runtime import Runtime
+from ._streams import check_stream_name, read_stream
+from ._tags import check_tags
 from ._world import TERMINAL, Event, RunInfo, RunPage, World
 
 if TYPE_CHECKING:
@@ -330,6 +332,28 @@ class Run(Generic[R]):
 
         return inspect_run(info, await runtime.backend.read_events(self.id))
 
+    async def stream(self, name: str, start: int = 0) -> AsyncIterator[Any]:
+        """The chunks of the run's stream ``name`` from index ``start`` on, live, ending
+        once the run has ended and every chunk is read (``wf.RunNotFound`` if no run).
+
+        >>> async for token in run.stream("tokens"):
+        ...     print(token, end="")
+
+        Reconnecting with ``start=`` the number of chunks already read misses nothing.
+        """
+        check_stream_name(name, "run.stream()")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"run.stream(): start must be an int >= 0, got {start!r}")
+        runtime = await _runtime()
+        await runtime.get_run(self.id)  # wf.RunNotFound before anything is yielded
+
+        async def ended() -> bool:
+            return (await runtime.get_run(self.id)).status in TERMINAL
+
+        store = runtime.world.stream_store()
+        async for chunk in read_stream(store, self.id, name, start, ended):
+            yield chunk
+
     async def steps(self) -> list[StepInfo]:
         """The run's step calls in call order, each with its attempts, input and output."""
         return list((await self.detail()).steps)
@@ -419,8 +443,10 @@ async def list_runs(
     workflow: str | Workflow[Any, Any] | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunPage:
-    """A page of runs, newest first, optionally only those of one status or workflow.
+    """A page of runs, newest first, optionally only those of one status or workflow,
+    or carrying every tag of ``tags`` (answered from the World's tag index).
 
     ``page.runs`` holds ``wf.RunInfo`` summaries; pass ``page.cursor`` back to
     get the next page (it is None on the last one).
@@ -436,8 +462,11 @@ async def list_runs(
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise ValueError(f"limit must be an int from 1 to 1000, got {limit!r}")
     name = workflow.name if isinstance(workflow, Workflow) else workflow
+    wanted = check_tags(tags, "wf.list_runs(tags=...)") if tags is not None else None
     runtime = await _runtime()
-    return await runtime.backend.list_runs(status=status, workflow=name, limit=limit, cursor=cursor)
+    return await runtime.backend.list_runs(
+        status=status, workflow=name, limit=limit, cursor=cursor, tags=wanted
+    )
 
 
 async def start(
@@ -445,6 +474,7 @@ async def start(
     *args: Any,
     id: str | None = None,
     on_conflict: Literal["return", "raise"] = "return",
+    tags: Mapping[str, str] | None = None,
     timeout: float | str | dt.timedelta | None = None,
     detached: bool = False,
     **kwargs: Any,
@@ -455,7 +485,8 @@ async def start(
     if the arguments differ (the run keeps the arguments it was started with);
     ``on_conflict="raise"`` raises ``wf.RunConflict`` when a run with that id
     exists with other arguments. An id that belongs to another workflow's run
-    always raises ``wf.RunConflict``.
+    always raises ``wf.RunConflict``. ``tags``: string attributes of the run
+    (``{"customer": "c-42"}``), for ``wf.list_runs(tags=...)``.
 
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
@@ -484,10 +515,13 @@ async def start(
     if not isinstance(detached, bool):
         raise TypeError(f"wf.start(detached=...) takes a bool, got {detached!r}")
     definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
+    checked = check_tags(tags, "wf.start(tags=...)") if tags is not None else None
     instance = current_instance()
     if instance is not None:
         if on_conflict != "return":
             raise ValueError("a child run cannot use on_conflict='raise'")
+        if checked:
+            raise ValueError("a child run cannot take tags= yet; give them to its parent")
         child, fut = instance.start_child(
             definition, args, kwargs, run_id=_valid_id(id), detached=detached, timeout=seconds
         )
@@ -500,6 +534,7 @@ async def start(
         _valid_id(id),
         conflict=on_conflict == "raise",
         deadline=seconds,
+        tags=checked,
     )
     return Run(run_id)
 

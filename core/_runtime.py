@@ -340,9 +340,12 @@ class Runtime:
         *,
         conflict: bool = False,
         deadline: float | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
-        return await self.create_run(workflow, tree, run_id, conflict=conflict, deadline=deadline)
+        return await self.create_run(
+            workflow, tree, run_id, conflict=conflict, deadline=deadline, tags=tags
+        )
 
     async def create_run(
         self,
@@ -352,6 +355,7 @@ class Runtime:
         *,
         conflict: bool = False,
         deadline: float | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """Create a run whose input is the already encoded ``[args, kwargs]`` tree, and see
         that it starts: by a message in the store's own transaction, or sent afterwards,
@@ -365,7 +369,7 @@ class Runtime:
         at = self.clock.now()
         when = None if deadline is None else at + deadline
         run_id, _ = await self.create_run_here(
-            workflow, tree, run_id, conflict=conflict, deadline=when, at=at
+            workflow, tree, run_id, conflict=conflict, deadline=when, at=at, tags=tags
         )
         return run_id
 
@@ -379,6 +383,7 @@ class Runtime:
         parent: dict[str, Any] | None = None,
         deadline: float | None = None,
         at: float | None = None,
+        tags: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
         """:meth:`create_run`, saying whether the run was created by this call;
         ``parent`` (a child run's ``{"id", "cid"}``) and ``deadline`` (epoch
@@ -394,6 +399,8 @@ class Runtime:
             data["deadline"] = deadline
         if self.tracing is not None and (trace := current_traceparent()) is not None:
             data["trace"] = trace  # the run's spans join the caller's trace
+        if tags:
+            data["tags"] = dict(tags)  # in the log too: the index is a projection of it
         start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
         event = NewEvent(EventKind.RUN_CREATED, data, at)
         transactional = self.world.capabilities.transactional_messages
@@ -401,7 +408,9 @@ class Runtime:
         if here:
             safety = Outgoing(start.message, at + self.start_safety, f"{run_id}:start:safety")
             await self.backend.send([safety])
-        create = RunCreate(run_id, workflow, event, [start] if transactional else [])
+        create = RunCreate(
+            run_id, workflow, event, [start] if transactional else [], tags=dict(tags or {})
+        )
         info, created = await self.backend.create_run(create)
         if info.workflow != workflow:
             raise RunConflict(

@@ -38,6 +38,8 @@ from ._conformance import _scale
 from ._conformance import conformance as conformance  # re-exported: mixins used it from here
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
 from ._suite_children import ChildrenConformance
+from ._suite_flow import FlowConformance  # it imports conformance from here: bound above
+from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
 
@@ -48,7 +50,7 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class WorldConformance(ChildrenConformance):
+class WorldConformance(FlowConformance, StreamsConformance, ChildrenConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False

@@ -38,6 +38,7 @@ def runs_body(
     cursor: str | None,
     limit: int,
     now: float,
+    tag: str | None = None,
 ) -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>' for s in STATUSES
@@ -51,19 +52,26 @@ def runs_body(
     if not rows:
         rows = (
             '<tr class="empty"><td colspan="5">No runs'
-            + (" match these filters" if status or workflow else "")
+            + (" match these filters" if status or workflow or tag else "")
             + "</td></tr>"
         )
     query = qs(
-        status=status, workflow=workflow, cursor=cursor, limit=str(limit) if limit != 50 else None
+        status=status,
+        workflow=workflow,
+        tag=tag,
+        cursor=cursor,
+        limit=str(limit) if limit != 50 else None,
     )
     pager = []
     if cursor:
-        pager.append(f'<a href="/{h(qs(status=status, workflow=workflow))}">← first page</a>')
+        pager.append(
+            f'<a href="/{h(qs(status=status, workflow=workflow, tag=tag))}">← first page</a>'
+        )
     if page.cursor:
         nxt = qs(
             status=status,
             workflow=workflow,
+            tag=tag,
             cursor=page.cursor,
             limit=str(limit) if limit != 50 else None,
         )
@@ -74,8 +82,9 @@ def runs_body(
   <label>Status <select name="status" id="filter-status"><option value="">any</option>{options}</select></label>
   <label>Workflow <input name="workflow" id="filter-workflow" list="workflows" value="{h(workflow or "")}" placeholder="any" autocomplete="off"></label>
   <datalist id="workflows">{datalist}</datalist>
+  <label>Tag <input name="tag" id="filter-tag" value="{h(tag or "")}" placeholder="key=value" autocomplete="off"></label>
   <button type="submit">Filter</button>
-  {'<a href="/">clear</a>' if status or workflow else ""}
+  {'<a href="/">clear</a>' if status or workflow or tag else ""}
   <label class="live"><input type="checkbox" id="live" checked> live</label>
 </form>
 <table class="runs" id="runs" data-api="/api/runs{h(query)}">
