@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 # that only imports its workflows (a CLI, a Lambda container before its first
 # event) need not pay for at import. tests/test_import_time.py pins this.
 from ._definitions import Step, Workflow, step, workflow
+from ._limits_spec import Limit, Queue  # concurrency limits, given to the decorators
 from ._errors import (
     CorruptLogError,
     FatalError,
@@ -146,7 +147,9 @@ __all__ = [
     "HookNotFound",
     "HookType",
     "InvalidHookPayload",
+    "Limit",
     "NonDeterminismError",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",

@@ -406,10 +406,19 @@ async def start(
     if current_instance() is not None:
         raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
     definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
+    key = None
+    if definition.concurrency is not None:
+        from ._limits_flow import check_start
+
+        key = check_start(definition, args, kwargs)  # a bad key function: no run is made
     runtime = await _runtime()
     run_id = await runtime.start_run(
         definition.name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
     )
+    if key is not None:
+        from ._limits_flow import request_run_slot
+
+        await request_run_slot(runtime, definition, run_id, key)  # in start order
     return Run(run_id)
 
 

@@ -70,7 +70,11 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     return test
 
 
-class WorldConformance:
+# The mixins of other features' tests import ``conformance`` from here: after it.
+from ._suite_limits import LimitsConformance as _LimitsConformance  # noqa: E402
+
+
+class WorldConformance(_LimitsConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False

@@ -1,0 +1,217 @@
+"""Conformance tests of concurrency and rate limits (a mixin of :class:`WorldConformance`).
+
+Checked from the event logs' timestamps, on the suite's virtual clock: the
+test advances it, so a rate of 10/s over 100 attempts takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import worldflow as wf
+from worldflow._runtime import Runtime
+
+from . import _workflows_limits as w
+from ._harness import Harness
+from ._suite import conformance
+
+__all__ = ["LimitsConformance"]
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+async def _run_clock(
+    h: Harness,
+    runs: list[wf.Run[Any]],
+    step: float,
+    *,
+    limit: int = 2000,
+    settle: Callable[[int], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Advance the virtual clock by ``step`` until every run has ended; ``settle(k)``
+    waits after the k-th tick until what was due then has happened (so that the clock
+    never runs ahead of the World's delivery)."""
+    for k in range(limit):
+        if settle is not None:
+            await settle(k)
+        statuses = [await r.status() for r in runs]
+        if all(s in ("completed", "failed", "cancelled") for s in statuses):
+            return statuses
+        h.advance(step)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"runs still going: {[await r.status() for r in runs]}")
+
+
+async def _wait_statuses(runs: list[wf.Run[Any]], want: str, count: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        statuses = [await r.status() for r in runs]
+        if statuses.count(want) >= count or loop.time() > deadline:
+            return statuses
+        await asyncio.sleep(0.02)
+
+
+class LimitsConformance:
+    """Concurrency limits (runs and step attempts) and rate limits, on every World."""
+
+    always_replay: bool
+    serve: bool
+
+    @conformance
+    async def test_limit_of_one_per_key_across_two_workers(self, h: Harness) -> None:
+        """20 runs of 4 keys, at most one run per key at once: never two runs of one key
+        between their run_started and run_completed, and each key's runs start in start
+        order, with two workers serving."""
+        tag = _tag()
+        other: Runtime | None = None
+        if self.serve:
+            other = Runtime(h.make_world())
+            await other.start()
+        try:
+            runs = [await wf.start(w.one_per_customer, tag, f"c{i % 4}", i) for i in range(20)]
+            statuses = await _wait_statuses(runs, "running", 4)
+            await asyncio.sleep(0.2)  # time for a fifth to start, were the limit broken
+            statuses = [await r.status() for r in runs]
+            assert statuses.count("running") == 4, statuses
+            assert statuses.count("pending") == 16, statuses
+            assert {i % 4 for i, s in enumerate(statuses) if s == "running"} == {0, 1, 2, 3}
+            assert await _run_clock(h, runs, 0.5) == ["completed"] * 20
+        finally:
+            if other is not None:
+                await other.close()
+        spans: dict[str, list[tuple[float, float, int]]] = {}
+        workers: set[str] = set()
+        for i, run in enumerate(runs):
+            events = await run.events()
+            kinds = [e.kind for e in events]
+            assert kinds[:2] == ["run_created", "run_started"] and kinds[-1] == "run_completed"
+            assert await run.result(timeout=5) == i
+            start = next(e.at for e in events if e.kind == "run_started")
+            spans.setdefault(f"c{i % 4}", []).append((start, events[-1].at, i))
+            workers |= {e.data["worker"] for e in events if e.kind == "step_started"}
+        for key, intervals in spans.items():
+            intervals.sort()
+            assert [i for _, _, i in intervals] == sorted(i for _, _, i in intervals), key
+            for (_, end, a), (begin, _, b) in zip(intervals, intervals[1:], strict=False):
+                assert begin >= end, f"key {key}: run {b} started before run {a} ended"
+        # each run held its slot >= 1 s, one at a time: >= 5 s per key
+        first = min(s for v in spans.values() for s, _, _ in v)
+        last = max(e for v in spans.values() for _, e, _ in v)
+        assert last - first >= 5.0 - 1e-3
+
+    @conformance
+    async def test_rate_limit_of_ten_per_second(self, h: Harness) -> None:
+        """100 attempts of a step limited to 10/s (4 runs of 25, one limiter): they span
+        >= 9.9 s of the clock and no window of 1 s holds more than 10 starts."""
+        tag = _tag()
+        runs = [await wf.start(w.ticks, tag, 25 * k, 25) for k in range(4)]
+
+        async def started_by_then(k: int) -> None:
+            # Requested at one instant, grants fall every 0.1 s: by tick k, k + 1 are due.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while loop.time() < deadline:
+                events = [e for r in runs for e in await r.events()]
+                if sum(e.kind == "step_started" for e in events) >= min(100, k + 1):
+                    return
+                await asyncio.sleep(0.01)
+
+        assert await _run_clock(h, runs, 0.1, settle=started_by_then) == ["completed"] * 4
+        starts: list[float] = []
+        for k, run in enumerate(runs):
+            assert await run.result(timeout=5) == sum(range(25 * k, 25 * k + 25))
+            events = await run.events()
+            starts += [e.at for e in events if e.kind == "step_started"]
+            # delayed, never failed or retried
+            assert not [e for e in events if e.kind in ("step_retrying", "step_failed")]
+        starts.sort()
+        assert len(starts) == 100
+        assert starts[-1] - starts[0] >= 9.9 - 1e-3
+        for a, b in zip(starts, starts[10:], strict=False):
+            assert b - a >= 1.0 - 1e-3, "more than 10 attempts started within 1 s"
+
+    @conformance
+    async def test_step_concurrency_limit(self, h: Harness) -> None:
+        """A step limited to 2 attempts at once: 8 calls in a gather run 2 at a time."""
+        tag = _tag()
+        run = await wf.start(w.fan_out, tag, 8)
+        assert await run.result(timeout=20) == list(range(8))
+        if self.serve:  # the steps ran in this process: it saw how many at once
+            assert w.MOST[tag] == 2
+        running = most = 0
+        for e in await run.events():  # one run: its log's order is the real order
+            if e.kind == "step_started":
+                running += 1
+                most = max(most, running)
+            elif e.kind in ("step_completed", "step_failed", "step_retrying"):
+                running -= 1
+        assert most == 2
+
+    @conformance
+    async def test_a_shared_queue_limits_two_workflows(self, h: Harness) -> None:
+        tag = _tag()
+        runs = [await wf.start(w.welcome, tag), await wf.start(w.goodbye, tag)]
+        runs.append(await wf.start(w.welcome, tag))
+        statuses = await _wait_statuses(runs, "running", 1)
+        await asyncio.sleep(0.1)
+        statuses = [await r.status() for r in runs]
+        assert statuses == ["running", "pending", "pending"], statuses
+        assert await _run_clock(h, runs, 0.5) == ["completed"] * 3
+        spans = sorted(
+            (next(e.at for e in ev if e.kind == "run_started"), ev[-1].at)
+            for ev in [await r.events() for r in runs]
+        )
+        for (_, end), (begin, _) in zip(spans, spans[1:], strict=False):
+            assert begin >= end
+
+    @conformance
+    async def test_bad_limits_are_clear_errors(self, h: Harness) -> None:
+        """Bad limits fail at definition; a key function that raises fails wf.start (no
+        run is made) or, for a step, fails that step with the reason; nothing is lost."""
+        for bad, error in [
+            (-1, ValueError),
+            (0, ValueError),
+            (1.5, TypeError),
+            (True, TypeError),
+            ("3", TypeError),
+        ]:
+            with pytest.raises(error, match="concurrency"):
+                wf.workflow(concurrency=bad)  # type: ignore[call-overload]
+            with pytest.raises(error, match="concurrency"):
+                wf.step(concurrency=bad)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="-5"):
+            wf.Limit(-5)
+        with pytest.raises(TypeError, match="key"):
+            wf.Limit(2, key="customer_id")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="name"):
+            wf.Queue("", concurrency=1)
+        for rate in ["10/x", "0/s", "ten/s", "10", "", "-3/s", "5/0s", "10/s/s"]:
+            with pytest.raises(ValueError, match="rate_limit") as info:
+                wf.step(rate_limit=rate)
+            assert repr(rate) in str(info.value)
+        with pytest.raises(TypeError, match="rate_limit"):
+            wf.step(rate_limit=10)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="key"):
+            wf.step(key=lambda x: x)
+        tag = _tag()
+        with pytest.raises(ValueError, match=r"limits\.picky.*KeyError.*no-such-field"):
+            await wf.start(w.picky, tag, "raise")
+        with pytest.raises(TypeError, match=r"limits\.picky.*str or an int.*list"):
+            await wf.start(w.picky, tag, "list")
+        page = await wf.list_runs(workflow=w.picky.name)
+        assert [r for r in page.runs if r.status == "pending"] == []  # no run was made
+        run = await wf.start(w.picky, tag, "good")
+        assert await run.result(timeout=10) == f"{tag}:good"
+        bad_step = await wf.start(w.calls_keyed_badly, tag, "raise")
+        message = await bad_step.result(timeout=10)
+        assert "limits.keyed_badly" in message and "no-such-field" in message
+        good_step = await wf.start(w.calls_keyed_badly, tag, "fine")
+        assert await good_step.result(timeout=10) == "fine"
