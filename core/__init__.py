@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 # that only imports its workflows (a CLI, a Lambda container before its first
 # event) need not pay for at import. tests/test_import_time.py pins this.
 from ._definitions import Step, Workflow, step, workflow
-from ._limits_spec import Limit, Queue  # concurrency limits, given to the decorators
 from ._errors import (
     CorruptLogError,
     FatalError,
@@ -45,6 +44,7 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
+from ._limits_spec import Limit, Queue  # concurrency limits, given to the decorators
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs

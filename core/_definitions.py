@@ -278,7 +278,9 @@ def step(
         backoff=float(backoff),
         timeout=None if timeout is None else parse_duration(timeout, what="timeout"),
         concurrency=as_limit(concurrency, "@step"),
-        rate_limit=None if rate_limit is None else parse_rate(rate_limit, what="@step(rate_limit=...)"),
+        rate_limit=None
+        if rate_limit is None
+        else parse_rate(rate_limit, what="@step(rate_limit=...)"),
         rate_key=key,
     )
     if options.timeout is not None and options.timeout <= 0:

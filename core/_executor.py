@@ -697,6 +697,9 @@ class RunExecutor:
             "worker": self.rt.worker_id,
             "lease_until": None if timeout is None else batch.at + timeout,
         }
+        granted = self.gate.granted_at(step.cid, attempt)
+        if granted is not None:
+            data["granted"] = granted  # its rate limit's turn: the attempt starts at or after it
         self._record(batch, STEP_STARTED, data)
         batch.launch.append((step.cid, attempt))
 

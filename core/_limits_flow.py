@@ -78,7 +78,9 @@ def run_scope(workflow: Workflow[Any, Any], limit: Limit) -> str:
 def run_key(workflow: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     limit = workflow.concurrency
     assert limit is not None
-    return limit_key(limit.key, args, kwargs, f"the concurrency limit of workflow {workflow.name!r}")
+    return limit_key(
+        limit.key, args, kwargs, f"the concurrency limit of workflow {workflow.name!r}"
+    )
 
 
 class LimiterLog:
@@ -113,10 +115,12 @@ class LimiterLog:
                 for holder in e.data["holders"]:
                     self.active.pop(str(holder), None)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptLogError(f"limiter {self.id!r}: event {e.seq} is malformed ({exc})") from exc
+            raise CorruptLogError(
+                f"limiter {self.id!r}: event {e.seq} is malformed ({exc})"
+            ) from exc
 
     def holders(self, n: int) -> list[str]:
-        out = []
+        out: list[str] = []
         for holder in self.active:
             if len(out) >= n:
                 break
@@ -152,7 +156,9 @@ class Limiters:
         for e in await self.rt.backend.read_events(lg.id, lg.seq):
             lg.apply(e)
 
-    async def _append(self, lg: LimiterLog, kind: str, data: dict[str, Any], msgs: list[Outgoing]) -> bool:
+    async def _append(
+        self, lg: LimiterLog, kind: str, data: dict[str, Any], msgs: list[Outgoing]
+    ) -> bool:
         at = self.rt.clock.now()
         append = Append(
             lg.id,
@@ -260,7 +266,9 @@ def limiters(rt: Runtime) -> Limiters:
 # -- wf.start ------------------------------------------------------------------------------
 
 
-def check_start(workflow: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+def check_start(
+    workflow: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
     """The run's limiter key, computed before the run is created: a key function that
     raises is the caller's error, and no run is made."""
     if workflow.concurrency is None:
@@ -268,7 +276,9 @@ def check_start(workflow: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dic
     return run_key(workflow, args, kwargs)
 
 
-async def request_run_slot(rt: Runtime, workflow: Workflow[Any, Any], run_id: str, key: str) -> None:
+async def request_run_slot(
+    rt: Runtime, workflow: Workflow[Any, Any], run_id: str, key: str
+) -> None:
     """Queue a new run for its slot at ``wf.start``, so runs are granted in start order
     (the executor asks again, harmlessly, if this never happened)."""
     limit = workflow.concurrency
@@ -292,6 +302,7 @@ class Gate:
         self.run_slot: tuple[str, str, str, int] | None = None  # lid, scope, key, n
         self.acquiring: set[str] = set()
         self.ready: dict[str, float] = {}  # attempt holder -> when it may start
+        self.rates: dict[str, float] = {}  # attempt holder -> its rate limit's grant
         self.slots: dict[str, tuple[str, str, str, int]] = {}  # attempt holder -> its limiter
 
     # -- runs ---------------------------------------------------------------------------
@@ -362,7 +373,11 @@ class Gate:
             if options.rate_limit is not None:
                 rkey = limit_key(options.rate_key, tuple(args), dict(kwargs), what)
         except Exception as exc:
-            data = {"cid": step.cid, "attempt": attempt, "error": describe_error(exc, with_traceback=False)}
+            data = {
+                "cid": step.cid,
+                "attempt": attempt,
+                "error": describe_error(exc, with_traceback=False),
+            }
             ex._feed(batch, ex._record(batch, STEP_FAILED, data))
             ex.rt.loop.call_soon(ex.nudge)  # after this pass: the workflow may have moved on
             return False
@@ -370,7 +385,9 @@ class Gate:
         self._spawn(self._acquire_attempt(step, holder, attempt, ckey, rkey))
         return False
 
-    async def _acquire_attempt(self, step: StepState, holder: str, attempt: int, ckey: str, rkey: str) -> None:
+    async def _acquire_attempt(
+        self, step: StepState, holder: str, attempt: int, ckey: str, rkey: str
+    ) -> None:
         ex = self.ex
         options = ex._options(step)
         lims = limiters(ex.rt)
@@ -393,15 +410,21 @@ class Gate:
                 lg, _ = await lims.request(
                     limiter_id(scope, rkey), scope, rkey, holder, ex.run_id, every=rate.every
                 )
-                when = lg.grant_at[holder]
+                when = self.rates[holder] = lg.grant_at[holder]
             self.ready[holder] = when
             if when > ex.rt.clock.now() + EPS:
                 message = Message(ex.rt.new_id(), ex.run_id, "resume")
-                await ex.rt.backend.send([Outgoing(message, when, key=f"{ex.run_id}:rate:{holder}")])
+                await ex.rt.backend.send(
+                    [Outgoing(message, when, key=f"{ex.run_id}:rate:{holder}")]
+                )
             else:
                 ex.nudge()
         finally:
             self.acquiring.discard(holder)
+
+    def granted_at(self, cid: int, attempt: int) -> float | None:
+        """When a rate-limited attempt's turn came (recorded with its start)."""
+        return self.rates.get(f"{self.ex.run_id}#{cid}#{attempt}")
 
     # -- releases ------------------------------------------------------------------------------
     def committed(self, batch: _Batch, state: RunState | None, ended: bool) -> None:
@@ -412,6 +435,7 @@ class Gate:
             if event.kind in (STEP_COMPLETED, STEP_FAILED, STEP_RETRYING):
                 holder = f"{self.ex.run_id}#{event.data['cid']}#{event.data['attempt']}"
                 self.ready.pop(holder, None)
+                self.rates.pop(holder, None)
                 if holder in self.slots:
                     done.append(holder)
         if ended:

@@ -166,9 +166,7 @@ def limit_key(
     try:
         value = key(*args, **kwargs)
     except Exception as exc:
-        raise ValueError(
-            f"the key function of {what} raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ValueError(f"the key function of {what} raised {type(exc).__name__}: {exc}") from exc
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(
             f"the key function of {what} must return a str or an int, got {value!r} "
@@ -176,5 +174,7 @@ def limit_key(
         )
     text = str(value)
     if len(text) > MAX_KEY_CHARS:
-        raise ValueError(f"the key of {what} is longer than {MAX_KEY_CHARS} chars: {text[:40]!r}...")
+        raise ValueError(
+            f"the key of {what} is longer than {MAX_KEY_CHARS} chars: {text[:40]!r}..."
+        )
     return text

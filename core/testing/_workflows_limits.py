@@ -46,7 +46,7 @@ async def busy(tag: str, i: int) -> int:
         ACTIVE[tag] += 1
         MOST[tag] = max(MOST[tag], ACTIVE[tag])
     try:
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
     finally:
         with _lock:
             ACTIVE[tag] -= 1
