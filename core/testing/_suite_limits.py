@@ -15,9 +15,10 @@ import pytest
 
 import worldflow as wf
 from worldflow._runtime import Runtime
+from worldflow._world import Message
 
 from . import _workflows_limits as w
-from ._harness import Harness
+from ._harness import Harness, chaotic
 from ._suite import conformance
 
 __all__ = ["LimitsConformance"]
@@ -173,6 +174,55 @@ class LimitsConformance:
         )
         for (_, end), (begin, _) in itertools.pairwise(spans):
             assert begin >= end
+
+    @_slow
+    async def test_limits_hold_when_the_queue_is_chaotic(self, h: Harness) -> None:
+        """Every message late and twice (``worldflow.testing.chaotic``): still one run per
+        key at once, in start order, none lost or run twice."""
+        if not self.serve:
+            pytest.skip("needs a serving runtime in the test's own process")
+        await h.close()
+        inner = h.make_world
+        h.make_world = lambda: chaotic(inner(), max_delay=0.1, duplicate=True)
+        await h.restart()
+        tag = _tag()
+        runs = [await wf.start(w.one_per_customer, tag, f"c{i % 2}", i) for i in range(8)]
+        assert await _run_clock(h, runs, 1.0) == ["completed"] * 8
+        spans: dict[int, list[tuple[float, float, int]]] = {0: [], 1: []}
+        for i, run in enumerate(runs):
+            events = await run.events()
+            assert [e.kind for e in events].count("run_started") == 1
+            start = next(e.at for e in events if e.kind == "run_started")
+            spans[i % 2].append((start, events[-1].at, i))
+        for intervals in spans.values():
+            intervals.sort()
+            assert [i for _, _, i in intervals] == sorted(i for _, _, i in intervals)
+            for (_, end, _), (begin, _, _) in itertools.pairwise(intervals):
+                assert begin >= end
+
+    @_slow
+    async def test_the_step_slot_of_a_stopped_worker_comes_back(self, h: Harness) -> None:
+        """A step limited to 1 at once whose attempt's worker stops: the attempt is lost,
+        its slot given back, and the next attempt (and later runs) get it."""
+        if not self.serve:
+            pytest.skip("needs a serving runtime in the test's own process")
+        tag = _tag()
+        other = Runtime(h.make_world())
+        await other.start()
+        try:
+            run_id = await other.start_run(w.gated_one_flow.name, (tag,), {}, None)
+            run = wf.get_run(run_id)
+            (started,) = await h.wait_event(run, "step_started")
+            assert started.data["worker"] == other.worker_id
+        finally:
+            await other.close()  # the other worker stops, its attempt cut short
+        w.GATES[tag] = True
+        await h.runtime.handle(Message(h.runtime.new_id(), run_id, "resume"))
+        assert await run.result(timeout=30) == 2  # the lost attempt counted
+        attempts = [e.data["attempt"] for e in await run.events() if e.kind == "step_started"]
+        assert attempts == [1, 2]
+        again = await wf.start(w.gated_one_flow, tag)  # the slot is free: not leaked
+        assert await again.result(timeout=30) == 1
 
     @conformance
     async def test_bad_limits_are_clear_errors(self, h: Harness) -> None:

@@ -97,3 +97,24 @@ async def welcome(tag: str) -> str:
 async def goodbye(tag: str) -> str:
     await wf.sleep("1s")
     return "goodbye"
+
+
+GATES: dict[str, bool] = {}
+
+
+@wf.step(
+    name="limits.gated_one",
+    concurrency=wf.Limit(1, key=lambda tag: tag),
+    max_retries=2,
+    retry_delay=0,
+)
+async def gated_one(tag: str) -> int:
+    attempt = wf.get_step_metadata().attempt
+    while not GATES.get(tag):  # noqa: ASYNC110 - a plain flag the test sets from outside
+        await asyncio.sleep(0.005)
+    return attempt
+
+
+@wf.workflow(name="limits.gated_one_flow")
+async def gated_one_flow(tag: str) -> int:
+    return await gated_one(tag)
