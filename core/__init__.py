@@ -44,7 +44,7 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
-from ._limits_spec import Limit, Queue  # concurrency limits, given to the decorators
+from ._limits_spec import Limit, Queue, Throttle  # limits, given to decorators and start
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -165,6 +165,7 @@ __all__ = [
     "StepInfo",
     "StepMetadata",
     "SystemClock",
+    "Throttle",
     "VirtualClock",
     "WaitInfo",
     "Webhook",

@@ -37,6 +37,7 @@ import asyncio
 import hashlib
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode
@@ -44,7 +45,7 @@ from ._definitions import Step, Workflow, get_workflow
 from ._errors import CorruptLogError
 from ._events import STEP_COMPLETED, STEP_FAILED, STEP_RETRYING
 from ._failures import describe_error
-from ._limits_spec import LIMITER_WORKFLOW, Limit, limit_key
+from ._limits_spec import LIMITER_WORKFLOW, Limit, Throttle, limit_key
 from ._state import RunState, StepState
 from ._world import Append, Event, Message, NewEvent, Outgoing, RunCreate
 
@@ -64,6 +65,9 @@ LIMIT_RELEASED = "limit_released"
 EPS = 1e-3
 #: Tries of one append against a limiter that others keep writing to.
 MAX_RACES = 200
+#: How long a throttle's window waits for the run its starter recorded (it is made right
+#: after): past it, the starter is taken for dead and the window for free.
+THROTTLE_GRACE = 10.0
 
 
 def limiter_id(scope: str, key: str) -> str:
@@ -93,6 +97,7 @@ class LimiterLog:
         self.active: dict[str, str] = {}  # holder -> its run, in request order
         self.grant_at: dict[str, float] = {}
         self.last_grant: float | None = None
+        self.last_start: tuple[str, float, float] | None = None  # throttle: run, at, window
 
     def apply(self, e: Event) -> None:
         if e.seq != self.seq + 1:
@@ -105,7 +110,9 @@ class LimiterLog:
                     return
                 self.requested.add(holder)
                 every = e.data.get("every")
-                if every is None:
+                if "window" in e.data:  # a throttle: the last run it let start
+                    self.last_start = (str(e.data["run"]), e.at, float(e.data["window"]))
+                elif every is None:
                     self.active[holder] = str(e.data.get("run", holder))
                 else:
                     last = self.last_grant
@@ -288,6 +295,50 @@ async def request_run_slot(
         return
     scope = run_scope(workflow, limit)
     await limiters(rt).request(limiter_id(scope, key), scope, key, run_id, run_id)
+
+
+async def throttle_start(
+    rt: Runtime,
+    workflow: str,
+    throttle: Throttle,
+    run_id: str,
+    create: Callable[[str], Awaitable[str]],
+) -> str:
+    """``wf.start(throttle=...)``: the run of the key's current window if there is one,
+    else a new one (``create(run_id)``), recorded in the throttle's log first so that
+    of several starters at once exactly one makes a run."""
+    lims = limiters(rt)
+    scope, key = f"throttle:{workflow}", throttle.key
+    lid = limiter_id(scope, key)
+    deadline = rt.loop.time() + THROTTLE_GRACE
+    while True:
+        async with lims._lock(lid):
+            lg = await lims._synced(lid, scope, key)
+            for _ in range(MAX_RACES):
+                last = lg.last_start
+                now = rt.clock.now()
+                if last is None or now >= last[1] + throttle.window:
+                    data = {"holder": run_id, "run": run_id, "window": throttle.window}
+                    if await lims._append(lg, LIMIT_REQUESTED, data, []):
+                        break
+                    continue
+                info = await rt.backend.get_run(last[0])
+                if info is not None:
+                    return last[0]
+                if now - last[1] > THROTTLE_GRACE:  # its starter died before making it
+                    data = {"holder": run_id, "run": run_id, "window": throttle.window}
+                    if await lims._append(lg, LIMIT_REQUESTED, data, []):
+                        break
+                    continue
+                break  # being made by its starter now: look again shortly
+            else:
+                raise RuntimeError(f"throttle {scope!r}: too many writers at once")
+            if lg.last_start is not None and lg.last_start[0] == run_id:
+                break
+        if rt.loop.time() > deadline:
+            raise RuntimeError(f"throttle {scope!r}: the window's run never appeared")
+        await asyncio.sleep(0.05)
+    return await create(run_id)
 
 
 # -- the executor's gate -----------------------------------------------------------------

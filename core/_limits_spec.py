@@ -20,7 +20,17 @@ from typing import Any
 
 from ._duration import parse_duration
 
-__all__ = ["LIMITER_WORKFLOW", "Limit", "Queue", "Rate", "as_limit", "limit_key", "parse_rate"]
+__all__ = [
+    "LIMITER_WORKFLOW",
+    "Limit",
+    "Queue",
+    "Rate",
+    "Throttle",
+    "as_limit",
+    "as_throttle",
+    "limit_key",
+    "parse_rate",
+]
 
 #: The workflow name of a limiter's log in the World's storage (never a run to list).
 LIMITER_WORKFLOW = "worldflow.limiter"
@@ -178,3 +188,33 @@ def limit_key(
             f"the key of {what} is longer than {MAX_KEY_CHARS} chars: {text[:40]!r}..."
         )
     return text
+
+
+class Throttle:
+    """At most one new run per ``window`` (per ``key``) from ``wf.start``: a start within
+    the window of the last run it made returns that run instead of making another.
+
+    >>> run = await wf.start(sync_customer, cid, throttle=wf.Throttle("10s", key=cid))
+    """
+
+    __slots__ = ("key", "window")
+
+    def __init__(self, window: object, *, key: str | int = "") -> None:
+        self.window = parse_duration(window, what="a throttle's window")
+        if self.window <= 0:
+            raise ValueError(f"a throttle's window must be > 0, got {window!r}")
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            raise TypeError(f"a throttle's key must be a str or an int, got {key!r}")
+        self.key = str(key)
+        if len(self.key) > MAX_KEY_CHARS:
+            raise ValueError(f"a throttle's key is longer than {MAX_KEY_CHARS} chars")
+
+    def __repr__(self) -> str:
+        return f"Throttle({self.window:g}, key={self.key!r})"
+
+
+def as_throttle(value: object) -> Throttle | None:
+    """``wf.start(throttle=...)``: a :class:`Throttle`, or a window (one key for all)."""
+    if value is None or isinstance(value, Throttle):
+        return value
+    return Throttle(value)

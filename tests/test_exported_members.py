@@ -31,6 +31,7 @@ PUBLIC = [
     "StepInfo",
     "StepMetadata",
     "SystemClock",
+    "Throttle",
     "VirtualClock",
     "WaitInfo",
     "Webhook",

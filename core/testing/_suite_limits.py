@@ -225,6 +225,33 @@ class LimitsConformance:
         assert await again.result(timeout=30) == 1
 
     @conformance
+    async def test_throttle_makes_one_run_per_window(self, h: Harness) -> None:
+        """Starts within a throttle's window return the window's run (also when they race);
+        the first start after the window makes a new one; other keys are apart."""
+        tag = _tag()
+        throttle = wf.Throttle("10s", key=tag)
+        first = await wf.start(w.synced, tag, 1, throttle=throttle)
+        again = await wf.start(w.synced, tag, 2, throttle=throttle)
+        racing = await asyncio.gather(
+            *(wf.start(w.synced, tag, 3 + i, throttle=throttle) for i in range(5))
+        )
+        assert {again.id, *(r.id for r in racing)} == {first.id}
+        other_key = await wf.start(w.synced, tag, 9, throttle=wf.Throttle("10s", key=tag + "x"))
+        assert other_key.id != first.id
+        assert await first.result(timeout=10) == 1  # the arguments of the start that made it
+        assert await other_key.result(timeout=10) == 9
+        h.advance("11s")
+        later = await wf.start(w.synced, tag, 7, throttle=throttle)
+        assert later.id != first.id
+        assert await later.result(timeout=10) == 7
+        with pytest.raises(ValueError, match="window"):
+            await wf.start(w.synced, tag, 1, throttle="0s")
+        with pytest.raises(ValueError, match="10x"):
+            await wf.start(w.synced, tag, 1, throttle="10x")
+        with pytest.raises(TypeError, match="key"):
+            wf.Throttle("1s", key=1.5)  # type: ignore[arg-type]
+
+    @conformance
     async def test_bad_limits_are_clear_errors(self, h: Harness) -> None:
         """Bad limits fail at definition; a key function that raises fails wf.start (no
         run is made) or, for a step, fails that step with the reason; nothing is lost."""

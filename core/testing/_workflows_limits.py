@@ -118,3 +118,8 @@ async def gated_one(tag: str) -> int:
 @wf.workflow(name="limits.gated_one_flow")
 async def gated_one_flow(tag: str) -> int:
     return await gated_one(tag)
+
+
+@wf.workflow(name="limits.synced")
+async def synced(tag: str, n: int) -> int:
+    return n
