@@ -95,6 +95,7 @@ class LimiterLog:
         self.seq = 0
         self.requested: set[str] = set()
         self.active: dict[str, str] = {}  # holder -> its run, in request order
+        self.asked_at: dict[str, float] = {}  # holder -> when it asked (while active)
         self.grant_at: dict[str, float] = {}
         self.last_grant: float | None = None
         self.last_start: tuple[str, float, float] | None = None  # throttle: run, at, window
@@ -114,6 +115,7 @@ class LimiterLog:
                     self.last_start = (str(e.data["run"]), e.at, float(e.data["window"]))
                 elif every is None:
                     self.active[holder] = str(e.data.get("run", holder))
+                    self.asked_at[holder] = e.at
                 else:
                     last = self.last_grant
                     grant = e.at if last is None else max(e.at, last + float(every))
@@ -121,6 +123,7 @@ class LimiterLog:
             elif e.kind == LIMIT_RELEASED:
                 for holder in e.data["holders"]:
                     self.active.pop(str(holder), None)
+                    self.asked_at.pop(str(holder), None)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptLogError(
                 f"limiter {self.id!r}: event {e.seq} is malformed ({exc})"
@@ -393,7 +396,11 @@ class Gate:
         lg, fresh = await lims.request(lid, scope, key, holder, run)
         if lg.granted(holder, n):
             return True
-        if not fresh:  # looking again: are the holders ahead still holding?
+        rt = self.ex.rt
+        waited = rt.clock.now() - lg.asked_at.get(holder, rt.clock.now())
+        if not fresh and waited >= rt.world.lease:
+            # Waiting a lease or more (this is its look again): are the holders ahead of
+            # it still holding? (Not on every wake: that would read each holder's run.)
             dead = await lims.dead_holders(lg, n)
             if dead:
                 log.info("worldflow: limiter %s: releasing %d ended holder(s)", scope, len(dead))

@@ -79,10 +79,11 @@ def test_a_slot_left_by_a_dead_process_is_given_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first run ends but its process 'dies' before releasing its slot: the next run
-    of the key finds the holder ended, releases it and starts."""
+    of the key, looking again after the World's lease (1 s here), finds the holder ended,
+    releases it and starts."""
 
     async def main() -> None:
-        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False, lease=1.0)):
             with monkeypatch.context() as m:
 
                 async def no_release(*args: Any, **kwargs: Any) -> None:
@@ -92,6 +93,8 @@ def test_a_slot_left_by_a_dead_process_is_given_back(
                 first = await wf.start(one_at_a_time, "k")
                 assert await first.result(timeout=10) == "k"
             second = await wf.start(one_at_a_time, "k")
+            await asyncio.sleep(0.3)
+            assert await second.status() == "pending"  # the slot looks held
             assert await second.result(timeout=10) == "k"
 
     asyncio.run(main())
