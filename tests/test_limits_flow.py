@@ -144,3 +144,20 @@ def test_rate_on_the_real_clock_across_two_workers(tmp_path: Path) -> None:
     assert lags[0] >= -1e-3  # never before its turn
     assert closest >= 1.0 - lags[-1] - 1e-3  # bunched by no more than the largest lag
     assert lags[-1] < 0.5
+
+
+@pytest.mark.slow
+def test_the_customer_sync_example() -> None:
+    """examples/customer_sync.py: one sync per customer at a time, 18 pushes at 5/s."""
+    import importlib
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # examples/ is not installed: import it from the checkout
+        sys.path.insert(0, root)
+    example = importlib.import_module("examples.customer_sync")
+    spans = asyncio.run(example.demo())
+    for customer in ("c0", "c1"):
+        mine = sorted((s, e) for c, s, e in spans if c == customer)
+        assert all(b[0] >= a[1] for a, b in itertools.pairwise(mine))
+    assert max(e for _, _, e in spans) >= 17 / 5  # 18 pushes, spaced 0.2 s
