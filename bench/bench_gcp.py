@@ -127,13 +127,13 @@ async def measure(world: GcpWorld, workflow: wf.Workflow[..., int], n: int) -> t
     return Count.of(world).minus(before), took
 
 
-async def bench(em: Emulators, steps: list[int], run_ttl: bool = True) -> None:
+async def bench(em: Emulators, steps: list[int], run_ttl: bool = False) -> None:
     # No heartbeat (nor sweep) during the measure: they are per process, not per step.
     settings = dataclasses.replace(
         settings_for_test(em), heartbeat=3600.0, lease=7200.0, drain_timeout=60.0
     )
-    if not run_ttl:  # WORLDFLOW_GCP_RUN_TTL=off: no expiry written at a run's end
-        settings = dataclasses.replace(settings, run_ttl=None)
+    if run_ttl:  # WORLDFLOW_GCP_RUN_TTL=30d: an expiry written on each document at the end
+        settings = dataclasses.replace(settings, run_ttl=30 * 86400.0)
     await ensure_queue(settings)
     try:
         world = GcpWorld(settings)
@@ -286,14 +286,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--sleeps", action="store_true", help="only the long sleeps")
     parser.add_argument(
-        "--no-ttl", action="store_true", help="steps with WORLDFLOW_GCP_RUN_TTL=off"
+        "--ttl", action="store_true", help="steps with WORLDFLOW_GCP_RUN_TTL=30d (default: off)"
     )
     args = parser.parse_args()
     em = Emulators().start()
     try:
         if not args.sleeps:
-            asyncio.run(bench(em, args.steps, run_ttl=not args.no_ttl))
-        if args.sleeps or not args.no_ttl:
+            asyncio.run(bench(em, args.steps, run_ttl=args.ttl))
+        if args.sleeps or not args.ttl:
             asyncio.run(sleep_costs(em))
     finally:
         em.stop()

@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ._loop import current_instance
 
@@ -141,6 +141,22 @@ class WebhookRequest:
     body: bytes
     path: str = ""
     query: str = ""
+    #: Set when the webhook answers with its workflow (``respond="manual"``).
+    id: str = ""
+
+    async def respond(self, status: int, body: dict[str, Any] | None = None) -> None:
+        """Answer this request from the workflow (its webhook was created with
+        ``respond="manual"``): the HTTP caller, still waiting, gets ``status`` and the
+        JSON object ``body``. A step of the run: recorded once, never sent twice."""
+        if not self.id:
+            raise RuntimeError(
+                "request.respond(): this request's webhook answers by itself; create it "
+                "with wf.create_webhook(respond='manual') to answer from the workflow"
+            )
+        from ._respond import check_response, respond_step
+
+        status, body = check_response(status, body)
+        await respond_step(self.id, status, body)
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -182,7 +198,10 @@ def create_hook(token: str | None = None) -> Hook[Any]:
 
 
 def create_webhook(
-    *, verify: dict[str, Any] | None = None, respond: tuple[int, dict[str, Any]] | None = None
+    *,
+    verify: dict[str, Any] | None = None,
+    respond: tuple[int, dict[str, Any]] | Literal["manual"] | None = None,
+    respond_timeout: float | str | None = None,
 ) -> Webhook:
     """Create a webhook in the running workflow: ``webhook.url`` resumes it over HTTP.
 
@@ -194,12 +213,16 @@ def create_webhook(
     (``wf.signatures.stripe()``, ``.github()``, ``.slack()``, ``.hmac_sha256(...)``):
     a request with a missing, wrong or stale one gets 401 and never reaches the
     run. ``respond``: the status (2xx) and JSON object to answer an accepted
-    request with, instead of ``202 {"ok": true, "run_id": ...}``.
+    request with, instead of ``202 {"ok": true, "run_id": ...}``; or ``"manual"``:
+    the workflow answers each request with ``await request.respond(status, body)``
+    while its caller waits, up to ``respond_timeout`` (10 s by default; then
+    ``202 {"ok": true, "run_id": ..., "responded": false}``).
     """
     instance = current_instance()
     if instance is None:
         raise RuntimeError("wf.create_webhook() can only be called inside a workflow")
-    hook = instance.create_hook(None, webhook=True, spec=webhook_spec(verify, respond))
+    spec = webhook_spec(verify, respond, respond_timeout=respond_timeout)
+    hook = instance.create_hook(None, webhook=True, spec=spec)
     assert isinstance(hook, Webhook)
     return hook
 
@@ -210,8 +233,10 @@ SPEC_TOKEN_PREFIX = "spec."
 
 def webhook_spec(
     verify: dict[str, Any] | None = None,
-    respond: tuple[int, dict[str, Any]] | None = None,
+    respond: tuple[int, dict[str, Any]] | Literal["manual"] | None = None,
     schema: str | None = None,
+    *,
+    respond_timeout: float | str | None = None,
 ) -> dict[str, Any] | None:
     """What a webhook's intake must do besides recording the request, checked now."""
     spec: dict[str, Any] = {}
@@ -227,7 +252,28 @@ def webhook_spec(
         if problem is not None and problem.startswith("unknown signature scheme"):
             raise ValueError(f"verify={verify!r}: {problem}")
         spec["verify"] = dict(verify)
-    if respond is not None:
+    if respond == "manual":
+        if schema is not None:
+            raise ValueError(
+                "respond='manual' needs the request to answer, and a typed webhook gives the "
+                "typed value: use wf.create_webhook(respond='manual') and check the body there"
+            )
+        from ._duration import parse_duration
+        from ._respond import DEFAULT_TIMEOUT
+
+        seconds = DEFAULT_TIMEOUT
+        if respond_timeout is not None:
+            seconds = parse_duration(respond_timeout, what="respond_timeout")
+            if not 0 < seconds <= 900:
+                raise ValueError(
+                    f"respond_timeout={respond_timeout!r}: a caller can wait from more than "
+                    "0 s up to 15 minutes"
+                )
+        spec["respond"] = "manual"
+        spec["respond_timeout"] = seconds
+    elif respond_timeout is not None:
+        raise ValueError("respond_timeout= is for webhooks created with respond='manual'")
+    elif respond is not None:
         status, body = respond if isinstance(respond, tuple) and len(respond) == 2 else (0, None)
         if not isinstance(status, int) or not 200 <= status <= 299 or not isinstance(body, dict):
             raise ValueError(

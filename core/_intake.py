@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import http
 import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -35,6 +38,8 @@ from urllib.parse import unquote, urlsplit
 from ._errors import HookNotFound, InvalidHookPayload
 from ._events import HOOK_CREATED
 from ._hooks import SPEC_TOKEN_PREFIX, WebhookRequest
+from ._respond import DEFAULT_TIMEOUT as DEFAULT_RESPOND_TIMEOUT
+from ._respond import wait_for_response
 from ._typed_hooks import defined_hook
 from ._world import WEBHOOK_PREFIX
 from .signatures import SecretMissing
@@ -84,36 +89,52 @@ async def answer(
     token = path[len(WEBHOOK_PREFIX) :]
     request = WebhookRequest(method=method, headers=headers, body=body, path=path, query=query)
     spec: dict[str, Any] | None = None
+    seen = 0  # the run's log was read up to here
     try:
         if token.startswith(SPEC_TOKEN_PREFIX):
-            spec = await _spec(runtime, token)
+            spec, seen = await _spec(runtime, token)
             if spec is not None:
                 refused = _refusal(spec, request)
                 if refused is not None:
                     return refused
+                if spec.get("respond") == "manual":
+                    request = dataclasses.replace(request, id=uuid.uuid4().hex)
         run_id = await runtime.webhook(token, request)
     except HookNotFound:
         return 404, {"error": "no live webhook has this token"}
     except Exception as exc:
         log.warning("worldflow: a webhook request could not be recorded (%s)", exc)
         return 503, {"error": "the request could not be recorded; try again"}
+    if spec is not None and spec.get("respond") == "manual":
+        timeout = float(spec.get("respond_timeout") or DEFAULT_RESPOND_TIMEOUT)
+        try:
+            answered = await wait_for_response(runtime, run_id, request.id, seen, timeout)
+        except Exception as exc:  # recorded already: say so rather than fail the caller
+            log.warning("worldflow: waiting for a webhook's answer failed (%s)", exc)
+            answered = None
+        if answered is not None:
+            return answered
+        return 202, {"ok": True, "run_id": run_id, "responded": False}
     if spec is not None and spec.get("respond"):
         status, document = spec["respond"]
         return int(status), dict(document)
     return 202, {"ok": True, "run_id": run_id}
 
 
-async def _spec(runtime: Runtime, token: str) -> dict[str, Any] | None:
+async def _spec(runtime: Runtime, token: str) -> tuple[dict[str, Any] | None, int]:
     """What the webhook's ``hook_created`` event says to do with a request (a signature
-    to check, a type, a response), or None (no live webhook: answered 404 later)."""
+    to check, a type, a response), or None (no live webhook: answered 404 later); and
+    the sequence number of the last event of the run's log read."""
     hook = await runtime.backend.get_hook(token)
     if hook is None or not hook.webhook:
-        return None
+        return None, 0
     spec = None
+    seen = 0
     for event in await runtime.backend.read_events(hook.run_id):
+        seen = event.seq
         if event.kind == HOOK_CREATED and event.data.get("token") == token:
             spec = event.data.get("spec")
-    return spec if isinstance(spec, dict) else None
+    return (spec if isinstance(spec, dict) else None), seen
 
 
 def _refusal(spec: dict[str, Any], request: WebhookRequest) -> Reply | None:
@@ -152,17 +173,12 @@ class _BadRequest(Exception):
         self.reason = reason
 
 
-_REASONS = {
-    202: "Accepted",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
+def _reason(status: int) -> str:
+    """The status line's reason phrase (a workflow's answer may use any status)."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
 
 
 class WebhookServer:
@@ -258,7 +274,7 @@ class WebhookServer:
     async def _reply(self, writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
         head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"HTTP/1.1 {status} {_reason(status)}\r\n"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n"
             "Connection: close\r\n"

@@ -44,6 +44,15 @@ __all__ = ["HookType", "define_hook", "defined_hook"]
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+
+    class TypedWebhook(Hook[T]):
+        """What a typed hook's ``create_webhook`` gives, as the type checker sees it: a
+        webhook (it has a ``url``) whose ``await`` gives the typed value."""
+
+        url: str
+
+
 _DEFINED: dict[str, HookType[Any]] = {}
 
 
@@ -88,7 +97,7 @@ class HookType(Generic[T]):
         *,
         verify: dict[str, Any] | None = None,
         respond: tuple[int, dict[str, Any]] | None = None,
-    ) -> Webhook:
+    ) -> TypedWebhook[T]:
         """Create a webhook (as ``wf.create_webhook``, with its ``verify`` and ``respond``)
         whose request body must be JSON of the type; ``await`` gives the typed value,
         not the request."""
@@ -99,7 +108,7 @@ class HookType(Generic[T]):
         hook = instance.create_hook(None, webhook=True, spec=spec)
         assert isinstance(hook, Webhook)
         hook._convert = self._receive
-        return hook
+        return typing.cast("TypedWebhook[T]", hook)
 
     def _receive(self, payload: Any) -> Any:
         if isinstance(payload, WebhookRequest):
@@ -167,9 +176,7 @@ def _codec_for(tp: Any) -> tuple[Load, Callable[[Any], Any]]:
                 raise InvalidHookPayload(f"{where}: {exc}") from None
 
         return load_model, lambda value: value.model_dump(mode="json")
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return (lambda p, where: _load(tp, p, where)), _plain
-    return (lambda p, where: _load(tp, p, where)), _plain
+    return (lambda p, where: _load(tp, p, where)), _plain  # dataclasses, TypedDicts, plain
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,9 @@ from typing import Any
 
 import pytest
 
+# Builds wheels and installs them with pip: minutes, not seconds, on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # What a build needs from the repo; the rest (tests/, examples/, .git, .venv,

@@ -158,3 +158,82 @@ def test_a_bad_respond_fails_the_run_saying_why(tmp_path: Path) -> None:
                 await (await wf.start(bad_spec)).result(timeout=10)
 
     asyncio.run(main())
+
+
+@wf.workflow
+async def bad_manual(case: str) -> str:
+    if case == "respond_timeout without manual":
+        wf.create_webhook(respond_timeout="5s")
+    elif case == "no timeout":
+        wf.create_webhook(respond="manual", respond_timeout=0)
+    elif case == "too long":
+        wf.create_webhook(respond="manual", respond_timeout="16m")
+    elif case == "not a duration":
+        wf.create_webhook(respond="manual", respond_timeout="soon")
+    elif case == "unknown mode":
+        wf.create_webhook(respond="auto")  # type: ignore[arg-type]
+    return "created"
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("respond_timeout without manual", "respond_timeout= is for webhooks created with"),
+        ("no timeout", "more than 0 s up to 15 minutes"),
+        ("too long", "more than 0 s up to 15 minutes"),
+        ("not a duration", "respond_timeout"),
+        ("unknown mode", "respond= takes"),
+    ],
+)
+def test_bad_manual_webhooks_fail_the_run_saying_why(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path)):
+            with pytest.raises(wf.RunFailed, match=message):
+                await (await wf.start(bad_manual, case)).result(timeout=10)
+
+    asyncio.run(main())
+
+
+@wf.workflow
+async def bad_answer(case: str) -> str:
+    hook = wf.create_webhook(respond="manual" if case != "not manual" else None)
+    request = await hook
+    if case == "status":
+        await request.respond(99, {})
+    elif case == "body":
+        await request.respond(200, ["a", "list"])  # type: ignore[arg-type]
+    elif case == "not json":
+        await request.respond(200, {"when": object()})
+    else:
+        await request.respond(200, {})
+    return "answered"
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("status", "the status must be an int from 200 to 599"),
+        ("body", "the body must be a JSON object"),
+        ("not json", "the body is not JSON"),
+        ("not manual", "create it with wf.create_webhook"),
+    ],
+)
+def test_a_bad_answer_fails_the_run_and_the_caller_gets_the_default(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path)):
+            run = await wf.start(bad_answer, case)
+            for _ in range(500):
+                created = [e for e in await run.events() if e.kind == "hook_created"]
+                if created:
+                    break
+                await asyncio.sleep(0.01)
+            status, body = await http_call("POST", created[0].data["url"], b"{}")
+            assert status == 202, body
+            with pytest.raises(wf.RunFailed, match=message):
+                await run.result(timeout=10)
+
+    asyncio.run(main())

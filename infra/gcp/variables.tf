@@ -83,7 +83,7 @@ variable "concurrency" {
 variable "run_ttl_days" {
   description = "Days a finished run's documents (run, events) are kept before Firestore's TTL deletes them (WORLDFLOW_GCP_RUN_TTL); 0 keeps them."
   type        = number
-  default     = 30
+  default     = 0
   validation {
     condition     = var.run_ttl_days >= 0 && floor(var.run_ttl_days) == var.run_ttl_days
     error_message = "run_ttl_days must be a whole number of days, 0 to keep runs."

@@ -95,6 +95,7 @@ def _main_queue(moto: MotoServer, settings: dict[str, str]) -> list[dict[str, An
     return messages
 
 
+@pytest.mark.timeout(240)  # runs the worldflow command in subprocesses
 def test_a_poller_buries_and_the_cli_lists_and_redrives(
     moto: MotoServer, settings: dict[str, str], tmp_path: Path
 ) -> None:

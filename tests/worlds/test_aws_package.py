@@ -14,6 +14,9 @@ import pytest
 
 from worldflow.worlds.aws.testing import MotoServer
 
+# Builds and checks zips with pip and fresh interpreters: minutes on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
+
 PROJECT = """\
 import worldflow as wf
 

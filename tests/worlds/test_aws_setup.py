@@ -106,6 +106,7 @@ def _walkthrough() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # runs the worldflow command in subprocesses
 def test_the_walkthrough_runs_against_moto(moto: MotoServer, tmp_path: Path) -> None:
     """Every command of the walkthrough, in one bash, as written; only the install (done:
     this is the test environment) and the moto server (this test's, on a free port)

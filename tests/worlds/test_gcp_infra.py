@@ -210,10 +210,10 @@ def test_retention_ttl_policies_and_the_bucket_lifecycle() -> None:
     (service,) = resources(doc, "google_cloud_run_v2_service").values()
     env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
     assert "var.run_ttl_days" in env["WORLDFLOW_GCP_RUN_TTL"]
-    assert _variable_default(doc, "run_ttl_days") == 30
+    assert _variable_default(doc, "run_ttl_days") == 0  # kept, as on the other worlds
     from worldflow.worlds.gcp._settings import DEFAULT_RUN_TTL
 
-    assert DEFAULT_RUN_TTL == 30 * 86400  # the world's default is Terraform's
+    assert DEFAULT_RUN_TTL is None  # the world's default is Terraform's
     (bucket,) = resources(doc, "google_storage_bucket").values()
     assert bucket["versioning"][0]["enabled"] is False
     rules = bucket["lifecycle_rule"]

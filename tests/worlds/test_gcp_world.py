@@ -819,7 +819,7 @@ def test_the_run_ttl_setting() -> None:
         assert isinstance(world, GcpWorld)
         return world.settings.run_ttl
 
-    assert ttl("") == 30 * 86400.0  # the default
+    assert ttl("") is None  # the default: kept, as on every world
     assert (ttl("7d"), ttl("12h"), ttl("90"), ttl("off")) == (7 * 86400.0, 43200.0, 90.0, None)
     for bad in ("soon", "-1d", "inf"):
         with pytest.raises(ValueError, match="WORLDFLOW_GCP_RUN_TTL must be a duration"):

@@ -24,13 +24,14 @@ MAX_DISPATCH_DEADLINE = 1800.0
 MIN_DISPATCH_DEADLINE = 15.0
 
 
-#: How long a finished run's documents are kept by default (Firestore's TTL policy).
-DEFAULT_RUN_TTL = 30 * 86400.0
+#: How long a finished run's documents are kept by default: for good, as on every other
+#: world (an expiry costs a write per events document when the run ends; opt in).
+DEFAULT_RUN_TTL: float | None = None
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _ttl(settings: Mapping[str, str]) -> float | None:
-    """``run_ttl``: seconds, or a number with s/m/h/d; ``off`` (or 0) for never."""
+    """``run_ttl``: seconds, or a number with s/m/h/d; ``off`` (or 0, or unset) for never."""
     raw = (settings.get("run_ttl") or "").strip().lower()
     if not raw:
         return DEFAULT_RUN_TTL
