@@ -143,7 +143,7 @@ def test_rate_on_the_real_clock_across_two_workers(tmp_path: Path) -> None:
     print(f"the closest 11 starts spanned {closest:.4f} s")
     assert lags[0] >= -1e-3  # never before its turn
     assert closest >= 1.0 - lags[-1] - 1e-3  # bunched by no more than the largest lag
-    assert lags[-1] < 0.5
+    assert lags[-1] < 2.0  # a sanity bound: the lag is the delivery of a due message
 
 
 @pytest.mark.slow
