@@ -44,6 +44,7 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
+from ._limits_spec import Limit, Queue, Throttle  # limits, given to decorators and start
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -153,7 +154,9 @@ __all__ = [
     "HookNotFound",
     "HookType",
     "InvalidHookPayload",
+    "Limit",
     "NonDeterminismError",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
@@ -170,6 +173,7 @@ __all__ = [
     "StepMetadata",
     "StreamWriter",
     "SystemClock",
+    "Throttle",
     "VirtualClock",
     "WaitInfo",
     "Webhook",

@@ -24,6 +24,7 @@ from ._definitions import Workflow, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
+from ._limits_spec import Throttle, as_throttle
 from ._loop import current_instance
 from ._runtime import Runtime
 from ._streams import check_stream_name, read_stream
@@ -409,6 +410,7 @@ async def start(
     id: str | None = None,
     on_conflict: Literal["return", "raise"] = "return",
     tags: Mapping[str, str] | None = None,
+    throttle: Throttle | float | str | None = None,
     **kwargs: Any,
 ) -> Run[R]:
     """Start a durable run of ``workflow`` with these arguments.
@@ -422,7 +424,12 @@ async def start(
 
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
+
+    ``throttle`` (a ``wf.Throttle(window, key=...)``, or a window for one key): at most
+    one new run per window; a start within the window of the last run it made returns
+    that run (whatever its arguments), across every process.
     """
+    window = as_throttle(throttle)  # a bad window is a ValueError before anything
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
@@ -438,15 +445,33 @@ async def start(
         raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
     definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
     checked = check_tags(tags, "wf.start(tags=...)") if tags is not None else None
+    key = None
+    if definition.concurrency is not None:
+        from ._limits_flow import check_start
+
+        key = check_start(definition, args, kwargs)  # a bad key function: no run is made
     runtime = await _runtime()
-    run_id = await runtime.start_run(
-        definition.name,
-        args,
-        kwargs,
-        _valid_id(id),
-        conflict=on_conflict == "raise",
-        tags=checked,
-    )
+
+    def create(rid: str | None) -> Awaitable[str]:
+        return runtime.start_run(
+            definition.name, args, kwargs, rid, conflict=on_conflict == "raise", tags=checked
+        )
+
+    if window is None:
+        run_id = await create(_valid_id(id))
+    else:
+        from ._limits_flow import throttle_start
+        from ._runtime import new_run_id
+
+        # The window's run, or a new one (with the id given, if any).
+        given = _valid_id(id) or new_run_id()
+        run_id = await throttle_start(runtime, definition.name, window, given, create)
+        if run_id != given:
+            return Run(run_id)
+    if key is not None:
+        from ._limits_flow import request_run_slot
+
+        await request_run_slot(runtime, definition, run_id, key)  # in start order
     return Run(run_id)
 
 

@@ -71,10 +71,12 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
     return test
 
 
+# The mixins of other features' tests import ``conformance`` from here: after it.
 from ._suite_flow import FlowConformance  # noqa: E402 (its tests use conformance)
+from ._suite_limits import LimitsConformance  # noqa: E402
 
 
-class WorldConformance(FlowConformance, StreamsConformance):
+class WorldConformance(FlowConformance, StreamsConformance, LimitsConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
