@@ -44,6 +44,7 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
+from ._limits_spec import Limit, Queue, Throttle  # limits, given to decorators and start
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -156,7 +157,9 @@ __all__ = [
     "HookNotFound",
     "HookType",
     "InvalidHookPayload",
+    "Limit",
     "NonDeterminismError",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
@@ -173,6 +176,7 @@ __all__ = [
     "StepMetadata",
     "StreamWriter",
     "SystemClock",
+    "Throttle",
     "VirtualClock",
     "WaitInfo",
     "Webhook",

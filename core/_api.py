@@ -24,6 +24,7 @@ from ._definitions import Workflow, check_timeout, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
+from ._limits_spec import Throttle, as_throttle
 from ._loop import current_instance
 from ._runtime import Runtime
 from ._streams import check_stream_name, read_stream
@@ -475,6 +476,7 @@ async def start(
     id: str | None = None,
     on_conflict: Literal["return", "raise"] = "return",
     tags: Mapping[str, str] | None = None,
+    throttle: Throttle | float | str | None = None,
     timeout: float | str | dt.timedelta | None = None,
     detached: bool = False,
     **kwargs: Any,
@@ -491,6 +493,10 @@ async def start(
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
 
+    ``throttle`` (a ``wf.Throttle(window, key=...)``, or a window for one key): at most
+    one new run per window; a start within the window of the last run it made returns
+    that run (whatever its arguments), across every process.
+
     ``timeout``: the run fails with ``TimeoutError`` if it is still going that long
     after it was started (a durable timer; default the ``@wf.workflow(timeout=)``).
 
@@ -500,6 +506,7 @@ async def start(
     A run that ends or is cancelled cancels its children still running, except
     those started with ``detached=True``.
     """
+    window = as_throttle(throttle)  # a bad window is a ValueError before anything
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
@@ -522,20 +529,48 @@ async def start(
             raise ValueError("a child run cannot use on_conflict='raise'")
         if checked:
             raise ValueError("a child run cannot take tags= yet; give them to its parent")
+        if window is not None or definition.concurrency is not None:
+            raise ValueError(
+                f"workflow {definition.name!r}: a child run cannot be throttled or "
+                "concurrency-limited yet; start it from a step"
+            )
         child, fut = instance.start_child(
             definition, args, kwargs, run_id=_valid_id(id), detached=detached, timeout=seconds
         )
         return ChildRun(child, definition.name, instance.run_id, detached, fut)
+    key = None
+    if definition.concurrency is not None:
+        from ._limits_flow import check_start
+
+        key = check_start(definition, args, kwargs)  # a bad key function: no run is made
     runtime = await _runtime()
-    run_id = await runtime.start_run(
-        definition.name,
-        args,
-        kwargs,
-        _valid_id(id),
-        conflict=on_conflict == "raise",
-        deadline=seconds,
-        tags=checked,
-    )
+
+    def create(rid: str | None) -> Awaitable[str]:
+        return runtime.start_run(
+            definition.name,
+            args,
+            kwargs,
+            rid,
+            conflict=on_conflict == "raise",
+            tags=checked,
+            deadline=seconds,
+        )
+
+    if window is None:
+        run_id = await create(_valid_id(id))
+    else:
+        from ._limits_flow import throttle_start
+        from ._runtime import new_run_id
+
+        # The window's run, or a new one (with the id given, if any).
+        given = _valid_id(id) or new_run_id()
+        run_id = await throttle_start(runtime, definition.name, window, given, create)
+        if run_id != given:
+            return Run(run_id)
+    if key is not None:
+        from ._limits_flow import request_run_slot
+
+        await request_run_slot(runtime, definition, run_id, key)  # in start order
     return Run(run_id)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._errors import CorruptLogError
+from ._limits_spec import LIMITER_WORKFLOW
 from ._world import (
     Append,
     Event,
@@ -306,6 +307,9 @@ class Backend:
             page = await self.storage.list_runs(
                 status=status, workflow=workflow, limit=limit, cursor=cursor
             )
+        if workflow is None and any(i.workflow == LIMITER_WORKFLOW for i in page.runs):
+            # Limiters' logs live beside the runs (worldflow._limits_flow): not runs to list.
+            page = RunPage([i for i in page.runs if i.workflow != LIMITER_WORKFLOW], page.cursor)
         if self.world.blobs is None:
             return page
         return RunPage([await self._restore_info(i) for i in page.runs], page.cursor)

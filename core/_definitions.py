@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from ._duration import parse_duration
 from ._errors import WorkflowNotFound
+from ._limits_spec import Limit, Rate, as_limit, parse_rate
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,6 +73,9 @@ class StepOptions:
     retry_delay: float = 1.0
     backoff: float = 2.0
     timeout: float | None = None
+    concurrency: Limit | None = None  # at most n attempts at once (per key)
+    rate_limit: Rate | None = None  # attempts spaced by rate_limit.every (per rate_key)
+    rate_key: Callable[..., object] | None = None
 
     def delay_before(self, attempt: int) -> float:
         return self.retry_delay * self.backoff ** (attempt - 2)
@@ -106,10 +110,15 @@ class Workflow(Generic[P, R]):
     """A function decorated with ``@workflow``: start it with ``wf.start(fn, ...)``."""
 
     def __init__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]], name: str, timeout: float | None = None
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]],
+        name: str,
+        concurrency: Limit | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
+        self.concurrency = concurrency  # at most n runs at once (per key): see _limits_flow
         self.timeout = timeout  # seconds from start after which a run fails (TimeoutError)
         functools.update_wrapper(self, fn)
 
@@ -123,6 +132,11 @@ class Workflow(Generic[P, R]):
                 f"with `await wf.start({self.fn.__name__}, ...)`"
             )
         self.check_arguments(args, kwargs)
+        if self.concurrency is not None:
+            raise ValueError(
+                f"workflow {self.name!r} has a concurrency limit: it cannot run as a child "
+                "yet; start it from a step"
+            )
         _, fut = instance.start_child(
             self, args, kwargs, run_id=None, detached=False, timeout=self.timeout
         )
@@ -202,12 +216,15 @@ class _StepDecorator(Protocol):
 @overload
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
 @overload
-def workflow(*, name: str | None = None, timeout: object = None) -> _WorkflowDecorator: ...
+def workflow(
+    *, name: str | None = None, concurrency: int | Limit | None = None, timeout: object = None
+) -> _WorkflowDecorator: ...
 def workflow(
     fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
     /,
     *,
     name: str | None = None,
+    concurrency: int | Limit | None = None,
     timeout: object = None,
 ) -> Workflow[P, R] | _WorkflowDecorator:
     """Mark an ``async def`` as a durable workflow.
@@ -216,15 +233,22 @@ def workflow(
     ... async def hail_ride(request_id: str) -> dict: ...
     >>> @wf.workflow(name="hail-ride")   # a stable name survives renames
     ... async def hail_ride_v2(request_id: str) -> dict: ...
+    >>> @wf.workflow(concurrency=wf.Limit(1, key=lambda customer_id, **_: customer_id))
+    ... async def sync_customer(customer_id: str) -> None: ...
     >>> @wf.workflow(timeout="1d")       # a run still going a day after its start fails
     ... async def nightly() -> None: ...
+
+    ``concurrency``: at most that many runs at once, across every worker (an int,
+    a ``wf.Limit`` with a key function of the workflow's arguments, or a shared
+    ``wf.Queue``); runs beyond it wait as ``pending`` and start in start order.
     """
+    limit = as_limit(concurrency, "@workflow")
     seconds = check_timeout(timeout, "@wf.workflow(timeout=...)")
 
     def decorate(f: Callable[P, Coroutine[Any, Any, R]]) -> Workflow[P, R]:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"@workflow needs an async def function, got {f!r}")
-        wf = Workflow(f, name or _default_name(f), seconds)
+        wf = Workflow(f, name or _default_name(f), limit, seconds)
         _register(_WORKFLOWS, "workflow", wf)
         return wf
 
@@ -243,6 +267,9 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    concurrency: int | Limit | None = None,
+    rate_limit: str | Rate | None = None,
+    key: Callable[..., object] | None = None,
 ) -> _StepDecorator: ...
 def step(
     fn: Callable[P, Any] | None = None,
@@ -253,6 +280,9 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    concurrency: int | Limit | None = None,
+    rate_limit: str | Rate | None = None,
+    key: Callable[..., object] | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function (``async def`` or plain ``def``) as a step: its input and
     output are recorded and it is retried on failure.
@@ -261,16 +291,31 @@ def step(
     ... def assign_driver(request: dict) -> dict: ...
 
     Plain ``def`` steps run in a worker thread, off the workflow's loop.
+
+    ``concurrency``: at most that many attempts of this step at once across every
+    worker (an int, or a ``wf.Limit`` with a key function of the step's arguments).
+    ``rate_limit``: attempts spaced so that at most COUNT start per PERIOD
+    (``"50/m"``, ``"10/s"``), per ``key(*args, **kwargs)`` when ``key`` is given;
+    attempts beyond the rate wait durably, they do not fail.
     """
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
     if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
         raise ValueError(f"backoff must be a number >= 1, got {backoff!r}")
+    if key is not None and rate_limit is None:
+        raise ValueError("@step(key=...) is the rate limit's key: give rate_limit= too")
+    if key is not None and not callable(key):
+        raise TypeError(f"@step(key=...) must be a function of the step's arguments, got {key!r}")
     options = StepOptions(
         max_retries=max_retries,
         retry_delay=parse_duration(retry_delay, what="retry_delay"),
         backoff=float(backoff),
         timeout=None if timeout is None else parse_duration(timeout, what="timeout"),
+        concurrency=as_limit(concurrency, "@step"),
+        rate_limit=None
+        if rate_limit is None
+        else parse_rate(rate_limit, what="@step(rate_limit=...)"),
+        rate_key=key,
     )
     if options.timeout is not None and options.timeout <= 0:
         raise ValueError(f"timeout must be > 0, got {timeout!r}")

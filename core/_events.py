@@ -10,7 +10,7 @@ the same. Each kind has a ``TypedDict`` describing its ``data``; values
 run_created        workflow, input (+ trace)             (written by start)
 run_started        -
 step_scheduled     cid, name, input                      (a command)
-step_started       cid, attempt, worker, lease_until
+step_started       cid, attempt, worker, lease_until (+ granted: a rate limit's turn)
 step_retrying      cid, attempt, error, retry_at
 step_completed     cid, attempt, output
 step_failed        cid, attempt, error
@@ -180,6 +180,7 @@ class StepStarted(TypedDict):
     attempt: int
     worker: str
     lease_until: float | None
+    granted: NotRequired[float]  # the rate limit's turn (worldflow._limits_flow)
 
 
 class StepRetrying(TypedDict):

@@ -54,6 +54,7 @@ from ._events import (
 )
 from ._failures import describe_error
 from ._instance import WorkflowInstance
+from ._limits_flow import LIMITER_OPENED, Gate
 from ._state import RunState, StepState
 from ._world import TERMINAL, Append, Event, HookInfo, Message, NewEvent, Outgoing
 
@@ -118,6 +119,7 @@ class RunExecutor:
         self.checking = 0  # hook-token checks under way (they may record hook_failed)
         self.holder: str | object | None = _UNKNOWN  # the holder the last append recorded
         self._quiet: list[asyncio.Future[None]] = []
+        self.gate = Gate(self)  # concurrency and rate limits (worldflow._limits_flow)
 
     # -- inputs ------------------------------------------------------------
     async def handle(
@@ -173,6 +175,12 @@ class RunExecutor:
         """The runtime's outbox: +1 when an append's messages are to be sent, -1 when sent."""
         self.unsent += delta
         self._settle()
+
+    def nudge(self) -> None:
+        """Look at the run again (a limiter granted it something)."""
+        if not self.rt.closed:
+            self.inputs.append(_Input())
+            self.kick()
 
     def attempt_finished(self, cid: int, attempt: int, ok: bool, value: Any) -> None:
         self.running.pop(cid, None)
@@ -258,7 +266,7 @@ class RunExecutor:
         events: list[Event] = []
         try:
             events = await self.rt.backend.read_events(self.run_id)
-            if not events:
+            if not events or events[0].kind == LIMITER_OPENED:  # a limiter's log: not a run
                 self.loading = False
                 self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
                 self.rt.forget(self.run_id)
@@ -459,6 +467,7 @@ class RunExecutor:
             return
         if self.rt.tracing is not None and self.state is not None:
             self.rt.tracing.committed(self.state, batch.events)
+        self.gate.committed(batch, self.state, batch.append.status in TERMINAL)
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
         if batch.hooks:
@@ -555,7 +564,8 @@ class RunExecutor:
                 data = {"cid": cid, "token": token, "error": error}
                 self._feed(batch, self._record(batch, HOOK_FAILED, data))
             return
-        assert inp.attempt is not None
+        if inp.attempt is None:
+            return  # a nudge: only look at what is due
         cid, attempt, ok, value = inp.attempt
         step = state.steps.get(cid)
         if (
@@ -660,6 +670,8 @@ class RunExecutor:
                 error = children.deadline_error(self.run_id, state.workflow, state.deadline)
                 self._end(batch, "failed", None, error)
                 return
+            if not self.gate.may_start_run(batch, state):
+                return  # waits for a slot of its concurrency limit, pending
             event = self._record(batch, RUN_STARTED, {})
             batch.append.status = "running"
             if state.deadline is not None:  # a durable timer, like a sleep's
@@ -685,7 +697,7 @@ class RunExecutor:
             outcome = instance.outcome()
             self._end(batch, outcome.status, outcome.output, outcome.error)
             return
-        for step in state.open_steps.values():
+        for step in list(state.open_steps.values()):
             due = step.status == "scheduled" or (
                 step.status == "retrying"
                 and step.retry_at is not None
@@ -720,12 +732,17 @@ class RunExecutor:
     def _start_attempt(self, batch: _Batch, step: StepState) -> None:
         timeout = self._options(step).timeout
         attempt = step.attempt + 1
+        if not self.gate.may_start_attempt(batch, step, attempt):
+            return  # waits for a concurrency slot or its rate limit's turn
         data = {
             "cid": step.cid,
             "attempt": attempt,
             "worker": self.rt.worker_id,
             "lease_until": None if timeout is None else batch.at + timeout,
         }
+        granted = self.gate.granted_at(step.cid, attempt)
+        if granted is not None:
+            data["granted"] = granted  # its rate limit's turn: the attempt starts at or after it
         self._record(batch, STEP_STARTED, data)
         batch.launch.append((step.cid, attempt))
 

@@ -39,6 +39,7 @@ from ._conformance import conformance as conformance  # re-exported: mixins used
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
 from ._suite_children import ChildrenConformance
 from ._suite_flow import FlowConformance  # it imports conformance from here: bound above
+from ._suite_limits import LimitsConformance
 from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
@@ -50,7 +51,7 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class WorldConformance(FlowConformance, StreamsConformance, ChildrenConformance):
+class WorldConformance(FlowConformance, StreamsConformance, LimitsConformance, ChildrenConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
