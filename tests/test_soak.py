@@ -25,7 +25,7 @@ def _soak_module() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("world", ["local", "postgres", "aws"])
+@pytest.mark.parametrize("world", ["local", "postgres", "aws", "gcp"])
 def test_a_short_kill_soak(world: str) -> None:
     soak = _soak_module()
     outcome = soak.soak(world, runs=5, kills=8)

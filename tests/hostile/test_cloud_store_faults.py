@@ -97,6 +97,10 @@ async def _workload(runs: int, timeout: float, prefix: str) -> dict[str, Any]:
     }
 
 
+#: Outages in a test of outages (each then followed by a while without faults).
+OUTAGES = 3
+
+
 class Surfaced:
     """The store errors a caller saw (each is retried by the caller, as a caller would)."""
 
@@ -245,20 +249,49 @@ def _aws_world(moto: Any, name: str) -> Any:
     )
 
 
-def _aws_soak(moto: Any, kind: str, rate: float, runs: int = 6, **options: Any) -> dict[str, Any]:
+def _aws_soak(
+    moto: Any,
+    kind: str,
+    rate: float,
+    runs: int = 6,
+    outages: tuple[float, float, float] | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The workload with faults in the world's DynamoDB client (its table
+    ``wf-faults-<name>``); ``outages``: (seconds on, and the least and most seconds
+    before each), faults only then, ``OUTAGES`` times."""
     SURFACED.messages.clear()
-    world = _aws_world(moto, f"wf-faults-{kind.replace('_', '-')}")
+    name = name or kind.replace("_", "-")
+    world = _aws_world(moto, f"wf-faults-{name}")
     faults = DynamoFaults(world.store.client, kind, rate, **options)
+    faults.on = outages is None
+    rng = random.Random(5)
+
+    async def outage() -> None:
+        assert outages is not None
+        for _ in range(OUTAGES):
+            await asyncio.sleep(rng.uniform(outages[1], outages[2]))
+            faults.on = True
+            await asyncio.sleep(outages[0])
+            faults.on = False
 
     async def main() -> dict[str, Any]:
         async with wf.worker(world):
-            return await _workload(runs, 90, f"{kind}-")
+            chaos = asyncio.create_task(outage()) if outages else None
+            try:
+                return await _workload(runs, 90, f"{name}-")
+            finally:
+                if chaos is not None:
+                    chaos.cancel()
 
     outcome = asyncio.run(main())
     outcome["faults"] = faults.figures()
     outcome["failed"] = dict(faults.failed)
     outcome["surfaced"] = list(SURFACED.messages)
-    print(f"\ndynamodb {kind} at {rate:.0%}:", {k: v for k, v in outcome.items() if k != "results"})
+    shown = {k: v for k, v in outcome.items() if k not in ("results", "surfaced")}
+    shown["surfaced"] = len(outcome["surfaced"])
+    print(f"\ndynamodb {name} at {rate:.0%}:", shown, *outcome["surfaced"][:3], sep="\n  ")
     return outcome
 
 
@@ -277,6 +310,19 @@ def test_throttling_and_dropped_connections_are_retried_by_botocore(moto: Any, k
     _right(outcome)
     assert sum(outcome["failed"].values()) > 30
     assert outcome["surfaced"] == []
+
+
+@pytest.mark.timeout(300)
+def test_throttling_outages_delay_runs_and_lose_nothing(moto: Any) -> None:
+    """Every DynamoDB call throttled for 3 s, three times, 0.5-2 s apart: botocore's retries
+    ride through some; what fails in a worker is delivered again by SQS; what fails in
+    a caller is an error that names the table and says it was throttled. Every run
+    completes right, each step recorded once."""
+    outcome = _aws_soak(moto, "throttle", 1.0, runs=10, outages=(3.0, 0.5, 2.0), name="outage")
+    assert outcome["failed"], "no call was throttled"
+    _right(outcome)
+    for message in outcome["surfaced"]:
+        assert "wf-faults-outage" in message and "throttled" in message, message
 
 
 @pytest.mark.timeout(300)
@@ -424,10 +470,10 @@ class CuttingProxy:
                     self.conns.discard(sock)
                     self._reset(sock)
 
-    def cut(self) -> None:
+    def cut(self, *, counted: bool = True) -> None:
         with self.lock:
             conns, self.conns = self.conns, set()
-            self.cuts += 1
+            self.cuts += counted
         for sock in conns:
             self._reset(sock)
 
@@ -438,7 +484,7 @@ class CuttingProxy:
     def close(self) -> None:
         self.closed = True
         self.listener.close()
-        self.cut()
+        self.cut(counted=False)
 
 
 @pytest.fixture
@@ -478,12 +524,14 @@ def _gcp_soak(
     rng = random.Random(3)
 
     async def cutter() -> None:
-        while True:
-            await asyncio.sleep(rng.uniform(*every))
-            if kind == "cut":
+        if kind == "cut":
+            while True:
+                await asyncio.sleep(rng.uniform(*every))
                 proxy.cut()
-            else:
-                proxy.refuse(outage)
+        for _ in range(OUTAGES):
+            await asyncio.sleep(rng.uniform(*every))
+            proxy.refuse(outage)
+            await asyncio.sleep(outage)
 
     async def main() -> dict[str, Any]:
         async with wf.worker(world):
@@ -499,7 +547,9 @@ def _gcp_soak(
         proxy.close()
     outcome["faults"] = f"{proxy.cuts} cuts"
     outcome["surfaced"] = list(SURFACED.messages)
-    print(f"\nfirestore {kind}:", {k: v for k, v in outcome.items() if k != "results"})
+    shown = {k: v for k, v in outcome.items() if k not in ("results", "surfaced")}
+    shown["surfaced"] = len(outcome["surfaced"])
+    print(f"\nfirestore {kind}:", shown, *outcome["surfaced"][:3], sep="\n  ")
     return outcome
 
 
@@ -519,10 +569,11 @@ def test_firestore_connections_cut_are_retried_by_the_client(
 def test_firestore_outages_delay_runs_and_lose_nothing(
     gcp_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Firestore unreachable for 1.5 s every 3-5 s (connections reset, new ones
+    """Firestore unreachable for 1.5 s, three times, 0.5-2 s apart (connections reset, new ones
     refused): calls are retried through it; every run completes right, each step
     recorded once; an error a caller sees names Firestore and what was being done."""
-    outcome = _gcp_soak(gcp_settings, monkeypatch, "outage", every=(3.0, 5.0))
+    outcome = _gcp_soak(gcp_settings, monkeypatch, "outage", every=(0.5, 2.0), runs=10)
+    assert int(outcome["faults"].split()[0]) >= 1, outcome
     _right(outcome)
     for message in outcome["surfaced"]:
         assert "in Firestore" in message or "from Firestore" in message, message
