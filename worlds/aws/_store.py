@@ -7,7 +7,8 @@
                                        ``holder`` (the worker its steps wait on)
 ``R#<run id>``     ``E#<last seq>``    one append's events, oldest first
 ``R#<run id>``     ``O#<expected>``    an append's messages not yet known sent (outbox)
-``H#<token>``      ``#HOOK``           a live hook: its run, and ``n`` payloads counted
+``H#<token>``      ``#HOOK``           a live hook: its run, ``n`` payloads counted, and
+                                       ``recent``: the last counts' call ids and numbers
 ``W#<worker id>``  ``#WORKER``         a worker's heartbeat: alive ``until``
 =================  ==================  ==============================================
 

@@ -11,7 +11,7 @@ The data model (docs/gcp.md draws it):
   one position collide on one id: the document is created with a
   must-not-exist precondition and the loser fails whole, writing nothing.
 - ``hooks/{sha256(token)}``: ``token``, ``run_id``, ``webhook``, ``n`` (payloads
-  counted).
+  counted), ``recent`` (the last counts: call id -> number).
 - ``workers/{worker_id}``: ``until`` (wall-clock seconds the heartbeat holds).
 
 When a run ends, its run document and every events document get ``expire_at``
