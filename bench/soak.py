@@ -200,11 +200,8 @@ class Workers:
         folder: Path,
         env: dict[str, str],
         ports: list[int] | None = None,
-        *,
-        serving_only: bool = False,
     ) -> None:
         self.folder, self.env, self.ports = folder, env, ports
-        self.serving_only = serving_only
         self.errors = (folder / "workers.err").open("ab")
         self.procs = [self._spawn(i) for i in range(count)]
         #: Kills of a service process that was accepting connections (gcp): a process
@@ -225,18 +222,8 @@ class Workers:
         )
 
     def kill_one(self, rng: random.Random) -> None:
-        """SIGKILL a random worker and start another in its place. ``serving_only`` (gcp):
-        a random one of the service processes that accept connections, waiting for one
-        if none does yet (each takes 1-3 s to start)."""
         i = rng.randrange(len(self.procs))
         if self.ports is not None:
-            if self.serving_only:
-                deadline = time.monotonic() + 30
-                serving = [j for j in range(len(self.procs)) if self._listening(j)]
-                while not serving and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    serving = [j for j in range(len(self.procs)) if self._listening(j)]
-                i = rng.choice(serving) if serving else i
             self.serving_kills += self._listening(i)
         self.procs[i].send_signal(signal.SIGKILL)
         self.procs[i].wait()
@@ -330,7 +317,6 @@ async def _soak(
     seed: int,
     cloud: dict[str, str] | None = None,
     ports: list[int] | None = None,
-    serving_only: bool = False,
 ) -> Outcome:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="worldflow-soak-") as tmp:
@@ -343,7 +329,7 @@ async def _soak(
         import soakflows
 
         began = time.monotonic()
-        pool = Workers(workers, folder, env, ports, serving_only=serving_only)
+        pool = Workers(workers, folder, env, ports)
         # This process is a client on the same World (it starts runs, sends payloads and
         # looks; the workers run them), configured by the environment it restores after.
         prefixes = ("WORLDFLOW_", "AWS_", "FIRESTORE_", "STORAGE_")
@@ -416,21 +402,12 @@ def _database() -> Iterator[str]:
         yield url
 
 
-def soak(
-    world: str,
-    runs: int,
-    kills: int,
-    workers: int = 3,
-    seed: int = 1,
-    *,
-    serving_only: bool = False,
-) -> Outcome:
+def soak(world: str, runs: int, kills: int, workers: int = 3, seed: int = 1) -> Outcome:
     """One soak on ``world`` ("local", "postgres", "aws": SQS-polling workers against a
     moto server this starts, or "gcp": Cloud Run service processes against the
-    emulators; ``serving_only``: each kill waits for a service process that accepts
-    connections, and kills one of those); the figures."""
+    emulators); the figures."""
     if world == "gcp":
-        return _gcp_soak(runs, kills, workers, seed, serving_only)
+        return _gcp_soak(runs, kills, workers, seed)
     if world == "aws":
         from worldflow.worlds.aws import setup
         from worldflow.worlds.aws.testing import MotoServer
@@ -445,7 +422,7 @@ def soak(
     return asyncio.run(_soak(world, runs, kills, workers, None, seed))
 
 
-def _gcp_soak(runs: int, kills: int, workers: int, seed: int, serving_only: bool) -> Outcome:
+def _gcp_soak(runs: int, kills: int, workers: int, seed: int) -> Outcome:
     import dataclasses
 
     from worldflow.worlds.gcp._setup import delete_queue, ensure_queue
@@ -466,7 +443,7 @@ def _gcp_soak(runs: int, kills: int, workers: int, seed: int, serving_only: bool
     balancer = Balancer(front, ports)
     try:
         env: dict[str, Any] = service_env(settings, em)
-        return asyncio.run(_soak("gcp", runs, kills, workers, None, seed, env, ports, serving_only))
+        return asyncio.run(_soak("gcp", runs, kills, workers, None, seed, env, ports))
     finally:
         balancer.close()
         asyncio.run(delete_queue(settings))
@@ -504,19 +481,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--serving-only",
-        action="store_true",
-        help="gcp: kill only service processes that accept connections (waiting for one)",
-    )
     args = parser.parse_args()
     worlds = {"both": ["local", "postgres"], "all": ["local", "postgres", "aws", "gcp"]}.get(
         args.world, [args.world]
     )
-    outcomes = [
-        soak(w, args.runs, args.kills, args.workers, args.seed, serving_only=args.serving_only)
-        for w in worlds
-    ]
+    outcomes = [soak(w, args.runs, args.kills, args.workers, args.seed) for w in worlds]
     print(table(outcomes))
     bad = [o for o in outcomes if o.right != o.runs or o.lost or o.twice]
     return 1 if bad else 0
