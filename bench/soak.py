@@ -229,6 +229,14 @@ class Workers:
         self.procs[i].wait()
         self.procs[i] = self._spawn(i)
 
+    def wait_serving(self, timeout: float) -> None:
+        """Until every service process accepts connections (gcp): the kills start then."""
+        deadline = time.monotonic() + timeout
+        while not all(self._listening(i) for i in range(len(self.procs))):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the service processes did not all start in {timeout}s")
+            time.sleep(0.1)
+
     def _listening(self, i: int) -> bool:
         assert self.ports is not None
         try:
@@ -345,6 +353,8 @@ async def _soak(
                     await asyncio.sleep(rng.uniform(0.2, 1.0))
                     await asyncio.to_thread(pool.kill_one, rng)
 
+            if ports is not None:
+                await asyncio.to_thread(pool.wait_serving, 120)
             killing = asyncio.create_task(killer())
             handles = []
             resumers = []
