@@ -25,6 +25,7 @@ def _soak_module() -> ModuleType:
     return module
 
 
+@pytest.mark.timeout(240)  # gcp: the emulators' start (~20 s loaded) and three services'
 @pytest.mark.parametrize("world", ["local", "postgres", "aws", "gcp"])
 def test_a_short_kill_soak(world: str) -> None:
     soak = _soak_module()
