@@ -7,7 +7,8 @@
                                        ``holder`` (the worker its steps wait on)
 ``R#<run id>``     ``E#<last seq>``    one append's events, oldest first
 ``R#<run id>``     ``O#<expected>``    an append's messages not yet known sent (outbox)
-``H#<token>``      ``#HOOK``           a live hook: its run, and ``n`` payloads counted
+``H#<token>``      ``#HOOK``           a live hook: its run, ``n`` payloads counted, and
+                                       ``recent``: the last counts' call ids and numbers
 ``W#<worker id>``  ``#WORKER``         a worker's heartbeat: alive ``until``
 ``R#<run id>``     ``B#<stream>``      a stream's head: its length ``n``, and what each
                                        writer (step) has written (``w``, JSON)
@@ -36,7 +37,9 @@ import base64
 import hashlib
 import json
 import logging
+import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -77,6 +80,24 @@ WORKERS = "WORKERS"
 #: (by_status) writes to one: 8 shards make that about 8,000, while a page of a listing
 #: costs 8 small queries (keys only), merged newest first.
 SHARDS = 8
+
+
+#: How often a write that met another transaction (``TransactionConflict``) is tried
+#: again, after 10 ms, 20 ms... (2.5 s in all): DynamoDB cancels a write to an item that
+#: a transaction in progress holds, and the holder is done in milliseconds.
+CONFLICT_RETRIES = 7
+
+
+#: Tries to count a payload of a hook (each a read and a conditional write).
+PAYLOAD_TRIES = 30
+#: The calls of ``next_payload`` a hook remembers (by id, with the number each got).
+RECENT_PAYLOADS = 16
+#: Errors after which a write may or may not have been applied.
+AMBIGUOUS = ("ConnectionClosedError", "ReadTimeoutError")
+
+
+def _conflict_backoff(attempt: int) -> None:
+    time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
 
 
 def _shard(run_id: str) -> int:
@@ -188,11 +209,20 @@ class DynamoStore:
         return f"<DynamoStore {self.table!r}>"
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        """One DynamoDB call (blocking), errors translated."""
+        """One DynamoDB call (blocking), errors translated. A write that meets a
+        transaction in progress on its item (``TransactionConflictException``, which
+        botocore does not retry) is retried with a backoff (about 2.5 s in all)."""
         method = getattr(self.client, operation)
         name = "".join(part.title() for part in operation.split("_"))
-        with aws_call(f"DynamoDB {name}", self.where):
-            return method(TableName=self.table, **kwargs)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with aws_call(f"DynamoDB {name}", self.where):
+                    return method(TableName=self.table, **kwargs)
+            except AwsWorldError as exc:
+                if exc.code != "TransactionConflictException" or attempt == CONFLICT_RETRIES:
+                    raise
+            _conflict_backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         while True:
@@ -237,10 +267,18 @@ class DynamoStore:
             {"Put": {"TableName": self.table, "Item": self._tag_item(create.run_id, at, k, v)}}
             for k, v in create.tags.items()
         ]
-        reasons = self._transact(items)
-        if reasons is None:
-            info = RunInfo(create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags)
-            return info, True
+        reasons: list[str] = []
+        for attempt in range(CONFLICT_RETRIES + 1):
+            cancelled = self._transact(items)
+            if cancelled is None:
+                info = RunInfo(
+                    create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags
+                )
+                return info, True
+            reasons = cancelled
+            if "TransactionConflict" not in reasons or attempt == CONFLICT_RETRIES:
+                break
+            _conflict_backoff(attempt)  # another transaction on the run's items
         existing = (
             self._get_run(create.run_id) if reasons[:1] == ["ConditionalCheckFailed"] else None
         )
@@ -301,7 +339,7 @@ class DynamoStore:
 
     def _append(self, append: Append, now: float) -> bool:
         items = self._append_items(append, now)
-        for attempt in range(8):
+        for attempt in range(CONFLICT_RETRIES + 1):
             reasons = self._transact(items)
             if reasons is None:
                 if self._expires(append):
@@ -318,8 +356,8 @@ class DynamoStore:
                 # hook with HookConflict); a removed hook no longer ours is not deleted.
                 items = [item for i, item in enumerate(items) if i not in conflicts]
                 continue
-            if "TransactionConflict" in reasons and attempt < 7:
-                time.sleep(0.01 * 2**attempt)  # another transaction on these items
+            if "TransactionConflict" in reasons and attempt < CONFLICT_RETRIES:
+                _conflict_backoff(attempt)  # another transaction on these items
                 continue
             raise _cancelled(self.where, reasons)
         return False
@@ -661,26 +699,60 @@ class DynamoStore:
         return await off_loop(self._next_payload, token, webhook)
 
     def _next_payload(self, token: str, webhook: bool) -> HookInfo | None:
-        condition = "attribute_exists(pk)"
-        values: dict[str, Any] = {":one": _n(1)}
-        if webhook:
-            condition += " AND webhook = :true"
-            values[":true"] = {"BOOL": True}
-        try:
-            item = self._call(
-                "update_item",
-                Key={"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)},
-                UpdateExpression="ADD #n :one",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#n": "n"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except AwsWorldError as exc:
-            if exc.code == "ConditionalCheckFailedException":
+        """Count one more payload of a hook and return its number.
+
+        Read the hook, then write ``n + 1`` on the condition that ``n`` is still what was
+        read, noting this call's id with its number in ``recent`` (the last
+        ``RECENT_PAYLOADS`` calls). A write that was applied but whose answer was lost
+        (the connection dropped: botocore sends it again, and its condition then fails)
+        is found by its id at the next read, so it is counted once, not twice (a gap in
+        the numbers holds the next payload back for a minute); a write that lost to
+        another caller's reads again, with a backoff.
+        """
+        key = {"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)}
+        me = uuid.uuid4().hex[:16]
+        for attempt in range(PAYLOAD_TRIES):
+            if attempt:
+                time.sleep(min(0.01 * 2**attempt, 0.2) * (0.5 + random.random()))
+            item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
+            if item is None or (webhook and not item["webhook"]["BOOL"]):
                 return None
-            raise
-        return HookInfo(token, item["run_id"]["S"], item["webhook"]["BOOL"], int(item["n"]["N"]))
+            run_id, is_webhook = item["run_id"]["S"], item["webhook"]["BOOL"]
+            recent: dict[str, Any] = item.get("recent", {}).get("M", {})
+            if me in recent:  # ours was applied: its answer was lost
+                return HookInfo(token, run_id, is_webhook, int(recent[me]["N"]))
+            n = int(item.get("n", {}).get("N", 0))
+            kept = sorted(recent, key=lambda k: int(recent[k]["N"]))[1 - RECENT_PAYLOADS :]
+            values: dict[str, Any] = {
+                ":new": _n(n + 1),
+                ":recent": {"M": {**{k: recent[k] for k in kept}, me: _n(n + 1)}},
+                ":r": _s(run_id),
+            }
+            if "n" in item:
+                values[":old"] = item["n"]
+                counted = "#n = :old"
+            else:
+                counted = "attribute_not_exists(#n)"
+            try:
+                self._call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression="SET #n = :new, #recent = :recent",
+                    ConditionExpression=f"run_id = :r AND {counted}",
+                    ExpressionAttributeNames={"#n": "n", "#recent": "recent"},
+                    ExpressionAttributeValues=values,
+                )
+            except AwsWorldError as exc:
+                if exc.code in ("ConditionalCheckFailedException", *AMBIGUOUS):
+                    continue  # another payload was counted, or ours and its answer lost
+                raise
+            return HookInfo(token, run_id, is_webhook, n + 1)
+        raise AwsWorldError(
+            f"could not count a payload of hook {token!r} in {self.where}: "
+            f"{PAYLOAD_TRIES} tries each lost to another payload counted at the same time, "
+            "or to a lost connection",
+            "PayloadContention",
+        )
 
     # -- tags: items ``T#<key>=<value>`` / ``<order>`` in the table itself ------------------
     def _tag_item(self, run_id: str, created: float, key: str, value: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ The data model (docs/gcp.md draws it):
   one position collide on one id: the document is created with a
   must-not-exist precondition and the loser fails whole, writing nothing.
 - ``hooks/{sha256(token)}``: ``token``, ``run_id``, ``webhook``, ``n`` (payloads
-  counted).
+  counted), ``recent`` (the last counts: call id -> number).
 - ``workers/{worker_id}``: ``until`` (wall-clock seconds the heartbeat holds).
 - Tags: the run document's ``tags`` (a map) and ``tag_list`` (``"key=value"``
   strings, which ``list_runs(tags=)`` queries with ``array-contains``, newest first).
@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import random
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,12 +63,58 @@ from worldflow.world import (
     json_loads,
 )
 
-from ._errors import translate
+from ._errors import GcpError, translate
 from ._queue import delivery_of, encode_task
 
 __all__ = ["FirestoreStore"]
 
 log = logging.getLogger("worldflow.gcp")
+
+
+#: Tries to count a payload of a hook (each a read and a conditional write).
+PAYLOAD_TRIES = 30
+#: The calls of ``next_payload`` a hook remembers (by id, with the number each got).
+RECENT_PAYLOADS = 16
+#: The errors of a payload count's write after which it reads the hook again: the
+#: document changed since it was read (``FAILED_PRECONDITION``), or the write may or may
+#: not have been applied.
+RETRIED_COUNT = ("FailedPrecondition", "Aborted", "ServiceUnavailable", "DeadlineExceeded")
+#: Tries of a transaction that Firestore aborts for contention (``ABORTED``), with a
+#: backoff between them; the client itself tries each 5 times at once.
+TRANSACTION_TRIES = 5
+
+
+async def transactional(txn: Any, client: Any, what: str) -> Any:
+    """Run ``txn`` (an ``async_transactional`` function) in a transaction of ``client``.
+
+    The client's own errors are not all Google's: once its 5 tries are ABORTED it raises
+    a ``ValueError`` ("Failed to commit transaction in 5 attempts"), tried again here
+    with a backoff, then a :class:`GcpError` saying so; and when the transaction could
+    not begin (the connection lost, or the call cancelled) its rollback raises
+    ``ValueError`` ("no transaction ID"), which hides the real error: that one is
+    raised instead (a cancellation stays a cancellation).
+    """
+    from google.api_core import exceptions
+
+    for attempt in range(TRANSACTION_TRIES):
+        if attempt:
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+        try:
+            with translate(what):
+                try:
+                    return await txn(client.transaction())
+                except ValueError as exc:
+                    hidden = exc.__context__
+                    if exc.__cause__ is None and isinstance(hidden, BaseException):
+                        raise hidden from None  # the rollback's error hid it
+                    raise
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, exceptions.Aborted):
+                raise
+    raise GcpError(
+        f"could not {what}: Firestore aborted the transaction for contention "
+        f"{TRANSACTION_TRIES * 5} times (ABORTED: other writes to the same documents)"
+    )
 
 
 def hook_doc_id(token: str) -> str:
@@ -386,8 +435,9 @@ class FirestoreStore:
             self.writes += writes
             return True
 
-        with translate(f"append to run {a.run_id!r} (with hooks) in Firestore"):
-            ok: bool = await txn(self.client.transaction())
+        ok: bool = await transactional(
+            txn, self.client, f"append to run {a.run_id!r} (with hooks) in Firestore"
+        )
         return ok
 
     async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
@@ -492,28 +542,52 @@ class FirestoreStore:
         return HookInfo(doc["token"], doc["run_id"], bool(doc.get("webhook")), int(doc.get("n", 0)))
 
     async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
-        """A transaction: read the hook, count one more payload, return its number."""
-        from google.cloud import firestore
+        """Count one more payload of a hook and return its number.
 
+        Not a transaction (twenty callers resuming one hook at once all failed theirs,
+        ABORTED five times over, against the emulator): read the hook, then write
+        ``n + 1`` on the precondition that the document is still the one read, noting
+        this call's id with its number in ``recent`` (the last ``RECENT_PAYLOADS``
+        calls). A write that lost to another caller's reads again, with a backoff; a
+        write applied whose answer was lost (the client sends it again, and its
+        precondition then fails) is found by its id at the next read, so it is counted
+        once (a gap in the numbers would hold the next payload back for a minute).
+        """
         ref = self._hook_ref(token)
-
-        @firestore.async_transactional  # type: ignore[untyped-decorator]
-        async def txn(transaction: Any) -> HookInfo | None:
-            snap = await ref.get(transaction=transaction)
+        me = uuid.uuid4().hex[:16]
+        for attempt in range(PAYLOAD_TRIES):
+            if attempt:
+                await asyncio.sleep(min(0.01 * 2**attempt, 0.2) * (0.5 + random.random()))
+            with translate(f"read hook {token!r} from Firestore"):
+                snap = await ref.get()
             self.reads += 1
             if not snap.exists:
                 return None
             doc = snap.to_dict()
             if webhook and not doc.get("webhook"):
                 return None
+            found = HookInfo(doc["token"], doc["run_id"], bool(doc.get("webhook")), 0)
+            recent: dict[str, int] = doc.get("recent") or {}
+            if me in recent:  # ours was applied: its answer was lost
+                return dataclasses.replace(found, n=int(recent[me]))
             n = int(doc.get("n", 0)) + 1
-            transaction.update(ref, {"n": n})
+            kept = sorted(recent, key=lambda k: int(recent[k]))[1 - RECENT_PAYLOADS :]
+            counted = {"n": n, "recent": {**{k: recent[k] for k in kept}, me: n}}
+            option = self.client.write_option(last_update_time=snap.update_time)
+            try:
+                with translate(f"count a payload of hook {token!r} in Firestore"):
+                    await ref.update(counted, option=option)
+            except GcpError as exc:
+                if type(exc.__cause__).__name__ in RETRIED_COUNT:
+                    continue  # another payload was counted, or ours and its answer lost
+                raise
             self.writes += 1
-            return HookInfo(token, doc["run_id"], bool(doc.get("webhook")), n)
-
-        with translate(f"count a payload of hook {token!r} in Firestore"):
-            found: HookInfo | None = await txn(self.client.transaction())
-        return found
+            return dataclasses.replace(found, n=n)
+        raise GcpError(
+            f"could not count a payload of hook {token!r} in Firestore: {PAYLOAD_TRIES} "
+            "tries each lost to another payload counted at the same time, or to a lost "
+            "connection"
+        )
 
     async def prune(self, ended_before: float, limit: int) -> int:
         """Delete up to ``limit`` runs that ended before ``ended_before`` (``updated_at`` is
