@@ -18,6 +18,8 @@ its workflow function against that log. A World (``local`` by default, or
 
 from typing import TYPE_CHECKING, Any
 
+from ._debounce import Debounce  # wf.start(debounce=...)
+
 # Imported at once: what a module defining workflows and steps uses while it is
 # being imported (the decorators, the errors, register_type). The rest is loaded
 # on first use (module ``__getattr__`` below): running, inspecting and the World
@@ -150,6 +152,7 @@ __all__ = [
     "ChildRun",
     "Clock",
     "CorruptLogError",
+    "Debounce",
     "Event",
     "FatalError",
     "Hook",

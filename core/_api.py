@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
+from ._debounce import Debounce, as_debounce
 from ._definitions import Workflow, check_timeout, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
@@ -477,6 +478,7 @@ async def start(
     on_conflict: Literal["return", "raise"] = "return",
     tags: Mapping[str, str] | None = None,
     throttle: Throttle | float | str | None = None,
+    debounce: Debounce | float | str | None = None,
     timeout: float | str | dt.timedelta | None = None,
     detached: bool = False,
     **kwargs: Any,
@@ -497,6 +499,12 @@ async def start(
     one new run per window; a start within the window of the last run it made returns
     that run (whatever its arguments), across every process.
 
+    ``debounce`` (a ``wf.Debounce(window, key=...)``, or a window for one key): only the
+    last of the starts that come closer together than the window runs, once the window
+    has passed without another; the earlier ones end cancelled. The run returned is a
+    small run (``worldflow.debounced``) that waits, then runs the workflow as its child
+    and gives its result.
+
     ``timeout``: the run fails with ``TimeoutError`` if it is still going that long
     after it was started (a durable timer; default the ``@wf.workflow(timeout=)``).
 
@@ -507,6 +515,9 @@ async def start(
     those started with ``detached=True``.
     """
     window = as_throttle(throttle)  # a bad window is a ValueError before anything
+    quiet = as_debounce(debounce)
+    if quiet is not None and window is not None:
+        raise ValueError("wf.start(): throttle= and debounce= cannot be given together")
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
@@ -529,15 +540,17 @@ async def start(
             raise ValueError("a child run cannot use on_conflict='raise'")
         if checked:
             raise ValueError("a child run cannot take tags= yet; give them to its parent")
-        if window is not None or definition.concurrency is not None:
+        if window is not None or quiet is not None or definition.concurrency is not None:
             raise ValueError(
-                f"workflow {definition.name!r}: a child run cannot be throttled or "
-                "concurrency-limited yet; start it from a step"
+                f"workflow {definition.name!r}: a child run cannot be throttled, debounced "
+                "or concurrency-limited yet; start it from a step"
             )
         child, fut = instance.start_child(
             definition, args, kwargs, run_id=_valid_id(id), detached=detached, timeout=seconds
         )
         return ChildRun(child, definition.name, instance.run_id, detached, fut)
+    if quiet is not None:
+        return await _start_debounced(definition, args, kwargs, quiet, id, checked, seconds)
     key = None
     if definition.concurrency is not None:
         from ._limits_flow import check_start
@@ -571,6 +584,35 @@ async def start(
         from ._limits_flow import request_run_slot
 
         await request_run_slot(runtime, definition, run_id, key)  # in start order
+    return Run(run_id)
+
+
+async def _start_debounced(
+    definition: Workflow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    quiet: Debounce,
+    id: str | None,
+    tags: dict[str, str] | None,
+    deadline: float | None,
+) -> Run[Any]:
+    from ._debounce import TAG, debounced
+
+    if definition.concurrency is not None:
+        raise ValueError(
+            f"workflow {definition.name!r}: a concurrency-limited workflow cannot be "
+            "debounced yet (the debounced start runs it as a child)"
+        )
+    tag = quiet.tag(definition.name)
+    runtime = await _runtime()
+    run_id = await runtime.start_run(
+        debounced.name,
+        (definition.name, list(args), kwargs, tag, quiet.window),
+        {},
+        _valid_id(id),
+        tags={**(tags or {}), TAG: tag},
+        deadline=deadline,
+    )
     return Run(run_id)
 
 

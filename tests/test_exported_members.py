@@ -7,6 +7,7 @@ PUBLIC = [
     "ChildRun",
     "Clock",
     "CorruptLogError",
+    "Debounce",
     "Event",
     "FatalError",
     "Hook",

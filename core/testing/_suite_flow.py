@@ -179,6 +179,43 @@ class FlowConformance:
         h.advance("1h")
         assert await run.result(timeout=10) == "answered late"
 
+    # -- debounced starts ----------------------------------------------------------------
+    @conformance
+    async def test_a_debounced_burst_runs_only_its_last_start(self, h: Harness) -> None:
+        """Three starts half a second apart within a 2 s window: only the last runs (the
+        others end cancelled); another key is apart; a start after a quiet window runs.
+        (Short windows: through a real queue a durable timer also waits in real time.)"""
+        if not self.serve:  # the aws world runs it through its SQS poller instead
+            pytest.skip("through a Lambda host each timer is a real SQS delay: over a minute")
+        tag = uuid.uuid4().hex[:8]
+        quiet = wf.Debounce("2s", key=tag)
+        burst = []
+        for n in range(3):
+            burst.append(await wf.start(f.debounce_target, tag, n, debounce=quiet))
+            await h.wait_event(burst[-1], "sleep_started", timeout=30)
+            h.advance("0.5s")
+        other = await wf.start(f.debounce_target, tag, 9, debounce=wf.Debounce("2s", key="x" + tag))
+        await h.wait_event(other, "sleep_started", timeout=30)
+        h.advance("3s")
+        assert await burst[-1].result(timeout=20) == f"{tag}:2"
+        assert await other.result(timeout=20) == f"{tag}:9"
+        for run in burst[:-1]:
+            with pytest.raises(wf.RunCancelled):
+                await run.result(timeout=20)
+            assert await run.children() == []  # the workflow never ran for them
+        (child,) = await burst[-1].children()
+        assert await child.status() == "completed"
+        later = await wf.start(f.debounce_target, tag, 5, debounce=quiet)
+        await h.wait_event(later, "sleep_started", timeout=30)
+        h.advance("3s")
+        assert await later.result(timeout=20) == f"{tag}:5"  # the window had passed quietly
+        with pytest.raises(ValueError, match="window"):
+            await wf.start(f.debounce_target, tag, 1, debounce="0s")
+        with pytest.raises(ValueError, match="together"):
+            await wf.start(f.debounce_target, tag, 1, debounce="1s", throttle="1s")
+        with pytest.raises(TypeError, match="key"):
+            wf.Debounce("1s", key=1.5)  # type: ignore[arg-type]
+
     # -- patches -----------------------------------------------------------------------
     @conformance
     async def test_a_new_run_takes_the_patched_branch_once(self, h: Harness) -> None:

@@ -134,3 +134,13 @@ async def unanswered_webhook() -> str:
     await wf.sleep("1h")
     await request.respond(200, {"late": True})  # recorded; nobody waits any more
     return "answered late"
+
+
+@wf.step(name="conformance.debounce_work")
+async def debounce_work(tag: str, n: int) -> str:
+    return f"{tag}:{n}"
+
+
+@wf.workflow(name="conformance.debounce_target")
+async def debounce_target(tag: str, n: int) -> str:
+    return await debounce_work(tag, n)
