@@ -72,6 +72,7 @@ class StepOptions:
     retry_delay: float = 1.0
     backoff: float = 2.0
     timeout: float | None = None
+    remote: bool | None = None  # None: as WORLDFLOW_REMOTE_STEPS says (worldflow._remote)
 
     def delay_before(self, attempt: int) -> float:
         return self.retry_delay * self.backoff ** (attempt - 2)
@@ -213,6 +214,7 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    remote: bool | None = None,
 ) -> _StepDecorator: ...
 def step(
     fn: Callable[P, Any] | None = None,
@@ -223,6 +225,7 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    remote: bool | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function (``async def`` or plain ``def``) as a step: its input and
     output are recorded and it is retried on failure.
@@ -231,16 +234,22 @@ def step(
     ... def assign_driver(request: dict) -> dict: ...
 
     Plain ``def`` steps run in a worker thread, off the workflow's loop.
+    ``remote=True``: each attempt is a message any worker may take (its own Lambda
+    invocation, its own Cloud Tasks request); the workflow's invocation ends while
+    it runs. ``None`` (the default): remote when ``WORLDFLOW_REMOTE_STEPS=1``.
     """
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
     if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
         raise ValueError(f"backoff must be a number >= 1, got {backoff!r}")
+    if remote is not None and not isinstance(remote, bool):
+        raise ValueError(f"remote must be True, False or None, got {remote!r}")
     options = StepOptions(
         max_retries=max_retries,
         retry_delay=parse_duration(retry_delay, what="retry_delay"),
         backoff=float(backoff),
         timeout=None if timeout is None else parse_duration(timeout, what="timeout"),
+        remote=remote,
     )
     if options.timeout is not None and options.timeout <= 0:
         raise ValueError(f"timeout must be > 0, got {timeout!r}")

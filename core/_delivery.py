@@ -82,6 +82,10 @@ async def deliver(
                 return Disposition.later(1.0, "not due yet on the virtual clock")
     try:
         message = await rt.backend.restore(message)
+        if message.kind == "step":  # an attempt of a remote step: any worker runs it
+            from ._remote import run_step
+
+            return await run_step(rt, message, left)
         executor = rt.executor(message.run_id)
         park = None if deadline is None else min(PARK_WAIT, max(0.0, left() - PARK_WAIT))
         await _bounded(executor.handle(message, park_timeout=park), left())

@@ -10,7 +10,7 @@ the same. Each kind has a ``TypedDict`` describing its ``data``; values
 run_created        workflow, input (+ trace)             (written by start)
 run_started        -
 step_scheduled     cid, name, input                      (a command)
-step_started       cid, attempt, worker, lease_until
+step_started       cid, attempt, worker, lease_until, remote?
 step_retrying      cid, attempt, error, retry_at
 step_completed     cid, attempt, output
 step_failed        cid, attempt, error
@@ -149,8 +149,9 @@ class StepScheduled(TypedDict):
 class StepStarted(TypedDict):
     cid: int
     attempt: int
-    worker: str
+    worker: str | None  # None when remote
     lease_until: float | None
+    remote: NotRequired[bool]  # True: a ``step`` message runs it on any worker
 
 
 class StepRetrying(TypedDict):

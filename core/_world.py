@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-MessageKind = Literal["resume", "hook", "cancel", "wake"]
+MessageKind = Literal["resume", "hook", "cancel", "wake", "step"]
 #: Every message kind; a World that checks kinds when it decodes a message uses this.
 MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -109,6 +109,9 @@ class Message:
     ``kind`` is ``"resume"`` (look at the run and do what is due), ``"hook"``
     (``data`` has ``token``, ``payload`` and ``n``), ``"cancel"`` or ``"wake"``
     (fire the pending sleep ``data["cid"]`` now, or all of them without it).
+    ``"step"``: run attempt ``data["attempt"]`` of the remote step ``data["cid"]``
+    (any worker; see :mod:`worldflow._remote`). A ``resume`` may carry ``data["seq"]``:
+    the run's log has that many events at least (a worker whose copy is behind reads it).
     ``id`` is unique per send, so a redelivery can be recognised in the log.
     A World carries ``kind`` and ``data`` as they are (``data`` is JSON).
     """

@@ -71,9 +71,10 @@ def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
 
 
 from ._suite_flow import FlowConformance  # noqa: E402 (its tests use conformance)
+from ._suite_remote import RemoteConformance  # noqa: E402 (its tests use conformance)
 
 
-class WorldConformance(FlowConformance):
+class WorldConformance(FlowConformance, RemoteConformance):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False
