@@ -23,12 +23,9 @@ from . import _remote as remote
 from ._attempts import StepMetadata, run_attempt
 from ._codec import decode
 from ._definitions import Step, StepOptions, get_step, get_workflow
-from ._duration import parse_duration
 from ._errors import (
     CorruptLogError,
-    FatalError,
     HookConflict,
-    RetryableError,
     SerializationError,
     WorkflowNotFound,
 )

@@ -127,7 +127,7 @@ class RemoteConformance:
     async def test_copies_of_a_step_message_record_one_outcome(self, h: Harness) -> None:
         tag = uuid.uuid4().hex[:12]
         run = await wf.start(r.gated_remote, tag)
-        (started,) = await h.wait_event(run, "step_started")
+        await h.wait_event(run, "step_started")
         copies = [
             Outgoing(Message(h.runtime.new_id(), run.id, "step", {"cid": 1, "attempt": 1}))
             for _ in range(3)
