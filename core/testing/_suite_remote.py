@@ -9,16 +9,15 @@ options say ``remote=False``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import uuid
-from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 import worldflow as wf
+from worldflow import _remote
 from worldflow._remote import ENV
-from worldflow._world import Deliver, Delivery, Disposition, Message, Outgoing, Queue, World
+from worldflow._world import Disposition, Message, Outgoing
 
 from . import _workflows_remote as r
 from ._harness import Harness, replay_log
@@ -29,33 +28,6 @@ __all__ = ["RemoteConformance"]
 #: Tests about an attempt held by one named worker: with every step remote no worker
 #: holds an attempt (their remote counterpart is below).
 _INLINE_ONLY = {"test_attempt_of_a_stopped_worker_is_run_again"}
-
-
-class _DroppingQueue:
-    """Takes the first ``step`` message of a run and does nothing with it: the worker
-    that took it vanished. What brings the run back is the attempt's lease."""
-
-    def __init__(self, inner: Queue, run_ids: set[str]) -> None:
-        self.inner = inner
-        self.run_ids = run_ids
-        self.dropped: list[Message] = []
-
-    async def send(self, messages: Sequence[Outgoing]) -> None:
-        await self.inner.send(messages)
-
-    async def start(self, deliver: Deliver) -> None:
-        async def maybe(delivery: Delivery) -> Disposition:
-            message = delivery.message
-            if message.kind == "step" and message.run_id not in self.run_ids:
-                self.run_ids.add(message.run_id)
-                self.dropped.append(message)
-                return Disposition()
-            return await deliver(delivery)
-
-        await self.inner.start(maybe)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class RemoteConformance:
@@ -163,35 +135,38 @@ class RemoteConformance:
 
     @conformance
     async def test_a_lost_remote_attempt_runs_again_after_its_lease(self, h: Harness) -> None:
-        self._needs_a_serving_test_process()
-        await h.close()
-        inner = h.make_world
-        dropped: set[str] = set()
-        queues: list[_DroppingQueue] = []
-
-        def dropping() -> World:
-            world = copy.copy(inner())
-            queue = _DroppingQueue(world.queue, dropped)
-            queues.append(queue)
-            world.queue = queue
-            return world
-
-        h.make_world = dropping
-        await h.restart()
+        """The worker that took the step's message vanished (it acknowledged the message
+        and never ran the attempt): once the attempt's lease has passed, its run counts it
+        as lost and runs another, as for an inline attempt."""
         tag = uuid.uuid4().hex[:12]
-        run = await wf.start(r.leased_remote, tag)
-        (started,) = await h.wait_event(run, "step_started")
-        lease = started.data["lease_until"]
-        assert lease is not None and started.data["remote"] is True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not any(q.dropped for q in queues):
-            assert loop.time() < deadline, "the step message never came"
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)
-        assert await run.status() == "running"  # nothing ran it, nothing recorded
-        h.advance("31s")  # past the lease: the run looks at the attempt again
-        assert await run.result(timeout=20) == 2  # the lost attempt counted
+        dropped: list[Message] = []
+        real = _remote.run_step
+
+        async def vanishing(rt: Any, message: Message, left: Any) -> Disposition:
+            if message.data.get("attempt") == 1 and not dropped:
+                info = await rt.backend.get_run(message.run_id)
+                if info is not None and info.workflow == r.leased_remote.name:
+                    dropped.append(message)
+                    return Disposition()  # taken, and gone with its worker
+            return await real(rt, message, left)
+
+        _remote.run_step = vanishing  # type: ignore[assignment]
+        try:
+            run = await wf.start(r.leased_remote, tag)
+            (started,) = await h.wait_event(run, "step_started")
+            lease = started.data["lease_until"]
+            assert lease is not None and started.data["remote"] is True
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not dropped:
+                assert loop.time() < deadline, "the step message never came"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            assert await run.status() == "running"  # nothing ran it, nothing recorded
+            h.advance("31s")  # past the lease: the run looks at the attempt again
+            assert await run.result(timeout=20) == 2  # the lost attempt counted
+        finally:
+            _remote.run_step = real  # type: ignore[assignment]
         events = await run.events()
         assert [e.data["attempt"] for e in events if e.kind == "step_started"] == [1, 2]
         assert r.CALLS[f"{tag}:leased"] == 1
