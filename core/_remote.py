@@ -35,6 +35,7 @@ import asyncio
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -141,18 +142,42 @@ def _holder(state: RunState) -> str | None:
 
 
 class _Load:
-    """The run's state as of the log, read again incrementally after a lost race."""
+    """A run's state as of its log, read on incrementally (a log only grows): kept per
+    run for the step messages of that run this process takes (``_loads``)."""
 
     def __init__(self, rt: Runtime, run_id: str) -> None:
         self.rt = rt
         self.state = RunState(run_id, lean=True)
         self.last_at = 0.0  # the time of the last event read: a new one is not earlier
+        self.lock = asyncio.Lock()
 
     async def read(self) -> RunState:
-        for event in await self.rt.backend.read_events(self.state.run_id, self.state.seq):
-            self.state.apply(event)
-            self.last_at = event.at
+        async with self.lock:
+            events = await self.rt.backend.read_events(self.state.run_id, self.state.seq)
+            for event in events:
+                if event.seq > self.state.seq:
+                    self.state.apply(event)
+                    self.last_at = event.at
         return self.state
+
+
+#: How many runs' states a process keeps for the step messages it takes.
+MAX_LOADS = 256
+
+
+def _load(rt: Runtime, run_id: str) -> _Load:
+    loads: OrderedDict[str, _Load] | None = getattr(rt, "_remote_loads", None)
+    if loads is None:
+        loads = OrderedDict()
+        rt._remote_loads = loads  # type: ignore[attr-defined]
+    found = loads.get(run_id)
+    if found is None:
+        found = loads[run_id] = _Load(rt, run_id)
+        while len(loads) > MAX_LOADS:
+            loads.popitem(last=False)
+    else:
+        loads.move_to_end(run_id)
+    return found
 
 
 #: (run id, cid, attempt) -> the outcome of an attempt this process runs now: a second
@@ -175,9 +200,13 @@ async def run_step(rt: Runtime, message: Message, left: Callable[[], float]) -> 
         log.warning("worldflow: dropped a malformed step message for run %r", message.run_id)
         return ACK
     run_id = message.run_id
-    load = _Load(rt, run_id)
-    state = await load.read()
-    step = _running(state, cid, attempt)
+    load = _load(rt, run_id)
+    # The run's executor, when warm here and knowing the attempt, saves reading the log.
+    executor = rt._executors.get(run_id)
+    warm = executor.state if executor is not None else None
+    step = _running(warm, cid, attempt) if warm is not None else None
+    if step is None:
+        step = _running(await load.read(), cid, attempt)
     if step is None:
         return ACK  # ended, superseded, or recorded already (a copy of the message)
     key = (run_id, cid, attempt)
