@@ -256,16 +256,24 @@ async def _bounded(fut: asyncio.Future[tuple[bool, Any]], seconds: float) -> tup
 
 
 async def _record(rt: Runtime, load: _Load, cid: int, attempt: int, ok: bool, value: Any) -> None:
-    """Record the attempt's outcome once: through the run's warm executor here, or by an
-    append at the expected seq (read again and checked again after a lost race)."""
+    """Record the attempt's outcome once: through the run's executor when this process
+    has one, or by an append at the expected seq (read again and checked again after a
+    lost race) and a ``resume`` for the run."""
     run_id = load.state.run_id
+    here = run_id in rt._executors  # this process has run the run (warm, or replaying)
     executor = rt.executor(run_id)
     while True:
         # Through the executor when it is busy with the run (its state moves on or is
-        # read afresh before our input is applied) or knows the attempt as running.
+        # read afresh before our input is applied), has no state (it reads the log, then
+        # writes the outcome with what the code does next: one append, no resume) or
+        # knows the attempt as running. Not when its copy is behind the attempt.
         warm = executor.state
         busy = executor.inflight is not None or executor.loading
-        if busy or (warm is not None and _running(warm, cid, attempt) is not None):
+        if (
+            busy
+            or (here and warm is None)
+            or (warm is not None and _running(warm, cid, attempt) is not None)
+        ):
             await executor.remote_finished(cid, attempt, ok, value)
             return
         state = await load.read()

@@ -17,7 +17,8 @@ import pytest
 import worldflow as wf
 from worldflow import _remote
 from worldflow._remote import ENV
-from worldflow._world import Disposition, Message, Outgoing
+from worldflow._runtime import Runtime
+from worldflow._world import Delivery, Disposition, Message, Outgoing
 
 from . import _workflows_remote as r
 from ._harness import Harness, replay_log
@@ -115,6 +116,32 @@ class RemoteConformance:
         assert kinds.count("step_completed") == 1
         assert kinds[-1] == "run_completed"
         replay_log(await run.events())
+
+    @conformance
+    async def test_a_process_new_to_the_run_records_the_outcome_itself(self, h: Harness) -> None:
+        """A worker that never ran the run takes its step message: it reads the log, runs
+        the attempt and appends the outcome at the expected seq, then wakes the run; with
+        the run's own worker running the same attempt, one outcome is recorded."""
+        self._needs_a_serving_test_process()
+        tag = uuid.uuid4().hex[:12]
+        other = Runtime(h.make_world())
+        await other.start()
+        try:
+            run = await wf.start(r.gated_remote, tag)
+            await h.wait_event(run, "step_started")
+            step = Message(other.new_id(), run.id, "step", {"cid": 1, "attempt": 1})
+            taken = asyncio.create_task(other.deliver(Delivery(step)))
+            await asyncio.sleep(0.2)
+            r.GATES[tag] = True
+            assert (await asyncio.wait_for(taken, 20)).ack
+            assert await run.result(timeout=20) == 1
+        finally:
+            await other.close()
+        events = await run.events()
+        (completed,) = [e for e in events if e.kind == "step_completed"]
+        assert completed.data["output"] == 1
+        assert [e.kind for e in events].count("step_started") == 1
+        replay_log(events)
 
     @conformance
     async def test_a_malformed_step_message_leaves_the_run_alone(self, h: Harness) -> None:
