@@ -58,8 +58,8 @@ log = logging.getLogger("worldflow")
 
 #: The environment switch: ``1`` makes every step whose options do not say otherwise remote.
 ENV = "WORLDFLOW_REMOTE_STEPS"
-#: Seconds after a remote attempt's lease before its run looks at it again.
-LEASE_SLACK = 1.0
+#: Seconds a remote attempt's lease adds to its step's timeout: the step message's trip.
+LEASE_GRACE = 5.0
 
 
 def chosen(options: StepOptions) -> bool:
@@ -70,17 +70,14 @@ def chosen(options: StepOptions) -> bool:
 
 
 def started(rt: Runtime, append: Append, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Make ``step_started``'s data remote and add the attempt's messages to the append:
-    the ``step`` message, and a ``resume`` once its lease (if any) has run out."""
+    """Make ``step_started``'s data remote (its lease, if any, has ``LEASE_GRACE`` more for
+    the message's trip) and add the attempt's ``step`` message to the append."""
     data = {**data, "worker": None, "remote": True}
+    if data.get("lease_until") is not None:
+        data["lease_until"] = float(data["lease_until"]) + LEASE_GRACE
     cid, attempt = data["cid"], data["attempt"]
     message = Message(rt.new_id(), run_id, "step", {"cid": cid, "attempt": attempt})
     append.messages.append(Outgoing(message, None, f"{run_id}:step:{cid}:{attempt}"))
-    lease = data.get("lease_until")
-    if lease is not None:
-        wake = Message(rt.new_id(), run_id, "resume")
-        key = f"{run_id}:lease:{cid}:{attempt}"
-        append.messages.append(Outgoing(wake, float(lease) + LEASE_SLACK, key))
     return data
 
 
@@ -209,6 +206,12 @@ async def run_step(rt: Runtime, message: Message, left: Callable[[], float]) -> 
         step = _running(await load.read(), cid, attempt)
     if step is None:
         return ACK  # ended, superseded, or recorded already (a copy of the message)
+    if step.lease_until is not None and step.lease_until < rt.clock.now():
+        # Its lease ran out before it ran here (the worker that took it vanished and the
+        # queue brought the message back): lost, as an inline attempt would be. The run's
+        # executor counts it and starts the next attempt (or fails the step).
+        await rt.executor(run_id).handle(Message(rt.new_id(), run_id, "resume"), look_again=True)
+        return ACK
     key = (run_id, cid, attempt)
     inflight = _inflight(rt)
     running = inflight.get(key)

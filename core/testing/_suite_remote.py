@@ -162,19 +162,21 @@ class RemoteConformance:
 
     @conformance
     async def test_a_lost_remote_attempt_runs_again_after_its_lease(self, h: Harness) -> None:
-        """The worker that took the step's message vanished (it acknowledged the message
-        and never ran the attempt): once the attempt's lease has passed, its run counts it
-        as lost and runs another, as for an inline attempt."""
+        """The worker that took the step's message vanished before running the attempt:
+        the message that comes back after the attempt's lease has passed finds it lost,
+        and the run counts it and runs another, as for an inline attempt."""
         tag = uuid.uuid4().hex[:12]
         dropped: list[Message] = []
+        advanced: list[bool] = []
         real = _remote.run_step
 
         async def vanishing(rt: Any, message: Message, left: Any) -> Disposition:
-            if message.data.get("attempt") == 1 and not dropped:
+            if message.data.get("attempt") == 1 and not advanced:
                 info = await rt.backend.get_run(message.run_id)
                 if info is not None and info.workflow == r.leased_remote.name:
                     dropped.append(message)
-                    return Disposition()  # taken, and gone with its worker
+                    # Taken by a worker that vanished: the queue delivers it again later.
+                    return Disposition.later(0.5, "its worker vanished")
             return await real(rt, message, left)
 
         _remote.run_step = vanishing  # type: ignore[assignment]
@@ -190,7 +192,8 @@ class RemoteConformance:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.2)
             assert await run.status() == "running"  # nothing ran it, nothing recorded
-            h.advance("31s")  # past the lease: the run looks at the attempt again
+            h.advance("36s")  # past the lease (30 s timeout + 5 s for the message's trip)
+            advanced.append(True)  # the message that comes back now finds the lease passed
             assert await run.result(timeout=20) == 2  # the lost attempt counted
         finally:
             _remote.run_step = real  # type: ignore[assignment]
