@@ -22,11 +22,13 @@ The worker that takes the ``step`` message (:func:`run_step`):
    race reads the log again and checks again, so two deliveries of one message
    never record two outcomes for one attempt.
 
-Leases: a remote attempt with a timeout has ``lease_until`` as an inline one has,
-and its run gets a ``resume`` at that time: if nothing was recorded by then (the
-worker died), the attempt counts as lost and runs again, exactly as an inline one.
-Without a timeout, the queue is the lease: the ``step`` message is acknowledged
-only once the outcome is durable, so a dead worker's message is delivered again.
+Leases: the queue is the lease. The ``step`` message is acknowledged only once the
+outcome is durable, so a dead worker's message is delivered again. A remote attempt
+with a timeout has ``lease_until`` (its timeout plus ``LEASE_GRACE`` for the message's
+trip); a message that comes back after it runs nothing but has the run's executor
+count the attempt lost and start the next, exactly as for an inline attempt (any
+look at the run after the lease does the same). Without a timeout the attempt runs
+again under its own number.
 """
 
 from __future__ import annotations
