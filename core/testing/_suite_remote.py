@@ -179,7 +179,7 @@ class RemoteConformance:
                     return Disposition.later(0.5, "its worker vanished")
             return await real(rt, message, left)
 
-        _remote.run_step = vanishing  # type: ignore[assignment]
+        _remote.run_step = vanishing
         try:
             run = await wf.start(r.leased_remote, tag)
             (started,) = await h.wait_event(run, "step_started")
@@ -196,7 +196,7 @@ class RemoteConformance:
             advanced.append(True)  # the message that comes back now finds the lease passed
             assert await run.result(timeout=20) == 2  # the lost attempt counted
         finally:
-            _remote.run_step = real  # type: ignore[assignment]
+            _remote.run_step = real
         events = await run.events()
         assert [e.data["attempt"] for e in events if e.kind == "step_started"] == [1, 2]
         assert r.CALLS[f"{tag}:leased"] == 1
