@@ -44,11 +44,13 @@ from ._errors import (
     WorldError,
     WorldflowError,
 )
+from ._limits_spec import Limit, Queue, Throttle  # limits, given to decorators and start
 from ._types import register_type
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import schedules, signatures
     from ._api import (
+        ChildRun,  # child workflows
         Run,
         WorkflowMetadata,
         configure,
@@ -67,7 +69,11 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._clock import Clock, SystemClock, VirtualClock
     from ._hooks import Hook, Webhook, WebhookRequest, create_hook, create_webhook
     from ._inspect import AttemptInfo, RunDetail, StepInfo, WaitInfo
+
+    # streams and run tags
+    from ._streams import StreamWriter, get_writable
     from ._sync import resume_hook_sync, start_sync
+    from ._tags import set_tags
     from ._typed_hooks import HookType, define_hook
     from ._versioning import deprecate_patch, is_replaying, logger, patched
     from ._world import Event, RunInfo, RunPage
@@ -96,6 +102,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
             "worker",
         )
     },
+    "ChildRun": ("_api", "ChildRun"),  # child workflows
     **{name: ("_attempts", name) for name in ("StepMetadata", "get_step_metadata")},
     **{name: ("_clock", name) for name in ("Clock", "SystemClock", "VirtualClock")},
     **{
@@ -110,6 +117,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
         for name in ("deprecate_patch", "is_replaying", "logger", "patched")
     },
     **{name: ("_world", name) for name in ("Event", "RunInfo", "RunPage")},
+    # streams and run tags
+    **{name: ("_streams", name) for name in ("StreamWriter", "get_writable")},
+    "set_tags": ("_tags", "set_tags"),
     # Schedules bring zoneinfo and register workflows of their own.
     "schedule": ("schedules", "schedule"),
     "schedules": ("schedules", None),
@@ -137,6 +147,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AttemptInfo",
+    "ChildRun",
     "Clock",
     "CorruptLogError",
     "Event",
@@ -146,7 +157,9 @@ __all__ = [
     "HookNotFound",
     "HookType",
     "InvalidHookPayload",
+    "Limit",
     "NonDeterminismError",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
@@ -161,7 +174,9 @@ __all__ = [
     "StepFailed",
     "StepInfo",
     "StepMetadata",
+    "StreamWriter",
     "SystemClock",
+    "Throttle",
     "VirtualClock",
     "WaitInfo",
     "Webhook",
@@ -180,6 +195,7 @@ __all__ = [
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
+    "get_writable",
     "is_replaying",
     "list_runs",
     "logger",
@@ -191,6 +207,7 @@ __all__ = [
     "resume_hook_sync",
     "schedule",
     "schedules",
+    "set_tags",
     "signatures",
     "sleep",
     "start",

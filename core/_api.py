@@ -16,22 +16,26 @@ import os
 import random as _random
 import uuid as _uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._config import create_world
-from ._definitions import Workflow, get_workflow
+from ._definitions import Workflow, check_timeout, get_workflow
 from ._duration import check_wakeup, parse_duration
 from ._errors import CorruptLogError
 from ._events import EventKind
+from ._limits_spec import Throttle, as_throttle
 from ._loop import current_instance
 from ._runtime import Runtime
+from ._streams import check_stream_name, read_stream
+from ._tags import check_tags
 from ._world import TERMINAL, Event, RunInfo, RunPage, World
 
 if TYPE_CHECKING:
     from ._inspect import RunDetail, StepInfo
 
 __all__ = [
+    "ChildRun",
     "Run",
     "WorkflowMetadata",
     "configure",
@@ -141,6 +145,11 @@ def _import_modules() -> None:
 
 
 async def _runtime() -> Runtime:
+    if current_instance() is not None:
+        raise RuntimeError(
+            "this call reaches the World, which workflow code cannot do (it must replay the "
+            "same): make it in a step"
+        )
     loop = asyncio.get_running_loop()
     ready = _runtimes.get(loop)
     if ready is None:
@@ -324,6 +333,28 @@ class Run(Generic[R]):
 
         return inspect_run(info, await runtime.backend.read_events(self.id))
 
+    async def stream(self, name: str, start: int = 0) -> AsyncIterator[Any]:
+        """The chunks of the run's stream ``name`` from index ``start`` on, live, ending
+        once the run has ended and every chunk is read (``wf.RunNotFound`` if no run).
+
+        >>> async for token in run.stream("tokens"):
+        ...     print(token, end="")
+
+        Reconnecting with ``start=`` the number of chunks already read misses nothing.
+        """
+        check_stream_name(name, "run.stream()")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"run.stream(): start must be an int >= 0, got {start!r}")
+        runtime = await _runtime()
+        await runtime.get_run(self.id)  # wf.RunNotFound before anything is yielded
+
+        async def ended() -> bool:
+            return (await runtime.get_run(self.id)).status in TERMINAL
+
+        store = runtime.world.stream_store()
+        async for chunk in read_stream(store, self.id, name, start, ended):
+            yield chunk
+
     async def steps(self) -> list[StepInfo]:
         """The run's step calls in call order, each with its attempts, input and output."""
         return list((await self.detail()).steps)
@@ -336,6 +367,23 @@ class Run(Generic[R]):
         """
         await (await _runtime()).wake(self.id, position)
 
+    async def children(self) -> list[ChildRun[Any]]:
+        """The child runs this run started, in the order it started them (each a
+        ``wf.Run`` with ``.workflow``, ``.detached`` and ``.parent_id``)."""
+        from ._children import children_in
+
+        events = await (await _runtime()).read_events(self.id)
+        return [
+            ChildRun(link.id, link.workflow, self.id, link.detached) for link in children_in(events)
+        ]
+
+    async def parent(self) -> Run[Any] | None:
+        """The run that started this one as its child, or None."""
+        from ._children import parent_of
+
+        found = parent_of(await (await _runtime()).read_events(self.id))
+        return None if found is None else Run(found[0])
+
     async def rerun(self, *, id: str | None = None) -> Run[R]:
         """Start a new run of the same workflow with the same input (not a replay)."""
         runtime = await _runtime()
@@ -347,14 +395,59 @@ class Run(Generic[R]):
         return Run(await runtime.create_run(info.workflow, tree, _valid_id(id)))
 
 
+class ChildRun(Run[R]):
+    """A child run: ``child = await wf.start(other, ...)`` inside a workflow.
+
+    Inside the workflow that started it, ``await child.result()`` waits durably for
+    the child's end (its failure raises here as a step's does; its cancellation is
+    ``wf.RunCancelled``); ``timeout=`` is a durable timer there too. Anywhere else it
+    is a plain :class:`Run` handle.
+    """
+
+    __slots__ = ("_future", "detached", "parent_id", "workflow")
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: str,
+        parent_id: str,
+        detached: bool = False,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        super().__init__(run_id)
+        self.workflow = workflow
+        self.parent_id = parent_id
+        self.detached = detached
+        self._future = future
+
+    def __repr__(self) -> str:
+        return f"<ChildRun {self.id!r} of {self.parent_id!r}>"
+
+    async def result(self, timeout: float | str | None = None) -> R:
+        instance = current_instance()
+        if instance is None or self._future is None or instance.run_id != self.parent_id:
+            return await super().result(timeout)
+        if timeout is None:
+            value: R = await self._future
+            return value
+        seconds = parse_duration(timeout, what="timeout")
+        try:
+            waited: R = await asyncio.wait_for(asyncio.shield(self._future), seconds)
+            return waited
+        except TimeoutError:
+            raise TimeoutError(f"child run {self.id!r} has not finished after {timeout}s") from None
+
+
 async def list_runs(
     *,
     status: str | None = None,
     workflow: str | Workflow[Any, Any] | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunPage:
-    """A page of runs, newest first, optionally only those of one status or workflow.
+    """A page of runs, newest first, optionally only those of one status or workflow,
+    or carrying every tag of ``tags`` (answered from the World's tag index).
 
     ``page.runs`` holds ``wf.RunInfo`` summaries; pass ``page.cursor`` back to
     get the next page (it is None on the last one).
@@ -370,8 +463,11 @@ async def list_runs(
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise ValueError(f"limit must be an int from 1 to 1000, got {limit!r}")
     name = workflow.name if isinstance(workflow, Workflow) else workflow
+    wanted = check_tags(tags, "wf.list_runs(tags=...)") if tags is not None else None
     runtime = await _runtime()
-    return await runtime.backend.list_runs(status=status, workflow=name, limit=limit, cursor=cursor)
+    return await runtime.backend.list_runs(
+        status=status, workflow=name, limit=limit, cursor=cursor, tags=wanted
+    )
 
 
 async def start(
@@ -379,6 +475,10 @@ async def start(
     *args: Any,
     id: str | None = None,
     on_conflict: Literal["return", "raise"] = "return",
+    tags: Mapping[str, str] | None = None,
+    throttle: Throttle | float | str | None = None,
+    timeout: float | str | dt.timedelta | None = None,
+    detached: bool = False,
     **kwargs: Any,
 ) -> Run[R]:
     """Start a durable run of ``workflow`` with these arguments.
@@ -387,11 +487,26 @@ async def start(
     if the arguments differ (the run keeps the arguments it was started with);
     ``on_conflict="raise"`` raises ``wf.RunConflict`` when a run with that id
     exists with other arguments. An id that belongs to another workflow's run
-    always raises ``wf.RunConflict``.
+    always raises ``wf.RunConflict``. ``tags``: string attributes of the run
+    (``{"customer": "c-42"}``), for ``wf.list_runs(tags=...)``.
 
     >>> run = await wf.start(hail_ride, "req-1", id="ride-1")
     >>> await run.result(timeout=30)
+
+    ``throttle`` (a ``wf.Throttle(window, key=...)``, or a window for one key): at most
+    one new run per window; a start within the window of the last run it made returns
+    that run (whatever its arguments), across every process.
+
+    ``timeout``: the run fails with ``TimeoutError`` if it is still going that long
+    after it was started (a durable timer; default the ``@wf.workflow(timeout=)``).
+
+    Inside a workflow this starts a *child* run (a command, recorded in the log;
+    its id, when not given, is derived from the parent's, so replay never starts
+    two) and returns a :class:`ChildRun`: ``await child.result()`` waits durably.
+    A run that ends or is cancelled cancels its children still running, except
+    those started with ``detached=True``.
     """
+    window = as_throttle(throttle)  # a bad window is a ValueError before anything
     if on_conflict not in ("return", "raise"):
         raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
     if isinstance(workflow, str):
@@ -403,13 +518,59 @@ async def start(
             f"wf.start() takes a @wf.workflow function or its name, got {workflow!r}"
             " (decorate the function with @wf.workflow)"
         )
-    if current_instance() is not None:
-        raise RuntimeError("wf.start() cannot be called inside a workflow; call it from a step")
+    seconds = check_timeout(timeout, "wf.start()") if timeout is not None else definition.timeout
+    if not isinstance(detached, bool):
+        raise TypeError(f"wf.start(detached=...) takes a bool, got {detached!r}")
     definition.check_arguments(args, kwargs)  # a TypeError now, not a run that fails later
+    checked = check_tags(tags, "wf.start(tags=...)") if tags is not None else None
+    instance = current_instance()
+    if instance is not None:
+        if on_conflict != "return":
+            raise ValueError("a child run cannot use on_conflict='raise'")
+        if checked:
+            raise ValueError("a child run cannot take tags= yet; give them to its parent")
+        if window is not None or definition.concurrency is not None:
+            raise ValueError(
+                f"workflow {definition.name!r}: a child run cannot be throttled or "
+                "concurrency-limited yet; start it from a step"
+            )
+        child, fut = instance.start_child(
+            definition, args, kwargs, run_id=_valid_id(id), detached=detached, timeout=seconds
+        )
+        return ChildRun(child, definition.name, instance.run_id, detached, fut)
+    key = None
+    if definition.concurrency is not None:
+        from ._limits_flow import check_start
+
+        key = check_start(definition, args, kwargs)  # a bad key function: no run is made
     runtime = await _runtime()
-    run_id = await runtime.start_run(
-        definition.name, args, kwargs, _valid_id(id), conflict=on_conflict == "raise"
-    )
+
+    def create(rid: str | None) -> Awaitable[str]:
+        return runtime.start_run(
+            definition.name,
+            args,
+            kwargs,
+            rid,
+            conflict=on_conflict == "raise",
+            tags=checked,
+            deadline=seconds,
+        )
+
+    if window is None:
+        run_id = await create(_valid_id(id))
+    else:
+        from ._limits_flow import throttle_start
+        from ._runtime import new_run_id
+
+        # The window's run, or a new one (with the id given, if any).
+        given = _valid_id(id) or new_run_id()
+        run_id = await throttle_start(runtime, definition.name, window, given, create)
+        if run_id != given:
+            return Run(run_id)
+    if key is not None:
+        from ._limits_flow import request_run_slot
+
+        await request_run_slot(runtime, definition, run_id, key)  # in start order
     return Run(run_id)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import encode
 from ._duration import format_duration
+from ._streams import finish_sync, open_attempt
 
 if TYPE_CHECKING:
     from ._definitions import Step
@@ -112,6 +113,8 @@ def run_attempt(
     """Start one attempt; ``done`` is called on ``loop`` exactly once. Returns a canceller."""
     context = contextvars.copy_context()
     context.run(_STEP_METADATA.set, meta)
+    # Stream writers the attempt opens are flushed before its outcome is reported.
+    streams = open_attempt(context, loop, meta)
     timeout = step.options.timeout
     where = f"the return value of step {step.name!r}"
     finished = False
@@ -136,6 +139,11 @@ def run_attempt(
                 outcome: tuple[bool, Any] = (True, encode(result, where=where))
             except Exception as exc:
                 outcome = (False, exc)
+            if streams.writers:
+                try:
+                    await streams.finish()
+                except Exception as exc:
+                    outcome = outcome if not outcome[0] else (False, exc)
             # Report from inside the task (not from a done-callback, one loop turn
             # later), in a context of the engine's own rather than the step's.
             contextvars.Context().run(finish, *outcome)
@@ -165,6 +173,10 @@ def run_attempt(
             outcome: tuple[bool, Any] = (True, encode(result, where=where))
         except BaseException as exc:
             outcome = (False, exc)
+        try:
+            finish_sync(streams)
+        except BaseException as exc:
+            outcome = outcome if not outcome[0] else (False, exc)
         # If the loop has closed, the run resumes elsewhere and this result is lost.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(deliver, *outcome)

@@ -26,10 +26,11 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._errors import CorruptLogError
+from ._limits_spec import LIMITER_WORKFLOW
 from ._world import (
     Append,
     Event,
@@ -205,7 +206,7 @@ class Backend:
                     f"runs/{create.run_id}/1", f"the input of run {create.run_id!r}", None, text
                 )
                 event = type(create.event)(create.event.kind, ref, create.event.at)
-                create = RunCreate(create.run_id, create.workflow, event, create.messages)
+                create = dataclasses.replace(create, event=event)
         return await self.storage.create_run(create)
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
@@ -296,10 +297,19 @@ class Backend:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
-        page = await self.storage.list_runs(
-            status=status, workflow=workflow, limit=limit, cursor=cursor
-        )
+        if tags:
+            page = await self.storage.list_runs(
+                status=status, workflow=workflow, limit=limit, cursor=cursor, tags=tags
+            )
+        else:  # a World's list_runs without tags= is called as before
+            page = await self.storage.list_runs(
+                status=status, workflow=workflow, limit=limit, cursor=cursor
+            )
+        if workflow is None and any(i.workflow == LIMITER_WORKFLOW for i in page.runs):
+            # Limiters' logs live beside the runs (worldflow._limits_flow): not runs to list.
+            page = RunPage([i for i in page.runs if i.workflow != LIMITER_WORKFLOW], page.cursor)
         if self.world.blobs is None:
             return page
         return RunPage([await self._restore_info(i) for i in page.runs], page.cursor)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from ._duration import parse_duration
 from ._errors import WorkflowNotFound
+from ._limits_spec import Limit, Rate, as_limit, parse_rate
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,6 +73,9 @@ class StepOptions:
     retry_delay: float = 1.0
     backoff: float = 2.0
     timeout: float | None = None
+    concurrency: Limit | None = None  # at most n attempts at once (per key)
+    rate_limit: Rate | None = None  # attempts spaced by rate_limit.every (per rate_key)
+    rate_key: Callable[..., object] | None = None
     remote: bool | None = None  # None: as WORLDFLOW_REMOTE_STEPS says (worldflow._remote)
 
     def delay_before(self, attempt: int) -> float:
@@ -106,16 +110,38 @@ class Step(Generic[P, R]):
 class Workflow(Generic[P, R]):
     """A function decorated with ``@workflow``: start it with ``wf.start(fn, ...)``."""
 
-    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]],
+        name: str,
+        concurrency: Limit | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
+        self.concurrency = concurrency  # at most n runs at once (per key): see _limits_flow
+        self.timeout = timeout  # seconds from start after which a run fails (TimeoutError)
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        raise TypeError(
-            f"workflow {self.name!r} cannot be called directly: start a durable run "
-            f"with `await wf.start({self.fn.__name__}, ...)`"
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """Inside a workflow: start this workflow as a child run and wait for its result
+        (a command, like a step call). Anywhere else: a TypeError."""
+        instance = current_instance()
+        if instance is None:
+            raise TypeError(
+                f"workflow {self.name!r} cannot be called directly: start a durable run "
+                f"with `await wf.start({self.fn.__name__}, ...)`"
+            )
+        self.check_arguments(args, kwargs)
+        if self.concurrency is not None:
+            raise ValueError(
+                f"workflow {self.name!r} has a concurrency limit: it cannot run as a child "
+                "yet; start it from a step"
+            )
+        _, fut = instance.start_child(
+            self, args, kwargs, run_id=None, detached=False, timeout=self.timeout
         )
+        return fut
 
     @functools.cached_property
     def _signature(self) -> inspect.Signature:
@@ -150,6 +176,17 @@ class Workflow(Generic[P, R]):
         return f"<workflow {self.name!r}>"
 
 
+def check_timeout(value: object, where: str) -> float | None:
+    """A run's timeout in seconds (None for none); a bad one is a ValueError naming
+    ``where`` and quoting the value."""
+    if value is None:
+        return None
+    seconds = parse_duration(value, what=f"{where} timeout")
+    if seconds <= 0:
+        raise ValueError(f"{where}: a run's timeout must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
 def _register(table: dict[str, Any], kind: str, obj: Step[Any, Any] | Workflow[Any, Any]) -> None:
     known = table.get(obj.name)
     if known is not None and known.fn is not obj.fn:
@@ -180,9 +217,16 @@ class _StepDecorator(Protocol):
 @overload
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Workflow[P, R]: ...
 @overload
-def workflow(*, name: str | None = None) -> _WorkflowDecorator: ...
 def workflow(
-    fn: Callable[P, Coroutine[Any, Any, R]] | None = None, /, *, name: str | None = None
+    *, name: str | None = None, concurrency: int | Limit | None = None, timeout: object = None
+) -> _WorkflowDecorator: ...
+def workflow(
+    fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    concurrency: int | Limit | None = None,
+    timeout: object = None,
 ) -> Workflow[P, R] | _WorkflowDecorator:
     """Mark an ``async def`` as a durable workflow.
 
@@ -190,12 +234,22 @@ def workflow(
     ... async def hail_ride(request_id: str) -> dict: ...
     >>> @wf.workflow(name="hail-ride")   # a stable name survives renames
     ... async def hail_ride_v2(request_id: str) -> dict: ...
+    >>> @wf.workflow(concurrency=wf.Limit(1, key=lambda customer_id, **_: customer_id))
+    ... async def sync_customer(customer_id: str) -> None: ...
+    >>> @wf.workflow(timeout="1d")       # a run still going a day after its start fails
+    ... async def nightly() -> None: ...
+
+    ``concurrency``: at most that many runs at once, across every worker (an int,
+    a ``wf.Limit`` with a key function of the workflow's arguments, or a shared
+    ``wf.Queue``); runs beyond it wait as ``pending`` and start in start order.
     """
+    limit = as_limit(concurrency, "@workflow")
+    seconds = check_timeout(timeout, "@wf.workflow(timeout=...)")
 
     def decorate(f: Callable[P, Coroutine[Any, Any, R]]) -> Workflow[P, R]:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"@workflow needs an async def function, got {f!r}")
-        wf = Workflow(f, name or _default_name(f))
+        wf = Workflow(f, name or _default_name(f), limit, seconds)
         _register(_WORKFLOWS, "workflow", wf)
         return wf
 
@@ -214,6 +268,9 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    concurrency: int | Limit | None = None,
+    rate_limit: str | Rate | None = None,
+    key: Callable[..., object] | None = None,
     remote: bool | None = None,
 ) -> _StepDecorator: ...
 def step(
@@ -225,6 +282,9 @@ def step(
     retry_delay: object = 1.0,
     backoff: float = 2.0,
     timeout: object = None,
+    concurrency: int | Limit | None = None,
+    rate_limit: str | Rate | None = None,
+    key: Callable[..., object] | None = None,
     remote: bool | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function (``async def`` or plain ``def``) as a step: its input and
@@ -234,6 +294,12 @@ def step(
     ... def assign_driver(request: dict) -> dict: ...
 
     Plain ``def`` steps run in a worker thread, off the workflow's loop.
+
+    ``concurrency``: at most that many attempts of this step at once across every
+    worker (an int, or a ``wf.Limit`` with a key function of the step's arguments).
+    ``rate_limit``: attempts spaced so that at most COUNT start per PERIOD
+    (``"50/m"``, ``"10/s"``), per ``key(*args, **kwargs)`` when ``key`` is given;
+    attempts beyond the rate wait durably, they do not fail.
     ``remote=True``: each attempt is a message any worker may take (its own Lambda
     invocation, its own Cloud Tasks request); the workflow's invocation ends while
     it runs. ``None`` (the default): remote when ``WORLDFLOW_REMOTE_STEPS=1``.
@@ -242,13 +308,27 @@ def step(
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
     if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
         raise ValueError(f"backoff must be a number >= 1, got {backoff!r}")
+    if key is not None and rate_limit is None:
+        raise ValueError("@step(key=...) is the rate limit's key: give rate_limit= too")
+    if key is not None and not callable(key):
+        raise TypeError(f"@step(key=...) must be a function of the step's arguments, got {key!r}")
     if remote is not None and not isinstance(remote, bool):
         raise ValueError(f"remote must be True, False or None, got {remote!r}")
+    if remote and (concurrency is not None or rate_limit is not None):
+        raise ValueError(
+            "@step(remote=True) cannot take concurrency= or rate_limit= yet (a limited "
+            "step's slot is held by its run's executor): drop one of them"
+        )
     options = StepOptions(
         max_retries=max_retries,
         retry_delay=parse_duration(retry_delay, what="retry_delay"),
         backoff=float(backoff),
         timeout=None if timeout is None else parse_duration(timeout, what="timeout"),
+        concurrency=as_limit(concurrency, "@step"),
+        rate_limit=None
+        if rate_limit is None
+        else parse_rate(rate_limit, what="@step(rate_limit=...)"),
+        rate_key=key,
         remote=remote,
     )
     if options.timeout is not None and options.timeout <= 0:

@@ -82,6 +82,11 @@ async def deliver(
                 return Disposition.later(1.0, "not due yet on the virtual clock")
     try:
         message = await rt.backend.restore(message)
+        if message.kind == "start_child":  # creates a run; nothing to do in this one
+            from ._children import start_child
+
+            await _bounded(start_child(rt, message), left())
+            return ACK
         if message.kind == "step":  # an attempt of a remote step: any worker runs it
             from ._remote import run_step
 

@@ -112,6 +112,12 @@ def detail_document(d: RunDetail, unreadable: str | None = None) -> dict[str, An
         ],
     }
     doc["hooks_waiting"] = [w.token for w in d.hooks_waiting]
+    doc["parent"] = d.parent
+    doc["children"] = [
+        {"id": k.id, "workflow": k.workflow, "cid": k.cid, "status": k.status or "running"}
+        | ({"detached": True} if k.detached else {})
+        for k in d.children
+    ]
     if not info.done:
         doc["cancel_requested"] = d.cancel_requested
     if info.status == "completed":

@@ -10,7 +10,8 @@ the same. Each kind has a ``TypedDict`` describing its ``data``; values
 run_created        workflow, input (+ trace)             (written by start)
 run_started        -
 step_scheduled     cid, name, input                      (a command)
-step_started       cid, attempt, worker, lease_until, remote?
+step_started       cid, attempt, worker, lease_until (+ granted: a rate limit's turn;
+                   remote: true, worker null: a step message runs it)
 step_retrying      cid, attempt, error, retry_at
 step_completed     cid, attempt, output
 step_failed        cid, attempt, error
@@ -20,6 +21,9 @@ hook_created       cid, token, webhook, url              (a command)
 hook_received      token, payload, id (+ n, trace)
 hook_failed        cid, token, error                     (the token was taken)
 patch_marked       cid, name                             (a command: wf.patched)
+child_started      cid, name, id, input (+ detached, deadline)  (a command: a child run)
+child_completed    cid, id, status (+ output or error)  (the child ended)
+deadline_passed    deadline                              (the run's deadline came)
 cancel_requested   id
 run_completed      output
 run_failed         error
@@ -40,7 +44,10 @@ logging.getLogger("worldflow").addHandler(logging.NullHandler())
 
 __all__ = [
     "CANCEL_REQUESTED",
+    "CHILD_COMPLETED",
+    "CHILD_STARTED",
     "COMMAND_KINDS",
+    "DEADLINE_PASSED",
     "END_KINDS",
     "HOOK_CREATED",
     "HOOK_FAILED",
@@ -80,6 +87,9 @@ class EventKind(enum.StrEnum):
     HOOK_FAILED = "hook_failed"
     CANCEL_REQUESTED = "cancel_requested"
     PATCH_MARKED = "patch_marked"
+    CHILD_STARTED = "child_started"
+    CHILD_COMPLETED = "child_completed"
+    DEADLINE_PASSED = "deadline_passed"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -102,6 +112,9 @@ HOOK_RECEIVED = EventKind.HOOK_RECEIVED.value
 HOOK_FAILED = EventKind.HOOK_FAILED.value
 CANCEL_REQUESTED = EventKind.CANCEL_REQUESTED.value
 PATCH_MARKED = EventKind.PATCH_MARKED.value
+CHILD_STARTED = EventKind.CHILD_STARTED.value
+CHILD_COMPLETED = EventKind.CHILD_COMPLETED.value
+DEADLINE_PASSED = EventKind.DEADLINE_PASSED.value
 RUN_COMPLETED = EventKind.RUN_COMPLETED.value
 RUN_FAILED = EventKind.RUN_FAILED.value
 RUN_CANCELLED = EventKind.RUN_CANCELLED.value
@@ -114,10 +127,20 @@ COMMAND_KINDS: dict[str, str] = {
     SLEEP_STARTED: "sleep",
     HOOK_CREATED: "hook",
     PATCH_MARKED: "patch",
+    CHILD_STARTED: "child",
 }
 #: Events fed into the workflow's code, in log order, on replay.
 RESULT_KINDS: frozenset[str] = frozenset(
-    {STEP_COMPLETED, STEP_FAILED, SLEEP_FIRED, HOOK_RECEIVED, HOOK_FAILED, CANCEL_REQUESTED}
+    {
+        STEP_COMPLETED,
+        STEP_FAILED,
+        SLEEP_FIRED,
+        HOOK_RECEIVED,
+        HOOK_FAILED,
+        CANCEL_REQUESTED,
+        CHILD_COMPLETED,
+        DEADLINE_PASSED,
+    }
 )
 #: The events that end a run.
 END_KINDS: frozenset[str] = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
@@ -134,10 +157,17 @@ class ErrorData(TypedDict):
     attrs: NotRequired[dict[str, Any]]
 
 
+class ParentRef(TypedDict):
+    id: str  # the parent run
+    cid: int  # the parent's child_started command
+
+
 class RunCreated(TypedDict):
     workflow: str
     input: Any
     trace: NotRequired[str]
+    parent: NotRequired[ParentRef]  # a child run: whose, and which command started it
+    deadline: NotRequired[float]  # epoch seconds: the run fails with TimeoutError past it
 
 
 class StepScheduled(TypedDict):
@@ -152,6 +182,7 @@ class StepStarted(TypedDict):
     worker: str | None  # None when remote
     lease_until: float | None
     remote: NotRequired[bool]  # True: a ``step`` message runs it on any worker
+    granted: NotRequired[float]  # the rate limit's turn (worldflow._limits_flow)
 
 
 class StepRetrying(TypedDict):
@@ -210,6 +241,23 @@ class CancelRequested(TypedDict):
     id: str
 
 
+class ChildStarted(TypedDict):
+    cid: int
+    name: str  # the child's workflow
+    id: str  # the child's run id
+    input: Any
+    detached: NotRequired[bool]  # True: not cancelled with its parent
+    deadline: NotRequired[float]
+
+
+class ChildCompleted(TypedDict):
+    cid: int
+    id: str
+    status: str  # completed | failed | cancelled
+    output: NotRequired[Any]
+    error: NotRequired[ErrorData]
+
+
 class RunCompleted(TypedDict):
     output: Any
 
@@ -232,6 +280,8 @@ DATA_TYPES: dict[EventKind, type] = {
     K.HOOK_RECEIVED: HookReceived,
     K.HOOK_FAILED: HookFailed,
     K.CANCEL_REQUESTED: CancelRequested,
+    K.CHILD_STARTED: ChildStarted,
+    K.CHILD_COMPLETED: ChildCompleted,
     K.RUN_COMPLETED: RunCompleted,
     K.RUN_FAILED: RunFailed,
 }

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import _children as children
 from . import _remote as remote
 from ._attempts import StepMetadata, run_attempt
 from ._codec import decode
@@ -31,6 +32,9 @@ from ._errors import (
 )
 from ._events import (
     CANCEL_REQUESTED,
+    CHILD_COMPLETED,
+    CHILD_STARTED,
+    DEADLINE_PASSED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -48,6 +52,7 @@ from ._events import (
 )
 from ._failures import describe_error
 from ._instance import WorkflowInstance
+from ._limits_flow import LIMITER_OPENED, Gate
 from ._state import RunState, StepState
 from ._world import TERMINAL, Append, Event, HookInfo, Message, NewEvent, Outgoing
 
@@ -113,6 +118,7 @@ class RunExecutor:
         self.checking = 0  # hook-token checks under way (they may record hook_failed)
         self.holder: str | object | None = _UNKNOWN  # the holder the last append recorded
         self._quiet: list[asyncio.Future[None]] = []
+        self.gate = Gate(self)  # concurrency and rate limits (worldflow._limits_flow)
 
     # -- inputs ------------------------------------------------------------
     async def handle(
@@ -170,6 +176,12 @@ class RunExecutor:
         """The runtime's outbox: +1 when an append's messages are to be sent, -1 when sent."""
         self.unsent += delta
         self._settle()
+
+    def nudge(self) -> None:
+        """Look at the run again (a limiter granted it something)."""
+        if not self.rt.closed:
+            self.inputs.append(_Input())
+            self.kick()
 
     def attempt_finished(self, cid: int, attempt: int, ok: bool, value: Any) -> None:
         self.running.pop(cid, None)
@@ -262,7 +274,7 @@ class RunExecutor:
         events: list[Event] = []
         try:
             events = await self.rt.backend.read_events(self.run_id)
-            if not events:
+            if not events or events[0].kind == LIMITER_OPENED:  # a limiter's log: not a run
                 self.loading = False
                 self._reject(LookupError(f"no run with id {self.run_id!r}"), retry=False)
                 self.rt.forget(self.run_id)
@@ -333,6 +345,12 @@ class RunExecutor:
                     holder=None,
                     holder_changed=True,
                 )
+                link = children.parent_of(events)
+                if link is not None:  # a child: its parent must hear of its end too
+                    body = {"cid": link[1], "id": self.run_id, "status": "failed", "error": error}
+                    message = Message(self.rt.new_id(), link[0], "child_ended", body)
+                    key = f"{link[0]}:child:{link[1]}:ended"
+                    append.messages.append(Outgoing(message, key=key))
                 ok = (await self.rt.backend.append([append]))[0]
             else:
                 ok = info is None or info.done  # gone, or ended: nothing more to do
@@ -463,6 +481,7 @@ class RunExecutor:
             return
         if self.rt.tracing is not None and self.state is not None:
             self.rt.tracing.committed(self.state, batch.events)
+        self.gate.committed(batch, self.state, batch.append.status in TERMINAL)
         for cid, attempt in batch.launch:
             self._launch(cid, attempt)
         if batch.hooks:
@@ -501,6 +520,8 @@ class RunExecutor:
                 batch.hooks.append((data["cid"], data["token"]))
             elif kind == SLEEP_STARTED:
                 self._wake_at(batch, float(data["until"]), f"timer:{data['cid']}")
+            elif kind == CHILD_STARTED:
+                batch.append.messages.append(children.start_message(self.rt, self.run_id, data))
 
     def _wake_at(self, batch: _Batch, when: float, what: str) -> None:
         message = Message(self.rt.new_id(), self.run_id, "resume")
@@ -537,6 +558,9 @@ class RunExecutor:
                         self._apply(batch, other)
             elif message.kind == "cancel" and not state.cancel_requested:
                 self._feed(batch, self._record(batch, CANCEL_REQUESTED, {"id": message.id}))
+                batch.append.messages += children.cancel_children(self.rt, state)
+            elif message.kind == "child_ended":
+                self._child_ended(batch, message.data)
             elif message.kind == "wake":
                 wanted = message.data.get("cid")
                 for cid in sorted(state.timers):
@@ -554,7 +578,8 @@ class RunExecutor:
                 data = {"cid": cid, "token": token, "error": error}
                 self._feed(batch, self._record(batch, HOOK_FAILED, data))
             return
-        assert inp.attempt is not None
+        if inp.attempt is None:
+            return  # a nudge: only look at what is due
         cid, attempt, ok, value = inp.attempt
         step = state.steps.get(cid)
         if (
@@ -574,6 +599,23 @@ class RunExecutor:
             return
         self._record(batch, STEP_RETRYING, data)
         self._wake_at(batch, data["retry_at"], f"retry:{cid}:{attempt + 1}")
+
+    def _child_ended(self, batch: _Batch, body: dict[str, Any]) -> None:
+        state = self.state
+        assert state is not None
+        cid = body.get("cid")
+        child = state.children.get(cid) if type(cid) is int else None
+        if child is None or child.id != body.get("id"):
+            return  # ended already (a redelivery), or not a child of this run
+        data: dict[str, Any] = {"cid": cid, "id": child.id, "status": body.get("status")}
+        if body.get("status") == "completed":
+            data["output"] = body.get("output")
+        elif body.get("status") == "failed":
+            data["error"] = body.get("error")
+        elif body.get("status") != "cancelled":
+            log.warning("worldflow: run %r: child %r ended %r?", self.run_id, child.id, body)
+            return
+        self._feed(batch, self._record(batch, CHILD_COMPLETED, data))
 
     def _gap_given_up(self, inp: _Input) -> bool:
         """A payload has waited for its predecessor long enough: apply it anyway.
@@ -620,17 +662,30 @@ class RunExecutor:
         assert state is not None
         if state.done:
             return
+        passed = state.deadline is not None and state.deadline <= batch.at
         if state.status == "pending":
             if state.cancel_requested:
                 self._end(batch, "cancelled", None, None)
                 return
+            if passed:  # never started before its deadline
+                assert state.deadline is not None
+                self._record(batch, DEADLINE_PASSED, {"deadline": state.deadline})
+                error = children.deadline_error(self.run_id, state.workflow, state.deadline)
+                self._end(batch, "failed", None, error)
+                return
+            if not self.gate.may_start_run(batch, state):
+                return  # waits for a slot of its concurrency limit, pending
             event = self._record(batch, RUN_STARTED, {})
             batch.append.status = "running"
+            if state.deadline is not None:  # a durable timer, like a sleep's
+                self._wake_at(batch, state.deadline, "deadline")
             self.instance = self._new_instance(state.workflow, [])
             self.instance.start(event.at, state.input)
             self._collect(batch)
         instance = self.instance
         assert instance is not None
+        if passed and not state.timed_out and not instance.done:
+            self._feed(batch, self._record(batch, DEADLINE_PASSED, {"deadline": state.deadline}))
         progress = True
         while progress and not instance.done:
             progress = False
@@ -645,7 +700,7 @@ class RunExecutor:
             outcome = instance.outcome()
             self._end(batch, outcome.status, outcome.output, outcome.error)
             return
-        for step in state.open_steps.values():
+        for step in list(state.open_steps.values()):
             due = step.status == "scheduled" or (
                 step.status == "retrying"
                 and step.retry_at is not None
@@ -681,12 +736,17 @@ class RunExecutor:
         options = self._options(step)
         timeout = options.timeout
         attempt = step.attempt + 1
+        if not self.gate.may_start_attempt(batch, step, attempt):
+            return  # waits for a concurrency slot or its rate limit's turn
         data = {
             "cid": step.cid,
             "attempt": attempt,
             "worker": self.rt.worker_id,
             "lease_until": None if timeout is None else batch.at + timeout,
         }
+        granted = self.gate.granted_at(step.cid, attempt)
+        if granted is not None:
+            data["granted"] = granted  # its rate limit's turn: the attempt starts at or after it
         if remote.chosen(options):  # a message any worker takes; nothing runs here
             self._record(
                 batch, STEP_STARTED, remote.started(self.rt, batch.append, self.run_id, data)
@@ -708,6 +768,12 @@ class RunExecutor:
         batch.append.output = output
         batch.append.error = error
         batch.append.hooks_removed = list(state.hooks)
+        if state.children:  # children still running end with it (detached ones aside)
+            batch.append.messages += children.cancel_children(self.rt, state)
+        if state.parent is not None:
+            ended = children.ended_message(self.rt, state, status, output, error)
+            if ended is not None:
+                batch.append.messages.append(ended)
         if self.instance is not None:
             self.instance.close()
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._decode import to_display
 from ._errors import CorruptLogError
 from ._events import EventKind
 from ._state import RunState
 from ._world import Event, RunInfo
+
+if TYPE_CHECKING:
+    from ._children import ChildLink
 
 __all__ = ["AttemptInfo", "RunDetail", "StepInfo", "WaitInfo", "inspect_run"]
 
@@ -133,6 +136,21 @@ class RunDetail:
     @property
     def error(self) -> dict[str, Any] | None:
         return self.info.error if self.info.status == "failed" else None
+
+    @property
+    def children(self) -> list[ChildLink]:
+        """The child runs this run started (with how each ended, as far as its log says)."""
+        from ._children import children_in
+
+        return children_in(self.events)
+
+    @property
+    def parent(self) -> str | None:
+        """The id of the run that started this one as a child, or None."""
+        from ._children import parent_of
+
+        found = parent_of(self.events)
+        return None if found is None else found[0]
 
     @property
     def duration(self) -> float | None:

@@ -28,6 +28,9 @@ from ._duration import check_wakeup
 from ._errors import CorruptLogError, NonDeterminismError, SerializationError
 from ._events import (
     CANCEL_REQUESTED,
+    CHILD_COMPLETED,
+    CHILD_STARTED,
+    DEADLINE_PASSED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -55,6 +58,7 @@ _COMMAND_LABEL = {
     SLEEP_STARTED: "sleep",
     HOOK_CREATED: "hook",
     PATCH_MARKED: "patch",
+    CHILD_STARTED: "child",
 }
 
 
@@ -67,7 +71,7 @@ class Outcome:
 
 def _describe(kind: str, name: str | None) -> str:
     label = _COMMAND_LABEL.get(kind, kind)
-    return f"{label} {name!r}" if name and label == "step" else label
+    return f"{label} {name!r}" if name and label in ("step", "child") else label
 
 
 class Discarded(BaseException):
@@ -104,6 +108,9 @@ class WorkflowInstance:
         #: True while the executor replays the recorded log into this copy (wf.is_replaying).
         self.replaying = False
         self._patches: dict[str, bool] = {}
+        self._children: dict[int, tuple[str, str]] = {}  # cid -> (child run id, workflow)
+        #: The run's deadline passed: its code was cancelled and the run fails with this.
+        self.timed_out: dict[str, Any] | None = None
 
     # -- driving ---------------------------------------------------------
     def start(self, at: float, input_tree: Any) -> None:
@@ -149,6 +156,14 @@ class WorkflowInstance:
         elif kind == CANCEL_REQUESTED:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
+        elif kind == DEADLINE_PASSED:
+            from ._children import deadline_error
+
+            deadline = data.get("deadline")
+            when = float(deadline) if isinstance(deadline, int | float) else event.at
+            self.timed_out = deadline_error(self.run_id, self.workflow.name, when)
+            if self.task is not None and not self.task.done():
+                self.task.cancel()
         else:
             cid = int(data["cid"])
             if cid >= self.next_cid:
@@ -169,11 +184,27 @@ class WorkflowInstance:
                 except Exception as exc:
                     raise self._unreadable(event.seq, kind, "output", exc) from exc
                 self._resolve(cid, value)
+            elif kind == CHILD_COMPLETED:
+                self._child_completed(event)
             elif kind == STEP_FAILED:
                 step = self.steps.get(cid)
                 label = f"step {step.name!r}" if step else f"step #{cid}"
                 self._fail(cid, self._recorded_error(event, label))
         run_pass(self, self.loop.run_ready)
+
+    def _child_completed(self, event: Event) -> None:
+        data = event.data
+        cid = int(data["cid"])
+        run_id, name = self._children.pop(cid, (str(data.get("id")), "?"))
+        status = data.get("status")
+        if status == "completed":
+            self._resolve(cid, self._recorded(event, data.get("output"), "output"))
+        elif status == "cancelled":
+            from ._errors import RunCancelled
+
+            self._fail(cid, RunCancelled(run_id))
+        else:
+            self._fail(cid, self._recorded_error(event, f"child workflow {name!r} ({run_id})"))
 
     # -- reading recorded values back --------------------------------------
     # Never raised into the code, which could catch them and go on as if a step
@@ -255,6 +286,8 @@ class WorkflowInstance:
             return Outcome("failed", error=describe_error(self.blocked))
         if self.divergence is not None:
             return Outcome("failed", error=describe_error(self.divergence, with_traceback=False))
+        if self.timed_out is not None:  # whatever the code did once cancelled
+            return Outcome("failed", error=self.timed_out)
         assert self.task is not None and self.task.done()
         if self.task.cancelled():
             return Outcome("cancelled")
@@ -346,6 +379,40 @@ class WorkflowInstance:
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._pending[cid] = fut
         return fut
+
+    def start_child(
+        self,
+        workflow: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        detached: bool,
+        timeout: float | None,
+    ) -> tuple[str, asyncio.Future[Any]]:
+        """A child run (a command): its id, and a future of its result."""
+        from ._children import child_id
+
+        tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow.name!r}")
+        cid = self.next_cid
+        chosen = run_id or child_id(self.run_id, cid)
+        data: dict[str, Any] = {"id": chosen, "input": tree}
+        if detached:
+            data["detached"] = True
+        if timeout is not None:
+            data["deadline"] = self.loop.time() + timeout
+        _, recorded = self._command(CHILD_STARTED, workflow.name, data)
+        if recorded is not None:
+            if run_id is not None and recorded.data.get("id") != run_id:
+                self._diverged(
+                    f"at command #{cid} the log records child run {recorded.data.get('id')!r} "
+                    f"but the code now starts {run_id!r}"
+                )
+            chosen = str(recorded.data.get("id"))
+        self._children[cid] = (chosen, workflow.name)
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._pending[cid] = fut
+        return chosen, fut
 
     def sleep_until(self, until: float) -> asyncio.Future[None]:
         until = check_wakeup(until, "wf.sleep()")

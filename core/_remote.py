@@ -65,7 +65,10 @@ LEASE_GRACE = 5.0
 
 
 def chosen(options: StepOptions) -> bool:
-    """Whether attempts of a step with these options run remotely."""
+    """Whether attempts of a step with these options run remotely. A step with a
+    concurrency or rate limit runs inline (its slot is held by the run's executor)."""
+    if options.concurrency is not None or options.rate_limit is not None:
+        return False
     if options.remote is not None:
         return options.remote
     return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")

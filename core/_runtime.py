@@ -204,6 +204,11 @@ class Runtime:
 
     async def handle(self, message: Message) -> None:
         """Apply one message; returns once it is durable (tests drive runs with it)."""
+        if message.kind == "start_child":
+            from ._children import start_child
+
+            await start_child(self, message)
+            return
         await self.executor(message.run_id).handle(message)
 
     def executor(self, run_id: str) -> RunExecutor:
@@ -334,12 +339,23 @@ class Runtime:
         run_id: str | None,
         *,
         conflict: bool = False,
+        deadline: float | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
         tree = encode([list(args), kwargs], where=f"the arguments of workflow {workflow!r}")
-        return await self.create_run(workflow, tree, run_id, conflict=conflict)
+        return await self.create_run(
+            workflow, tree, run_id, conflict=conflict, deadline=deadline, tags=tags
+        )
 
     async def create_run(
-        self, workflow: str, tree: Any, run_id: str | None, *, conflict: bool = False
+        self,
+        workflow: str,
+        tree: Any,
+        run_id: str | None,
+        *,
+        conflict: bool = False,
+        deadline: float | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """Create a run whose input is the already encoded ``[args, kwargs]`` tree, and see
         that it starts: by a message in the store's own transaction, or sent afterwards,
@@ -347,15 +363,44 @@ class Runtime:
         with a delayed copy of its start message as a safety net.
 
         ``conflict``: if a run with this id exists with other input, raise
-        ``wf.RunConflict`` instead of returning it.
+        ``wf.RunConflict`` instead of returning it. ``deadline``: seconds from now
+        after which the run fails with ``TimeoutError``.
         """
+        at = self.clock.now()
+        when = None if deadline is None else at + deadline
+        run_id, _ = await self.create_run_here(
+            workflow, tree, run_id, conflict=conflict, deadline=when, at=at, tags=tags
+        )
+        return run_id
+
+    async def create_run_here(
+        self,
+        workflow: str,
+        tree: Any,
+        run_id: str | None,
+        *,
+        conflict: bool = False,
+        parent: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        at: float | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> tuple[str, bool]:
+        """:meth:`create_run`, saying whether the run was created by this call;
+        ``parent`` (a child run's ``{"id", "cid"}``) and ``deadline`` (epoch
+        seconds) go into its ``run_created``."""
         from ._errors import RunConflict
 
         run_id = run_id or new_run_id()
-        at = self.clock.now()
+        at = self.clock.now() if at is None else at
         data: dict[str, Any] = {"workflow": workflow, "input": tree}
-        if self.tracing is not None and (parent := current_traceparent()) is not None:
-            data["trace"] = parent  # the run's spans join the caller's trace
+        if parent is not None:
+            data["parent"] = parent
+        if deadline is not None:
+            data["deadline"] = deadline
+        if self.tracing is not None and (trace := current_traceparent()) is not None:
+            data["trace"] = trace  # the run's spans join the caller's trace
+        if tags:
+            data["tags"] = dict(tags)  # in the log too: the index is a projection of it
         start = Outgoing(Message(self.new_id(), run_id, "resume"), key=f"{run_id}:start")
         event = NewEvent(EventKind.RUN_CREATED, data, at)
         transactional = self.world.capabilities.transactional_messages
@@ -363,7 +408,9 @@ class Runtime:
         if here:
             safety = Outgoing(start.message, at + self.start_safety, f"{run_id}:start:safety")
             await self.backend.send([safety])
-        create = RunCreate(run_id, workflow, event, [start] if transactional else [])
+        create = RunCreate(
+            run_id, workflow, event, [start] if transactional else [], tags=dict(tags or {})
+        )
         info, created = await self.backend.create_run(create)
         if info.workflow != workflow:
             raise RunConflict(
@@ -388,7 +435,7 @@ class Runtime:
                 self.spawn(self._start_here(start.message))
             elif not transactional:
                 await self.backend.send([start])
-        return run_id
+        return run_id, created
 
     async def _start_here(self, message: Message) -> None:
         try:

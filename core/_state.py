@@ -16,7 +16,10 @@ from typing import Any
 from ._errors import CorruptLogError
 from ._events import (
     CANCEL_REQUESTED,
+    CHILD_COMPLETED,
+    CHILD_STARTED,
     COMMAND_KINDS,
+    DEADLINE_PASSED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -37,7 +40,7 @@ from ._events import (
 )
 from ._world import TERMINAL, Event
 
-__all__ = ["COMMAND_KINDS", "RESULT_KINDS", "HookState", "RunState", "StepState"]
+__all__ = ["COMMAND_KINDS", "RESULT_KINDS", "ChildState", "HookState", "RunState", "StepState"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -69,6 +72,14 @@ class HookState:
 
 
 @dataclasses.dataclass(slots=True)
+class ChildState:
+    cid: int
+    id: str  # the child's run id
+    name: str  # its workflow
+    detached: bool = False  # not cancelled with its parent
+
+
+@dataclasses.dataclass(slots=True)
 class RunState:
     run_id: str
     workflow: str = ""
@@ -87,6 +98,10 @@ class RunState:
     open_steps: dict[int, StepState] = dataclasses.field(default_factory=dict)  # not yet ended
     timers: dict[int, float] = dataclasses.field(default_factory=dict)  # pending: cid -> until
     hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
+    children: dict[int, ChildState] = dataclasses.field(default_factory=dict)  # not yet ended
+    parent: tuple[str, int] | None = None  # a child run: (the parent's id, its command)
+    deadline: float | None = None  # the run fails with TimeoutError past it
+    timed_out: bool = False  # deadline_passed is in the log
     seen: set[str] = dataclasses.field(default_factory=set)  # applied message ids
     # lean: keep only what running the run needs (the engine's copy), not every
     # step's input and output (a tool's copy): ended steps are forgotten.
@@ -158,6 +173,11 @@ def _run_created(s: RunState, e: Event, d: dict[str, Any]) -> None:
     s.input = d["input"]
     s.created_at = e.at
     s.trace = d.get("trace")
+    parent = d.get("parent")
+    if parent is not None:
+        s.parent = (str(parent["id"]), int(parent["cid"]))
+    if d.get("deadline") is not None:
+        s.deadline = float(d["deadline"])
 
 
 def _run_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
@@ -252,6 +272,22 @@ def _cancel_requested(s: RunState, e: Event, d: dict[str, Any]) -> None:
     s.seen.add(d["id"])
 
 
+def _child_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    cid = s._command(e, d)
+    s.children[cid] = ChildState(cid, str(d["id"]), d["name"], bool(d.get("detached")))
+
+
+def _child_completed(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    if s.children.pop(int(d["cid"]), None) is None:
+        raise CorruptLogError(
+            f"run {s.run_id!r}: event {e.seq} ends child #{d['cid']}, which is not running"
+        )
+
+
+def _deadline_passed(s: RunState, e: Event, d: dict[str, Any]) -> None:
+    s.timed_out = True
+
+
 def _ended(status: str) -> Any:
     def apply(s: RunState, e: Event, d: dict[str, Any]) -> None:
         s.status = status
@@ -277,6 +313,9 @@ _APPLY: dict[str, Any] = {
     HOOK_FAILED: _hook_failed,
     PATCH_MARKED: _patch_marked,
     CANCEL_REQUESTED: _cancel_requested,
+    CHILD_STARTED: _child_started,
+    CHILD_COMPLETED: _child_completed,
+    DEADLINE_PASSED: _deadline_passed,
     RUN_COMPLETED: _ended("completed"),
     RUN_FAILED: _ended("failed"),
     RUN_CANCELLED: _ended("cancelled"),

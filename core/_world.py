@@ -8,7 +8,9 @@ A World is a composition of small parts (:class:`World` holds them):
   (for queues that are pulled) a consumer that hands them to the engine;
 - :class:`Workers`: heartbeats, so the engine knows which workers are alive;
 - :class:`Blobs` (optional): big values that do not fit in the store or a message;
-- :class:`Scheduler` (optional): delivers a message at a time however far off.
+- :class:`Scheduler` (optional): delivers a message at a time however far off;
+- :class:`Streams`: named append-only streams of chunks per run, written by steps
+  (``World.streams``, or the storage when it implements it).
 
 Everything else is the engine's, once, for every World: webhook intake, the
 outbox of messages an append must send, blob offload, delays longer than the
@@ -27,7 +29,7 @@ import dataclasses
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 from urllib.parse import quote
 
@@ -41,6 +43,7 @@ __all__ = [
     "Append",
     "Blobs",
     "Capabilities",
+    "ChunkWrite",
     "DeadLetter",
     "DeadLetters",
     "Deliver",
@@ -61,6 +64,8 @@ __all__ = [
     "RunStatus",
     "Scheduler",
     "Storage",
+    "StreamInfo",
+    "Streams",
     "Unsent",
     "Workers",
     "World",
@@ -68,7 +73,7 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-MessageKind = Literal["resume", "hook", "cancel", "wake", "step"]
+MessageKind = Literal["resume", "hook", "cancel", "wake", "start_child", "child_ended", "step"]
 #: Every message kind; a World that checks kinds when it decodes a message uses this.
 MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -108,7 +113,10 @@ class Message:
 
     ``kind`` is ``"resume"`` (look at the run and do what is due), ``"hook"``
     (``data`` has ``token``, ``payload`` and ``n``), ``"cancel"`` or ``"wake"``
-    (fire the pending sleep ``data["cid"]`` now, or all of them without it).
+    (fire the pending sleep ``data["cid"]`` now, or all of them without it),
+    ``"start_child"`` (create the child run its run's command ``data["cid"]``
+    started, if it does not exist yet) or ``"child_ended"`` (a child run ended:
+    ``data`` has ``cid``, ``id``, ``status`` and ``output`` or ``error``).
     ``"step"``: run attempt ``data["attempt"]`` of the remote step ``data["cid"]``
     (any worker; see :mod:`worldflow._remote`). A ``resume`` may carry ``data["seq"]``:
     the run's log has that many events at least (a worker whose copy is behind reads it).
@@ -249,6 +257,9 @@ class RunCreate:
     workflow: str
     event: NewEvent
     messages: list[Outgoing] = dataclasses.field(default_factory=list)
+    #: The run's tags (``wf.start(..., tags=...)``): stored with the run, in an index
+    #: that :meth:`Storage.list_runs` answers ``tags=`` from.
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,6 +300,7 @@ class RunInfo:
     output: Any = None  # the encoded return value, once completed
     error: dict[str, Any] | None = None  # {"type", "message", "traceback"}, once failed
     unreadable: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -382,8 +394,13 @@ class Storage(Protocol):
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
-        """Runs, newest first, from indexes (never a scan)."""
+        """Runs, newest first, from indexes (never a scan).
+
+        ``tags``: only runs that carry every one of these tags (key and value);
+        answered from a tag index (the first tag's), the other filters applied to
+        what it yields."""
 
     async def get_hook(self, token: str) -> HookInfo | None: ...
 
@@ -396,6 +413,56 @@ class Storage(Protocol):
 
     async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
         """Unfinished runs whose last append named ``worker_id`` as their holder."""
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Add these tags to the run (a key it has already gets the new value), in the
+        run's projection and the tag index together. Idempotent."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChunkWrite:
+    """Chunks one writer (a step, by its ``step_id``) adds to a named stream of a run.
+
+    ``chunks`` are JSON texts (the codec's encoding of each value); ``start`` is the
+    position of ``chunks[0]`` among everything this writer has written to the
+    stream (a retried attempt starts again at 0). A World appends, atomically,
+    only the chunks past what the writer already has in the stream
+    (``chunks[max(0, written - start):]``) and then records the writer's count as
+    ``max(written, start + len(chunks))``: so a retried step, or a write repeated
+    after an error, never adds a chunk twice.
+    """
+
+    run_id: str
+    stream: str
+    writer: str
+    start: int
+    chunks: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream of a run: its name and how many chunks it holds."""
+
+    name: str
+    length: int
+
+
+@runtime_checkable
+class Streams(Protocol):
+    """Named, append-only streams of chunks per run (``wf.get_writable(name)`` writes,
+    ``run.stream(name)`` reads). A chunk's index is dense from 0 in each stream.
+    Readers poll :meth:`read_chunks`; a World that can notify may do better."""
+
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        """Append the writer's new chunks (see :class:`ChunkWrite`); returns the
+        stream's length after the write."""
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        """The chunks of the stream from index ``start`` on, in order: at least one if
+        there is one, and about ``limit`` at most (whole stored batches may give more)."""
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        """The run's streams, by name."""
 
 
 @runtime_checkable
@@ -525,6 +592,8 @@ class World:
     blobs: Blobs | None = None
     scheduler: Scheduler | None = None
     dead_letters: DeadLetters | None = None
+    #: Where streams are kept; None: the storage, which then must implement :class:`Streams`.
+    streams: Streams | None = None
     clock: Clock = dataclasses.field(default_factory=SystemClock)
     capabilities: Capabilities = dataclasses.field(default_factory=Capabilities)
     public_url: str | None = None
@@ -557,6 +626,18 @@ class World:
             )
         return f"{self.public_url.rstrip('/')}{WEBHOOK_PREFIX}{quote(token, safe='')}"
 
+    def stream_store(self) -> Streams:
+        """The part that keeps streams: ``streams``, else the storage if it implements
+        :class:`Streams`."""
+        if self.streams is not None:
+            return self.streams
+        if isinstance(self.storage, Streams):
+            return self.storage
+        raise NotImplementedError(
+            f"the {self.name} world keeps no streams: its storage does not implement "
+            "worldflow.world.Streams (write_chunks, read_chunks, list_streams)"
+        )
+
     async def close(self) -> None:
         """Close every part once (a part that is several roles is closed once). Idempotent."""
         if self._closed:
@@ -570,6 +651,7 @@ class World:
             self.queue,
             self.scheduler,
             self.dead_letters,
+            self.streams,
             self.workers,
             self.blobs,
             self.storage,

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from worldflow.world import (
     Append,
     Capabilities,
+    ChunkWrite,
     Clock,
     Deliver,
     Delivery,
@@ -32,6 +34,7 @@ from worldflow.world import (
     RunCreate,
     RunInfo,
     RunPage,
+    StreamInfo,
     SystemClock,
     World,
     sleep_until_or_woken,
@@ -54,14 +57,19 @@ class MemoryStore:
         self.holders: dict[str, str | None] = {}
         self.hooks: dict[str, HookInfo] = {}
         self.workers: dict[str, float] = {}
+        self.tags: dict[tuple[str, str], set[str]] = {}  # the tag index: (key, value) -> runs
+        self.streams: dict[tuple[str, str], list[str]] = {}  # (run, stream) -> chunks
+        self.writers: dict[tuple[str, str, str], int] = {}  # (run, stream, writer) -> written
 
     # -- Storage -------------------------------------------------------------
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         if create.run_id in self.runs:
             return self.runs[create.run_id], False
         e = create.event
-        info = RunInfo(create.run_id, create.workflow, "pending", e.at, e.at, 1)
+        info = RunInfo(create.run_id, create.workflow, "pending", e.at, e.at, 1, tags=create.tags)
         self.runs[create.run_id] = info
+        for tag in create.tags.items():
+            self.tags.setdefault(tag, set()).add(create.run_id)
         self.logs[create.run_id] = [Event(create.run_id, 1, e.kind, e.data, e.at)]
         self.queue.enqueue(create.messages)  # in the same "transaction" as the run
         return info, True
@@ -88,6 +96,7 @@ class MemoryStore:
                 len(log),
                 a.output if a.status else old.output,
                 a.error if a.status else old.error,
+                tags=old.tags,
             )
             if a.holder_changed:
                 self.holders[a.run_id] = a.holder
@@ -116,8 +125,12 @@ class MemoryStore:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
-        runs = sorted(self.runs.values(), key=lambda r: (r.created_at, r.id), reverse=True)
+        found = list(self.runs.values())
+        for tag in (tags or {}).items():  # the index: only the runs with every tag
+            found = [r for r in found if r.id in self.tags.get(tag, ())]
+        runs = sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)
         runs = [r for r in runs if status in (None, r.status) and workflow in (None, r.workflow)]
         start = int(cursor or 0)
         page = runs[start : start + limit]
@@ -141,6 +154,30 @@ class MemoryStore:
             if holder == worker_id and not self.runs[run_id].done
         ]
         return held[:limit]
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        old = self.runs[run_id]
+        for key, value in tags.items():
+            if key in old.tags:
+                self.tags.get((key, old.tags[key]), set()).discard(run_id)
+            self.tags.setdefault((key, value), set()).add(run_id)
+        self.runs[run_id] = dataclasses.replace(old, tags={**old.tags, **tags})
+
+    # -- Streams: chunks appended per (run, stream); each writer's count drops repeats --
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        chunks = self.streams.setdefault((write.run_id, write.stream), [])
+        key = (write.run_id, write.stream, write.writer)
+        written = self.writers.get(key, 0)
+        chunks += write.chunks[max(0, written - write.start) :]
+        self.writers[key] = max(written, write.start + len(write.chunks))
+        return len(chunks)
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        return self.streams.get((run_id, stream), [])[start : start + limit]
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        found = [StreamInfo(s, len(c)) for (r, s), c in self.streams.items() if r == run_id]
+        return sorted(found, key=lambda info: info.name)
 
     # -- Workers ----------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:

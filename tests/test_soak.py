@@ -5,6 +5,8 @@ completes right, with one recorded result per step."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,8 +27,26 @@ def _soak_module() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("world", ["local", "postgres", "aws"])
+@pytest.mark.timeout(240)  # gcp: the emulators' start (~20 s loaded) and three services'
+@pytest.mark.parametrize("world", ["local", "postgres", "aws", "gcp"])
 def test_a_short_kill_soak(world: str) -> None:
+    if world == "gcp":
+        # In a process of its own, without the settings the other cases left in this
+        # one's environment: run after the aws case, its client waited for ever for the
+        # first hook (not understood yet; alone it passes).
+        prefixes = ("WORLDFLOW_", "AWS_", "FIRESTORE_", "STORAGE_", "SOAK_")
+        done = subprocess.run(
+            [sys.executable, str(BENCH), "--world", "gcp", "--runs", "5", "--kills", "8"],
+            capture_output=True,
+            text=True,
+            timeout=220,
+            check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
+        )
+        print(done.stdout)
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert "gcp           5      5      8     0      0" in done.stdout
+        return
     soak = _soak_module()
     outcome = soak.soak(world, runs=5, kills=8)
     print(soak.table([outcome]))

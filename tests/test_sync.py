@@ -223,3 +223,100 @@ def test_a_flask_app_under_a_wsgi_server(tmp_path: Path) -> None:
     assert out["placed"] == {"run": "order-7", "status": out["placed"]["status"]}  # type: ignore[index]
     assert out["placed"]["status"] in ("pending", "running")  # type: ignore[index]
     assert out["approved"] == {"order": "7", "decision": "ok"}
+
+
+APP = """
+import os
+from flask import Flask, jsonify, request
+import worldflow as wf
+import flows
+
+app = Flask(__name__)
+
+@app.post("/twice/<int:x>")
+def twice(x):
+    value = wf.start_sync(flows.twice, x).result_sync(timeout=30)
+    return jsonify({"value": value, "pid": os.getpid()})
+
+@app.post("/orders/<order>")
+def place(order):
+    run = wf.start_sync(flows.approval, order, id=f"order-{order}")
+    return jsonify({"run": run.id})
+
+@app.post("/orders/<order>/approve")
+def approve(order):
+    while True:
+        try:
+            wf.resume_hook_sync(f"approve:{order}", request.get_json()["decision"])
+            break
+        except wf.HookNotFound:
+            pass
+    return jsonify(wf.get_run(f"order-{order}").result_sync(timeout=30))
+"""
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["import-in-workers", "preload"])
+def test_under_gunicorns_sync_workers(tmp_path: Path, preload: bool) -> None:
+    """gunicorn's pre-fork sync workers, with the app imported in each worker or once in
+    the master before the fork (``--preload``, where the master used worldflow first)."""
+    pytest.importorskip("gunicorn")
+    import socket
+    import time
+    import urllib.request
+
+    (tmp_path / "flows.py").write_text(textwrap.dedent(FLOWS))
+    app = APP
+    if preload:  # the master process uses worldflow before it forks its workers
+        app += "\nwf.start_sync(flows.twice, 0).result_sync(timeout=30)\n"
+    (tmp_path / "app.py").write_text(textwrap.dedent(app))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORLDFLOW_")},
+        "WORLDFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "gunicorn", "-w", "3", "-k", "sync"]
+    command += ["-b", f"127.0.0.1:{port}", "--timeout", "60"]
+    command += ["--preload", "app:app"] if preload else ["app:app"]
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def post(path: str, body: object = None) -> object:
+        data = json.dumps(body or {}).encode()
+        req = urllib.request.Request(
+            base + path, data=data, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    out = server.stdout.read().decode() if server.stdout else ""
+                    raise AssertionError(f"gunicorn did not start:\n{out[-3000:]}") from None
+                time.sleep(0.1)
+        answers = [post(f"/twice/{x}") for x in range(12)]
+        assert [a["value"] for a in answers] == [4 * x for x in range(12)]
+        placed = post("/orders/o-7")
+        assert placed == {"run": "order-o-7"}
+        assert post("/orders/o-7/approve", {"decision": "yes"}) == {
+            "order": "o-7",
+            "decision": "yes",
+        }
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if server.stdout:
+            server.stdout.close()

@@ -18,6 +18,7 @@ from ._replay import replay_runs
 from ._runs import list_runs, prune_runs, show_events
 from ._schedules import add_schedule_commands
 from ._show import show_run
+from ._stream import stream_run, tag_filter
 from ._web import DEFAULT_PORT, serve_web
 from ._worker import serve
 
@@ -224,6 +225,14 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     listing.add_argument("--cursor", metavar="C", type=_text, help="continue after a previous page")
     listing.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        type=tag_filter,
+        metavar="KEY=VALUE",
+        help="only runs with this tag (repeat: all of them), from the World's tag index",
+    )
+    listing.add_argument(
         "--watch",
         action="store_true",
         help="refresh until Ctrl-C (in place on a terminal; with --json, a document per change)",
@@ -262,6 +271,34 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         metavar="S",
         type=_duration("--timeout"),
         help="with --follow: give up after S; exit 4",
+    )
+    streaming = command(
+        runs_commands,
+        "stream",
+        stream_run,
+        "print a run's stream, a chunk per line, live until the run ends",
+    )
+    streaming.add_argument("run_id", metavar="RUN_ID", type=_text)
+    streaming.add_argument("name", metavar="NAME", type=_text)
+    streaming.add_argument(
+        "--start",
+        type=_whole(0, 1 << 62),
+        default=0,
+        metavar="N",
+        help="from chunk N (0 is the first; a reader that reconnects passes what it had)",
+    )
+    streaming.add_argument(
+        "--no-follow",
+        dest="follow",
+        action="store_false",
+        help="print what is stored now and stop (default: follow until the run ends)",
+    )
+    streaming.add_argument(
+        "--interval",
+        type=_duration("--interval", minimum=0.05),
+        default=0.5,
+        metavar="S",
+        help="the longest wait between looks for new chunks (default 0.5s)",
     )
     events = command(runs_commands, "events", show_events, "a run's event log")
     events.add_argument("run_id", metavar="RUN_ID", type=_text)

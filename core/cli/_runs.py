@@ -23,6 +23,8 @@ from worldflow._backend import Backend
 from worldflow._duration import format_duration
 from worldflow._errors import CorruptLogError, WorldError
 from worldflow._events import (
+    CHILD_COMPLETED,
+    CHILD_STARTED,
     HOOK_CREATED,
     HOOK_FAILED,
     HOOK_RECEIVED,
@@ -37,6 +39,7 @@ from worldflow._events import (
     STEP_STARTED,
 )
 from worldflow._inspect import call_args
+from worldflow._tags import check_tags
 from worldflow._world import Event, Pruning, RunInfo, RunPage
 
 from ._common import (
@@ -77,6 +80,8 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
         "created_at": iso(info.created_at),
         "updated_at": iso(info.updated_at),
     }
+    if info.tags:
+        doc["tags"] = dict(info.tags)
     unreadable = _unreadable(info)
     if unreadable is not None:
         doc["unreadable"] = unreadable
@@ -89,14 +94,23 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
 
 async def _page(storage: Backend, args: argparse.Namespace) -> RunPage:
     try:
+        tags = dict(args.tags) if getattr(args, "tags", None) else None
+        if tags is not None:
+            check_tags(tags, "--tag")
         return await storage.list_runs(
-            status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor
+            status=args.status,
+            workflow=args.workflow,
+            limit=args.limit,
+            cursor=args.cursor,
+            tags=tags,
         )
     except (CorruptLogError, WorldError) as exc:
         raise CliError(f"cannot list runs: {exc}") from None
     except json.JSONDecodeError as exc:  # the store could not read a stored run
         raise CliError(f"cannot list runs: a stored run cannot be read ({exc})") from None
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
+        if str(exc).startswith("--tag"):
+            raise CliError(str(exc), EXIT_USAGE) from None
         if args.cursor is None:  # then it is not the cursor: the World failed
             raise CliError(f"cannot list runs: {type(exc).__name__}: {exc}") from None
         raise CliError(str(exc), EXIT_USAGE) from None  # a malformed --cursor
@@ -133,6 +147,8 @@ def list_runs(args: argparse.Namespace) -> int:
         for flag, value in (("--status", args.status), ("--workflow", args.workflow)):
             if value is not None:
                 again += [flag, value]
+        for key, value in getattr(args, "tags", None) or ():
+            again += ["--tag", f"{key}={value}"]
         again += ["--limit", str(args.limit), "--cursor", page.cursor]
         out.print(Text(f"more: {shlex.join(again)}", style="dim"))
     return EXIT_OK
@@ -227,6 +243,15 @@ def _event_summary(event: Event) -> str:
             return f"{cid}{what} token {d.get('token')!r}"
         if kind == HOOK_RECEIVED:
             return f"token {d.get('token')!r} ← {short(display(d.get('payload')), 80)}"
+        if kind == CHILD_STARTED:
+            call = call_text(call_args(d.get("input")))
+            return f"{cid}{d.get('name')}({call}) as run {d.get('id')}"
+        if kind == CHILD_COMPLETED:
+            if d.get("status") == "completed":
+                return f"{cid}{d.get('id')} → {short(display(d.get('output')), 80)}"
+            if d.get("status") == "failed":
+                return f"{cid}{d.get('id')} failed: {error_line(d.get('error'))}"
+            return f"{cid}{d.get('id')} {d.get('status')}"
     except (TypeError, ValueError, AttributeError):
         pass  # a malformed event: show its data as it is
     data = {k: v for k, v in d.items() if k != "cid"}

@@ -134,8 +134,50 @@ def _due(until: float | None) -> str:
     return f"in {format_duration(left)}" if left > 0 else "due now"
 
 
-def run_view(d: RunDetail) -> RenderableType:
-    """The run as rich renderables: a header, the steps table, what it waits on, the outcome."""
+#: One child in the tree ``runs show`` draws: (id, workflow, status, its own children).
+ChildNode = tuple[str, str, str, list[Any]]
+
+
+async def load_children(
+    storage: Backend, d: RunDetail, *, depth: int = 4, limit: int = 200
+) -> list[ChildNode]:
+    """The run's children, and theirs (``depth`` levels, at most ``limit`` runs in
+    all), each with the status its own summary gives."""
+    seen = 0
+
+    async def level(run_id: str, events: Any, left: int) -> list[ChildNode]:
+        from worldflow._children import children_in
+
+        nonlocal seen
+        nodes: list[ChildNode] = []
+        for link in children_in(events):
+            if seen >= limit:
+                break
+            seen += 1
+            info = await storage.get_run(link.id)
+            status = info.status if info is not None else "not created yet"
+            below: list[ChildNode] = []
+            if info is not None and left > 1:
+                below = await level(link.id, await storage.read_events(link.id), left - 1)
+            nodes.append((link.id, link.workflow, status, below))
+        return nodes
+
+    return await level(d.id, d.events, depth)
+
+
+def _tree_lines(nodes: list[ChildNode], indent: str = "  ") -> list[Text]:
+    lines: list[Text] = []
+    for run_id, workflow, status, below in nodes:
+        line = Text(f"{indent}{run_id}  {workflow}  ")
+        line.append_text(status_text(status))
+        lines.append(line)
+        lines += _tree_lines(below, indent + "  ")
+    return lines
+
+
+def run_view(d: RunDetail, children: list[ChildNode] | None = None) -> RenderableType:
+    """The run as rich renderables: a header, the steps table, what it waits on, the
+    outcome; ``children``: the tree of its child runs (from :func:`load_children`)."""
     info = d.info
     parts: list[RenderableType] = []
     head = Table.grid(padding=(0, 2))
@@ -143,6 +185,8 @@ def run_view(d: RunDetail) -> RenderableType:
     head.add_column()
     head.add_row("run", Text(info.id, style="bold"))
     head.add_row("workflow", info.workflow)
+    if d.parent is not None:
+        head.add_row("parent", d.parent)
     head.add_row("status", status_text(info.status))
     head.add_row("input", Text(short(call_text(d.input), 200) or "(no arguments)"))
     head.add_row("created", local_time(info.created_at))
@@ -173,6 +217,11 @@ def run_view(d: RunDetail) -> RenderableType:
                 _step_summary(st),
             )
         parts += [Text(""), table]
+
+    if children is None and d.children:  # as far as this run's log knows
+        children = [(k.id, k.workflow, k.status or "running", []) for k in d.children]
+    if children:
+        parts += [Text(""), Text("children", style="bold"), *_tree_lines(children)]
 
     if not info.done:
         waiting = [
@@ -210,15 +259,21 @@ def show_run(args: argparse.Namespace) -> int:
     if args.follow:
         return asyncio.run(_follow(args))
 
-    async def read() -> tuple[RunDetail, str | None]:
+    async def read() -> tuple[RunDetail, str | None, list[ChildNode]]:
         async with open_world() as world:
-            return await load_detail(world, args.run_id)
+            detail, unreadable = await load_detail(world, args.run_id)
+            tree = await load_children(world, detail) if detail.children else []
+            return detail, unreadable, tree
 
-    detail, unreadable = asyncio.run(read())
+    detail, unreadable, tree = asyncio.run(read())
     if args.json:
-        write_json(detail_document(detail, unreadable))
+        doc = detail_document(detail, unreadable)
+        statuses = {node[0]: node[2] for node in tree}
+        for child in doc["children"]:  # each child's status from its own summary
+            child["status"] = statuses.get(child["id"], child["status"])
+        write_json(doc)
     else:
-        console().print(run_view(detail))
+        console().print(run_view(detail, tree))
     code = EXIT_OK
     if unreadable is not None:
         say(f"{unreadable}; shown from its event log")

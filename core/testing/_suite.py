@@ -34,7 +34,14 @@ from worldflow._state import RunState
 from worldflow._world import Message, Outgoing, World
 
 from . import _workflows as w
+from ._conformance import _scale
+from ._conformance import conformance as conformance  # re-exported: mixins used it from here
 from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized, replay_log
+from ._suite_children import ChildrenConformance
+from ._suite_flow import FlowConformance  # it imports conformance from here: bound above
+from ._suite_limits import LimitsConformance
+from ._suite_remote import RemoteConformance
+from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
 
@@ -45,36 +52,9 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _scale() -> float:
-    """``WORLDFLOW_TEST_TIMEOUT_SCALE``: multiplies the suite's timeouts (a campaign that
-    makes the queue slow on purpose, a slow machine)."""
-    return max(1.0, float(os.environ.get("WORLDFLOW_TEST_TIMEOUT_SCALE", "1")))
-
-
-def conformance(fn: Body) -> Callable[[Any, Callable[[], World]], None]:
-    """Turn ``async def test_x(self, h)`` into a sync pytest test using ``make_world``."""
-
-    def test(self: WorldConformance, make_world: Callable[[], World]) -> None:
-        async def main() -> None:
-            harness = self.harness_class(
-                make_world, always_replay=self.always_replay, serve=self.serve
-            )
-            async with harness as h:
-                await asyncio.wait_for(fn(self, h), self.timeout * _scale())
-
-        asyncio.run(main())
-
-    test.__name__ = fn.__name__
-    test.__qualname__ = fn.__qualname__
-    test.__doc__ = fn.__doc__
-    return test
-
-
-from ._suite_flow import FlowConformance  # noqa: E402 (its tests use conformance)
-from ._suite_remote import RemoteConformance  # noqa: E402 (its tests use conformance)
-
-
-class WorldConformance(FlowConformance, RemoteConformance):
+class WorldConformance(
+    FlowConformance, StreamsConformance, LimitsConformance, ChildrenConformance, RemoteConformance
+):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False

@@ -44,6 +44,7 @@ from worldflow._world import RunInfo, RunPage
 from ._documents import detail_doc, event_doc, page_doc, run_doc
 from ._html import h, page
 from ._pages import STATUSES, events_table, run_body, runs_body, schedules_body, step_body
+from ._streams import parse_tags, stream_events, streams_section, tags_facts
 
 __all__ = ["TOKEN_HEADER", "create_app"]
 
@@ -176,6 +177,7 @@ def create_app(
         Route("/api/schedules", get(_api_schedules)),
         Route("/api/runs", get(_api_runs)),
         Route("/api/runs/{run_id:path}/events", get(_api_events)),
+        Route("/api/runs/{run_id:path}/streams/{name}", get(_api_stream)),
         Route("/api/runs/{run_id:path}/cancel", post(_cancel), methods=["POST"]),
         Route("/api/runs/{run_id:path}/rerun", post(_rerun), methods=["POST"]),
         Route("/api/runs/{run_id:path}/wake", post(_wake), methods=["POST"]),
@@ -215,11 +217,15 @@ async def _list(
     request: Request, backend: Backend
 ) -> tuple[RunPage, str | None, str | None, str | None, int]:
     status, workflow, cursor, limit = _filters(request)
+    try:
+        tags = parse_tags(request.query_params.getlist("tag"))
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
     async def fetch() -> RunPage:
         try:
             return await backend.reader.list_runs(
-                status=status, workflow=workflow, limit=limit, cursor=cursor
+                status=status, workflow=workflow, limit=limit, cursor=cursor, tags=tags
             )
         except ValueError as exc:  # a malformed cursor
             raise HttpError(400, str(exc)) from None
@@ -227,7 +233,7 @@ async def _list(
             raise HttpError(502, f"the world could not list runs: {exc}") from None
 
     runs = await fetch()
-    if not runs.runs and cursor is None and status is None and workflow is None:
+    if not runs.runs and cursor is None and status is None and workflow is None and not tags:
         await backend.reopen()  # nothing yet, or a store opened before it existed
         runs = await fetch()
     return runs, status, workflow, cursor, limit
@@ -258,7 +264,13 @@ async def _detail(request: Request, backend: Backend) -> RunDetail:
 async def _runs_page(request: Request, backend: Backend) -> Response:
     runs, status, workflow, cursor, limit = await _list(request, backend)
     body = runs_body(
-        runs, status=status, workflow=workflow, cursor=cursor, limit=limit, now=time.time()
+        runs,
+        status=status,
+        workflow=workflow,
+        cursor=cursor,
+        limit=limit,
+        now=time.time(),
+        tag=request.query_params.get("tag") or None,
     )
     return HTMLResponse(page("Runs", body, token=backend.token, refresh=request.app.state.refresh))
 
@@ -275,6 +287,11 @@ async def _run_page(request: Request, backend: Backend) -> Response:
     detail = await _detail(request, backend)
     refresh = None if detail.info.done else request.app.state.refresh
     body = run_body(detail, time.time())
+    try:
+        streams = await backend.reader.world.stream_store().list_streams(detail.id)
+    except (NotImplementedError, WorldflowError):
+        streams = []  # the page shows the rest; the stream endpoint says why
+    body += tags_facts(detail.info.tags) + streams_section(detail.id, streams, detail.info.done)
     return HTMLResponse(page(f"Run {detail.id}", body, token=backend.token, refresh=refresh))
 
 
@@ -341,6 +358,10 @@ async def _api_run(request: Request, backend: Backend) -> Response:
     if request.query_params.get("summary"):  # what a run page polls: no log to read
         return JSONResponse(run_doc(await _info(request, backend)))
     return JSONResponse(detail_doc(await _detail(request, backend)))
+
+
+async def _api_stream(request: Request, backend: Backend) -> Response:
+    return await stream_events(request, backend.reader)
 
 
 async def _api_events(request: Request, backend: Backend) -> Response:

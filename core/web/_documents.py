@@ -26,6 +26,8 @@ def run_doc(info: RunInfo) -> dict[str, Any]:
         "ended_at": info.updated_at if info.done else None,
         "last_seq": info.last_seq,
     }
+    if info.tags:
+        doc["tags"] = dict(info.tags)
     if info.status == "completed":
         doc["output"] = display(info.output)
     elif info.status == "failed":

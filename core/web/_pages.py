@@ -38,6 +38,7 @@ def runs_body(
     cursor: str | None,
     limit: int,
     now: float,
+    tag: str | None = None,
 ) -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>' for s in STATUSES
@@ -51,19 +52,26 @@ def runs_body(
     if not rows:
         rows = (
             '<tr class="empty"><td colspan="5">No runs'
-            + (" match these filters" if status or workflow else "")
+            + (" match these filters" if status or workflow or tag else "")
             + "</td></tr>"
         )
     query = qs(
-        status=status, workflow=workflow, cursor=cursor, limit=str(limit) if limit != 50 else None
+        status=status,
+        workflow=workflow,
+        tag=tag,
+        cursor=cursor,
+        limit=str(limit) if limit != 50 else None,
     )
     pager = []
     if cursor:
-        pager.append(f'<a href="/{h(qs(status=status, workflow=workflow))}">← first page</a>')
+        pager.append(
+            f'<a href="/{h(qs(status=status, workflow=workflow, tag=tag))}">← first page</a>'
+        )
     if page.cursor:
         nxt = qs(
             status=status,
             workflow=workflow,
+            tag=tag,
             cursor=page.cursor,
             limit=str(limit) if limit != 50 else None,
         )
@@ -74,8 +82,9 @@ def runs_body(
   <label>Status <select name="status" id="filter-status"><option value="">any</option>{options}</select></label>
   <label>Workflow <input name="workflow" id="filter-workflow" list="workflows" value="{h(workflow or "")}" placeholder="any" autocomplete="off"></label>
   <datalist id="workflows">{datalist}</datalist>
+  <label>Tag <input name="tag" id="filter-tag" value="{h(tag or "")}" placeholder="key=value" autocomplete="off"></label>
   <button type="submit">Filter</button>
-  {'<a href="/">clear</a>' if status or workflow else ""}
+  {'<a href="/">clear</a>' if status or workflow or tag else ""}
   <label class="live"><input type="checkbox" id="live" checked> live</label>
 </form>
 <table class="runs" id="runs" data-api="/api/runs{h(query)}">
@@ -112,6 +121,13 @@ def run_body(detail: RunDetail, now: float) -> str:
         f"<dt>Ended</dt><dd>{when(detail.ended_at) or '—'}</dd>",
         f"<dt>Duration</dt><dd>{duration(info.created_at, detail.ended_at, now)}</dd>",
         f"<dt>Events</dt><dd>{info.last_seq}</dd>",
+        *(
+            [
+                f'<dt>Parent</dt><dd><a href="{h(run_url(detail.parent))}">{h(detail.parent)}</a></dd>'
+            ]
+            if detail.parent is not None
+            else []
+        ),
         "</dl>",
         _actions(detail, api),
         "</section>",
@@ -133,10 +149,28 @@ def run_body(detail: RunDetail, now: float) -> str:
     if detail.error:
         io.append('<section class="io"><h2>Error</h2>' + _error(detail.error) + "</section>")
     parts.append('<div class="io-grid">' + "".join(io) + "</div>")
+    if detail.children:
+        parts.append(_children(detail))
     page_url = run_url(info.id)
     parts.append(_steps(detail.steps, now, page_url))
     parts.append(_events(detail.events, api, page_url))
     return "\n".join(parts)
+
+
+def _children(detail: RunDetail) -> str:
+    """The child runs, as this run's log knows them (each page shows its own children)."""
+    rows = []
+    for k in detail.children:
+        note = " (detached)" if k.detached else ""
+        rows.append(
+            f'<tr><td class="num">{k.cid}</td><td><a href="{h(run_url(k.id))}">{h(k.id)}</a></td>'
+            f"<td>{h(k.workflow)}{note}</td><td>{status_badge(k.status or 'running')}</td></tr>"
+        )
+    return (
+        '<section class="children"><h2>Children</h2><table class="runs">'
+        "<thead><tr><th>#</th><th>Run</th><th>Workflow</th><th>Status</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _actions(detail: RunDetail, api: str) -> str:

@@ -125,6 +125,21 @@ resource "google_firestore_index" "runs_by_status_and_end" {
   }
 }
 
+# list_runs(tags=): runs whose tag_list holds "key=value", newest first.
+resource "google_firestore_index" "runs_by_tag" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "runs"
+  fields {
+    field_path   = "tag_list"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
 # Large text fields are never queried: no single-field index to write.
 resource "google_firestore_field" "events_log" {
   project    = var.project

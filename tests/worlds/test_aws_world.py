@@ -553,7 +553,7 @@ def test_a_finished_run_s_items_expire(make: Callable[..., AwsWorld]) -> None:
 
     async def main() -> tuple[str, str]:
         async with wf.worker(world):
-            done = await wf.start(big, "ab")
+            done = await wf.start(big, "ab", tags={"team": "ttl"})
             assert await done.result(timeout=20) == "abab"
             waiting = await wf.start(wait_then_nap, "ttl-token")
             for _ in range(200):
@@ -570,6 +570,8 @@ def test_a_finished_run_s_items_expire(make: Callable[..., AwsWorld]) -> None:
     for item in items:
         assert abs(int(item["ttl"]["N"]) - expected) < 60, item["sk"]
     assert all("ttl" not in item for item in _items(world, f"R#{waiting}"))
+    (tag_item,) = _items(world, "T#team=ttl")  # the tag index's item expires with its run
+    assert abs(int(tag_item["ttl"]["N"]) - expected) < 60
 
 
 def test_listings_merge_the_shards_newest_first_and_page_across_them(

@@ -226,7 +226,7 @@ def test_retention_ttl_policies_and_the_bucket_lifecycle() -> None:
 
 
 def _index_fields(fields: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
-    return tuple((f["fieldPath"], f["order"]) for f in fields)
+    return tuple((f["fieldPath"], f.get("order") or f["arrayConfig"]) for f in fields)
 
 
 def test_indexes_match_the_json_and_the_queries() -> None:
@@ -240,13 +240,18 @@ def test_indexes_match_the_json_and_the_queries() -> None:
     from_tf = set()
     for body in resources(doc, "google_firestore_index").values():
         assert body["collection"] == "runs"
-        fields = [{"fieldPath": f["field_path"], "order": f["order"]} for f in body["fields"]]
+        fields = [
+            {"fieldPath": f["field_path"], "order": f.get("order") or f["array_config"]}
+            for f in body["fields"]
+        ]
         from_tf.add(_index_fields(fields))
     assert from_tf == from_json
     # list_runs filters on status and/or workflow and orders by created_at, newest first.
     for filters in (["status"], ["workflow"], ["status", "workflow"]):
         wanted = (*tuple((f, "ASCENDING") for f in filters), ("created_at", "DESCENDING"))
         assert wanted in from_json, filters
+    # list_runs(tags=): array-contains on tag_list, newest first.
+    assert (("tag_list", "CONTAINS"), ("created_at", "DESCENDING")) in from_json
 
 
 def test_dockerfile_serves_the_app() -> None:

@@ -682,7 +682,7 @@ def test_corrupt_stored_values_are_named_and_never_break_a_listing(settings: Gcp
 def test_runs_that_ended_before_the_retention_are_deleted_with_their_logs(
     settings: GcpSettings,
 ) -> None:
-    from worldflow.world import Append, NewEvent, RunCreate
+    from worldflow.world import Append, ChunkWrite, NewEvent, RunCreate
 
     async def main() -> None:
         world = GcpWorld(settings)
@@ -694,9 +694,12 @@ def test_runs_that_ended_before_the_retention_are_deleted_with_their_logs(
             assert await store.append([end]) == [True]
         event = NewEvent("run_created", {"workflow": "w", "input": [[], {}]}, 50.0)
         await store.create_run(RunCreate("r-running", "w", event))  # old, but not ended
+        await store.write_chunks(ChunkWrite("r-old", "tokens", "s", 0, ['"a"', '"b"']))
         assert await store.prune(500.0, 10) == 1
         assert await store.get_run("r-old") is None
         assert (await store.read_log("r-old")).events == []
+        assert await store.list_streams("r-old") == []  # its streams went with it
+        assert await store.read_chunks("r-old", "tokens", 0, 10) == []
         assert {r.id for r in (await store.list_runs()).runs} == {"r-new", "r-running"}
         assert await store.prune(500.0, 10) == 0
         await world.close()

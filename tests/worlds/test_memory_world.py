@@ -52,4 +52,4 @@ def test_the_example_world_imports_only_the_public_seam() -> None:
     } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     ours = {m for m in modules if m.startswith("worldflow")}
     assert ours <= {"worldflow", "worldflow.world"}, ours
-    assert len(EXAMPLE.read_text().splitlines()) < 300  # a World is a few hundred lines
+    assert len(EXAMPLE.read_text().splitlines()) < 350  # a World is a few hundred lines

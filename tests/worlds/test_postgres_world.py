@@ -256,6 +256,35 @@ def test_an_older_schema_waits_for_setup_which_migrates_it(
     run(world(database, schema).close())
 
 
+def test_setup_migrates_a_version_1_schema_to_streams_and_tags(
+    database: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema written by the release before streams and tags (version 1: no run_tags,
+    stream_chunks, stream_writers) is refused, then migrated by setup, and works."""
+    run(world(database, schema).close())
+    for table in ("run_tags", "stream_chunks", "stream_writers"):
+        sql(database, f"DROP TABLE {schema}.{table}")
+    sql(database, f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(PostgresError, match="run `worldflow setup postgres` to migrate it"):
+        world(database, schema)
+    from worldflow.cli import main
+
+    monkeypatch.setenv("WORLDFLOW_POSTGRES_URL", database)
+    monkeypatch.setenv("WORLDFLOW_POSTGRES_SCHEMA", schema)
+    assert main(["setup", "postgres"]) == 0
+    assert sql(database, f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'") == [
+        ("2",)
+    ]
+
+    async def main_() -> None:
+        async with wf.worker(world(database, schema)):
+            first = await wf.start(summing, 3, tags={"k": "v"})
+            assert await first.result(timeout=10) == 3
+            assert [r.id for r in (await wf.list_runs(tags={"k": "v"})).runs] == [first.id]
+
+    run(main_())
+
+
 def test_setup_creates_the_schema_and_prints_the_exports(
     database: str, schema: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -267,10 +296,11 @@ def test_setup_creates_the_schema_and_prints_the_exports(
     assert main(["setup", "postgres", "--schema", schema]) == 0
     out, err = capsys.readouterr()
     assert f"export WORLDFLOW_POSTGRES_SCHEMA={schema}" in out
-    assert "export WORLDFLOW_WORLD=postgres" in out and "created (version 1)" in err
+    assert "export WORLDFLOW_WORLD=postgres" in out
+    assert f"created (version {_schema.SCHEMA_VERSION})" in err
     assert main(["setup", "postgres", "--schema", schema, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ready"] and report["version_before"] == 1
+    assert report["ready"] and report["version_before"] == _schema.SCHEMA_VERSION
     assert main(["setup", "postgres", "--url", "postgresql://postgres@127.0.0.1:1/x"]) == 1
     assert "could not be reached" in capsys.readouterr().err
 

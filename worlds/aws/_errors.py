@@ -41,6 +41,16 @@ _HINTS = {
     "NoCredentialsError": "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
     "NoRegionError": "no AWS region: set AWS_DEFAULT_REGION (the variable boto3 reads)",
+    "ProvisionedThroughputExceededException": "DynamoDB throttled the table: raise its "
+    "provisioned capacity, or use on-demand billing",
+    "ThrottlingException": "AWS throttled the calls",
+    "RequestLimitExceeded": "the account's DynamoDB request limit was exceeded",
+    "TransactionConflictException": "another transaction was writing the item",
+    "ConnectionClosedError": "the connection to AWS was lost: a write may or may not have "
+    "been applied",
+    "EndpointConnectionError": "AWS could not be reached: is the network, or the endpoint "
+    "URL, right?",
+    "ReadTimeoutError": "AWS did not answer in time: a write may or may not have been applied",
 }
 
 
@@ -73,6 +83,10 @@ def aws_call(operation: str, resource: str) -> Iterator[None]:
         hint = _HINTS.get(code)
         detail = f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
         message = f"AWS {operation} on {resource} failed ({detail})"
+        response: Any = getattr(exc, "response", None)
+        retried = response.get("ResponseMetadata", {}).get("RetryAttempts") if response else None
+        if retried:
+            message += f" after {retried} retries"
         if hint:
             message += f"; {hint}"
         raise AwsWorldError(message, code) from exc

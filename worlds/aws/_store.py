@@ -7,8 +7,13 @@
                                        ``holder`` (the worker its steps wait on)
 ``R#<run id>``     ``E#<last seq>``    one append's events, oldest first
 ``R#<run id>``     ``O#<expected>``    an append's messages not yet known sent (outbox)
-``H#<token>``      ``#HOOK``           a live hook: its run, and ``n`` payloads counted
+``H#<token>``      ``#HOOK``           a live hook: its run, ``n`` payloads counted, and
+                                       ``recent``: the last counts' call ids and numbers
 ``W#<worker id>``  ``#WORKER``         a worker's heartbeat: alive ``until``
+``R#<run id>``     ``B#<stream>``      a stream's head: its length ``n``, and what each
+                                       writer (step) has written (``w``, JSON)
+``R#<run id>``     ``C#<stream>#<i>``  one flush of chunks of a stream, from index ``i``
+``T#<key>=<val>``  ``<order>``         the tag index: a run with that tag (``run``)
 =================  ==================  ==============================================
 
 One append is one ``TransactWriteItems``: the run item updated on the
@@ -32,13 +37,16 @@ import base64
 import hashlib
 import json
 import logging
+import random
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from worldflow.world import (
     TERMINAL,
     Append,
+    ChunkWrite,
     Clock,
     CorruptLogError,
     Event,
@@ -48,6 +56,7 @@ from worldflow.world import (
     RunCreate,
     RunInfo,
     RunPage,
+    StreamInfo,
     Unsent,
     json_dumps,
     json_loads,
@@ -71,6 +80,24 @@ WORKERS = "WORKERS"
 #: (by_status) writes to one: 8 shards make that about 8,000, while a page of a listing
 #: costs 8 small queries (keys only), merged newest first.
 SHARDS = 8
+
+
+#: How often a write that met another transaction (``TransactionConflict``) is tried
+#: again, after 10 ms, 20 ms... (2.5 s in all): DynamoDB cancels a write to an item that
+#: a transaction in progress holds, and the holder is done in milliseconds.
+CONFLICT_RETRIES = 7
+
+
+#: Tries to count a payload of a hook (each a read and a conditional write).
+PAYLOAD_TRIES = 30
+#: The calls of ``next_payload`` a hook remembers (by id, with the number each got).
+RECENT_PAYLOADS = 16
+#: Errors after which a write may or may not have been applied.
+AMBIGUOUS = ("ConnectionClosedError", "ReadTimeoutError")
+
+
+def _conflict_backoff(attempt: int) -> None:
+    time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
 
 
 def _shard(run_id: str) -> int:
@@ -171,16 +198,31 @@ class DynamoStore:
         #: Seconds after a run ends when DynamoDB's TTL may delete its items (None: never).
         self.expire_after = expire_after
         self.where = f"DynamoDB table {table!r}"
+        # Streams: the head of each stream as this process last wrote it (a write that
+        # finds it current needs no read), the indexes where stored flushes begin, and
+        # the TransactWriteItems calls stream writes made (bench/bench_streams.py).
+        self._heads: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
+        self._starts: dict[tuple[str, str], set[int]] = {}
+        self.stream_writes = 0
 
     def __repr__(self) -> str:
         return f"<DynamoStore {self.table!r}>"
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        """One DynamoDB call (blocking), errors translated."""
+        """One DynamoDB call (blocking), errors translated. A write that meets a
+        transaction in progress on its item (``TransactionConflictException``, which
+        botocore does not retry) is retried with a backoff (about 2.5 s in all)."""
         method = getattr(self.client, operation)
         name = "".join(part.title() for part in operation.split("_"))
-        with aws_call(f"DynamoDB {name}", self.where):
-            return method(TableName=self.table, **kwargs)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with aws_call(f"DynamoDB {name}", self.where):
+                    return method(TableName=self.table, **kwargs)
+            except AwsWorldError as exc:
+                if exc.code != "TransactionConflictException" or attempt == CONFLICT_RETRIES:
+                    raise
+            _conflict_backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         while True:
@@ -209,6 +251,8 @@ class DynamoStore:
             "st_pk": _s(_status_pk("pending", create.run_id)),
             "wf_pk": _s(f"W#{create.workflow}"),
         }
+        if create.tags:
+            run_item["tags"] = _s(json_dumps(create.tags))
         condition = "attribute_not_exists(pk)"
         items = [
             {"Put": {"TableName": self.table, "Item": run_item, "ConditionExpression": condition}},
@@ -219,9 +263,22 @@ class DynamoStore:
                 }
             },
         ]
-        reasons = self._transact(items)
-        if reasons is None:
-            return RunInfo(create.run_id, create.workflow, "pending", at, at, 1), True
+        items += [
+            {"Put": {"TableName": self.table, "Item": self._tag_item(create.run_id, at, k, v)}}
+            for k, v in create.tags.items()
+        ]
+        reasons: list[str] = []
+        for attempt in range(CONFLICT_RETRIES + 1):
+            cancelled = self._transact(items)
+            if cancelled is None:
+                info = RunInfo(
+                    create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags
+                )
+                return info, True
+            reasons = cancelled
+            if "TransactionConflict" not in reasons or attempt == CONFLICT_RETRIES:
+                break
+            _conflict_backoff(attempt)  # another transaction on the run's items
         existing = (
             self._get_run(create.run_id) if reasons[:1] == ["ConditionalCheckFailed"] else None
         )
@@ -240,7 +297,7 @@ class DynamoStore:
     def _run_info(self, item: dict[str, Any]) -> RunInfo:
         """A run item; a value that cannot be read makes this run unreadable, not the call."""
         run_id = item["pk"]["S"][2:]
-        values: dict[str, Any] = {"output": None, "error": None}
+        values: dict[str, Any] = {"output": None, "error": None, "tags": None}
         unreadable = None
         for name in values:
             if name in item:
@@ -258,6 +315,7 @@ class DynamoStore:
             output=values["output"],
             error=values["error"],
             unreadable=unreadable,
+            tags=values["tags"] if isinstance(values["tags"], dict) else {},
         )
 
     # -- the one write path ------------------------------------------------------------
@@ -281,11 +339,12 @@ class DynamoStore:
 
     def _append(self, append: Append, now: float) -> bool:
         items = self._append_items(append, now)
-        for attempt in range(8):
+        for attempt in range(CONFLICT_RETRIES + 1):
             reasons = self._transact(items)
             if reasons is None:
                 if self._expires(append):
                     self._expire_earlier_items(append.run_id, self._ttl())
+                    self._expire_tag_items(append.run_id, self._ttl())
                 return True
             if reasons[:1] == ["ConditionalCheckFailed"]:
                 return False  # the sequence was taken: the engine reloads
@@ -297,8 +356,8 @@ class DynamoStore:
                 # hook with HookConflict); a removed hook no longer ours is not deleted.
                 items = [item for i, item in enumerate(items) if i not in conflicts]
                 continue
-            if "TransactionConflict" in reasons and attempt < 7:
-                time.sleep(0.01 * 2**attempt)  # another transaction on these items
+            if "TransactionConflict" in reasons and attempt < CONFLICT_RETRIES:
+                _conflict_backoff(attempt)  # another transaction on these items
                 continue
             raise _cancelled(self.where, reasons)
         return False
@@ -510,7 +569,10 @@ class DynamoStore:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
+        if tags:
+            return await off_loop(self._list_tagged, dict(tags), status, workflow, limit, cursor)
         return await off_loop(self._list_runs, status, workflow, limit, cursor)
 
     def _list_runs(
@@ -637,26 +699,330 @@ class DynamoStore:
         return await off_loop(self._next_payload, token, webhook)
 
     def _next_payload(self, token: str, webhook: bool) -> HookInfo | None:
-        condition = "attribute_exists(pk)"
-        values: dict[str, Any] = {":one": _n(1)}
-        if webhook:
-            condition += " AND webhook = :true"
-            values[":true"] = {"BOOL": True}
-        try:
-            item = self._call(
-                "update_item",
-                Key={"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)},
-                UpdateExpression="ADD #n :one",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#n": "n"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except AwsWorldError as exc:
-            if exc.code == "ConditionalCheckFailedException":
+        """Count one more payload of a hook and return its number.
+
+        Read the hook, then write ``n + 1`` on the condition that ``n`` is still what was
+        read, noting this call's id with its number in ``recent`` (the last
+        ``RECENT_PAYLOADS`` calls). A write that was applied but whose answer was lost
+        (the connection dropped: botocore sends it again, and its condition then fails)
+        is found by its id at the next read, so it is counted once, not twice (a gap in
+        the numbers holds the next payload back for a minute); a write that lost to
+        another caller's reads again, with a backoff.
+        """
+        key = {"pk": _s(f"H#{token}"), "sk": _s(HOOK_SK)}
+        me = uuid.uuid4().hex[:16]
+        for attempt in range(PAYLOAD_TRIES):
+            if attempt:
+                time.sleep(min(0.01 * 2**attempt, 0.2) * (0.5 + random.random()))
+            item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
+            if item is None or (webhook and not item["webhook"]["BOOL"]):
                 return None
-            raise
-        return HookInfo(token, item["run_id"]["S"], item["webhook"]["BOOL"], int(item["n"]["N"]))
+            run_id, is_webhook = item["run_id"]["S"], item["webhook"]["BOOL"]
+            recent: dict[str, Any] = item.get("recent", {}).get("M", {})
+            if me in recent:  # ours was applied: its answer was lost
+                return HookInfo(token, run_id, is_webhook, int(recent[me]["N"]))
+            n = int(item.get("n", {}).get("N", 0))
+            kept = sorted(recent, key=lambda k: int(recent[k]["N"]))[1 - RECENT_PAYLOADS :]
+            values: dict[str, Any] = {
+                ":new": _n(n + 1),
+                ":recent": {"M": {**{k: recent[k] for k in kept}, me: _n(n + 1)}},
+                ":r": _s(run_id),
+            }
+            if "n" in item:
+                values[":old"] = item["n"]
+                counted = "#n = :old"
+            else:
+                counted = "attribute_not_exists(#n)"
+            try:
+                self._call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression="SET #n = :new, #recent = :recent",
+                    ConditionExpression=f"run_id = :r AND {counted}",
+                    ExpressionAttributeNames={"#n": "n", "#recent": "recent"},
+                    ExpressionAttributeValues=values,
+                )
+            except AwsWorldError as exc:
+                if exc.code in ("ConditionalCheckFailedException", *AMBIGUOUS):
+                    continue  # another payload was counted, or ours and its answer lost
+                raise
+            return HookInfo(token, run_id, is_webhook, n + 1)
+        raise AwsWorldError(
+            f"could not count a payload of hook {token!r} in {self.where}: "
+            f"{PAYLOAD_TRIES} tries each lost to another payload counted at the same time, "
+            "or to a lost connection",
+            "PayloadContention",
+        )
+
+    # -- tags: items ``T#<key>=<value>`` / ``<order>`` in the table itself ------------------
+    def _tag_item(self, run_id: str, created: float, key: str, value: str) -> dict[str, Any]:
+        return {
+            "pk": _s(f"T#{key}={value}"),
+            "sk": _s(_order_key(created, run_id)),
+            "run": _s(run_id),
+        }
+
+    def _list_tagged(
+        self,
+        tags: dict[str, str],
+        status: str | None,
+        workflow: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> RunPage:
+        """Runs with every tag: the first tag's index partition, newest first, a page of
+        keys at a time; their run items read in one batch and the other filters applied."""
+        (key, value), *others = tags.items()
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": _s(f"T#{key}={value}")},
+            "ScanIndexForward": False,
+        }
+        if cursor:
+            kwargs["KeyConditionExpression"] += " AND sk < :before"
+            kwargs["ExpressionAttributeValues"][":before"] = _s(_cursor_order(cursor))
+        found: list[RunInfo] = []
+        last_order = None
+        more = False
+        while len(found) < limit:
+            kwargs["Limit"] = max(limit - len(found), 10)
+            response = self._call("query", **kwargs)
+            items = response.get("Items", [])
+            runs = {
+                info.id: info
+                for info in self._get_runs(
+                    [{"pk": _s(_run_pk(i["run"]["S"])), "sk": _s(RUN_SK)} for i in items]
+                )
+            }
+            for n, item in enumerate(items):
+                info = runs.get(item["run"]["S"])
+                last_order = item["sk"]["S"]
+                if (
+                    info is not None
+                    and status in (None, info.status)
+                    and workflow in (None, info.workflow)
+                    and all(info.tags.get(k) == v for k, v in others)
+                ):
+                    found.append(info)
+                    if len(found) == limit:
+                        more = n + 1 < len(items) or "LastEvaluatedKey" in response
+                        break
+            if len(found) == limit:
+                break
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        cursor_out = None
+        if more and last_order is not None:
+            cursor_out = base64.urlsafe_b64encode(json_dumps({"o": last_order}).encode()).decode()
+        return RunPage(found, cursor_out)
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        await off_loop(self._set_tags, run_id, dict(tags))
+
+    def _expire_tag_items(self, run_id: str, ttl: int) -> None:
+        """The run ended: its tag index items get the run's expiry (one UpdateItem each;
+        they live under their tag's key, not the run's). A failure is logged; an item it
+        missed stays, and listings skip it once its run is gone."""
+        try:
+            key = {"pk": _s(_run_pk(run_id)), "sk": _s(RUN_SK)}
+            item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
+            if item is None:
+                return
+            info = self._run_info(item)
+            order = _order_key(info.created_at, run_id)
+            for k, v in info.tags.items():
+                self._call(
+                    "update_item",
+                    Key={"pk": _s(f"T#{k}={v}"), "sk": _s(order)},
+                    UpdateExpression="SET #ttl = :ttl",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={"#ttl": "ttl"},
+                    ExpressionAttributeValues={":ttl": _n(ttl)},
+                )
+        except Exception as exc:
+            log.warning("worldflow: could not set the expiry of run %s's tags (%s)", run_id, exc)
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """One transaction: the run item's tags (on the condition that they are still the
+        ones read), the new index items, and the items of values replaced."""
+        key = {"pk": _s(_run_pk(run_id)), "sk": _s(RUN_SK)}
+        for attempt in range(8):
+            item = self._call("get_item", Key=key, ConsistentRead=True).get("Item")
+            if item is None:
+                raise AwsWorldError(f"run {run_id!r} is not in {self.where}: cannot tag it")
+            info = self._run_info(item)
+            merged = {**info.tags, **tags}
+            if merged == info.tags:
+                return
+            update: dict[str, Any] = {
+                "TableName": self.table,
+                "Key": key,
+                "UpdateExpression": "SET tags = :t",
+                "ExpressionAttributeValues": {":t": _s(json_dumps(merged))},
+            }
+            if "tags" in item:
+                update["ConditionExpression"] = "tags = :old"
+                update["ExpressionAttributeValues"][":old"] = item["tags"]
+            else:
+                update["ConditionExpression"] = "attribute_not_exists(tags)"
+            items: list[dict[str, Any]] = [{"Update": update}]
+            order = _order_key(info.created_at, run_id)
+            for k, v in tags.items():
+                if info.tags.get(k) == v:
+                    continue
+                if k in info.tags:
+                    old = {"pk": _s(f"T#{k}={info.tags[k]}"), "sk": _s(order)}
+                    items.append({"Delete": {"TableName": self.table, "Key": old}})
+                tag_item = self._tag_item(run_id, info.created_at, k, v)
+                items.append({"Put": {"TableName": self.table, "Item": tag_item}})
+            reasons = self._transact(items)
+            if reasons is None:
+                return
+            if attempt < 7 and (
+                reasons[:1] == ["ConditionalCheckFailed"] or "TransactionConflict" in reasons
+            ):
+                time.sleep(0.01 * 2**attempt)  # tagged meanwhile: read again
+                continue
+            raise _cancelled(self.where, reasons)
+
+    # -- streams: a head item and an item per flush, under the run's key --------------------
+    def _head_key(self, run_id: str, stream: str) -> dict[str, Any]:
+        return {"pk": _s(_run_pk(run_id)), "sk": _s(f"B#{stream}")}
+
+    def _read_head(self, run_id: str, stream: str) -> tuple[int, dict[str, int]]:
+        item = self._call("get_item", Key=self._head_key(run_id, stream), ConsistentRead=True).get(
+            "Item"
+        )
+        if item is None:
+            return 0, {}
+        writers = json_loads(item["w"]["S"], f"the head of stream {stream!r} of run {run_id!r}")
+        return int(item["n"]["N"]), writers if isinstance(writers, dict) else {}
+
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        return await off_loop(self._write_chunks, write)
+
+    def _write_chunks(self, write: ChunkWrite) -> int:
+        """One TransactWriteItems: the head put on the condition that the stream's length
+        is still the one this process knows (the fence between writers), and the item
+        of the new chunks. A process that knows the head (it wrote last) makes no read."""
+        run_id, stream = write.run_id, write.stream
+        known = self._heads.get((run_id, stream))
+        for attempt in range(10):
+            if known is None:
+                known = self._read_head(run_id, stream)
+            length, writers = known
+            written = int(writers.get(write.writer, 0))
+            new = write.chunks[max(0, written - write.start) :]
+            count = max(written, write.start + len(write.chunks))
+            if not new and count == written:
+                return length
+            head = {
+                **self._head_key(run_id, stream),
+                "n": _n(length + len(new)),
+                "w": _s(json_dumps({**writers, write.writer: count})),
+            }
+            put_head: dict[str, Any] = {"TableName": self.table, "Item": head}
+            if length == 0 and not writers:
+                put_head["ConditionExpression"] = "attribute_not_exists(pk)"
+            else:
+                put_head["ConditionExpression"] = "n = :n"
+                put_head["ExpressionAttributeValues"] = {":n": _n(length)}
+            items: list[dict[str, Any]] = [{"Put": put_head}]
+            if new:
+                chunk = {
+                    "pk": _s(_run_pk(run_id)),
+                    "sk": _s(f"C#{stream}#{length:012d}"),
+                    "first": _n(length),
+                    "ch": _s(json_dumps(new)),
+                }
+                items.append({"Put": {"TableName": self.table, "Item": chunk}})
+            reasons = self._transact(items)
+            self.stream_writes += 1
+            if reasons is None:
+                self._remember_head(
+                    run_id, stream, (length + len(new), json_loads(head["w"]["S"], ""))
+                )
+                self._boundaries(run_id, stream).update({length, length + len(new)})
+                return length + len(new)
+            if attempt < 9 and (
+                reasons[:1] == ["ConditionalCheckFailed"] or "TransactionConflict" in reasons
+            ):
+                known = None  # another writer went first: read the head again
+                self._heads.pop((run_id, stream), None)
+                if "TransactionConflict" in reasons:
+                    time.sleep(0.005 * 2**attempt)
+                continue
+            raise _cancelled(self.where, reasons)
+        raise AwsWorldError(f"could not write to stream {stream!r} of run {run_id!r}")
+
+    def _remember_head(self, run_id: str, stream: str, head: tuple[int, dict[str, int]]) -> None:
+        self._heads[(run_id, stream)] = head
+        if len(self._heads) > 10_000:
+            del self._heads[next(iter(self._heads))]
+
+    def _boundaries(self, run_id: str, stream: str) -> set[int]:
+        """Indexes where a stored flush begins (known here): a read from one needs no
+        look back for the flush that holds it."""
+        found = self._starts.get((run_id, stream))
+        if found is None:
+            found = self._starts[(run_id, stream)] = {0}
+            if len(self._starts) > 10_000:
+                del self._starts[next(iter(self._starts))]
+        return found
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        return await off_loop(self._read_chunks, run_id, stream, start, limit)
+
+    def _read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        pk = _s(_run_pk(run_id))
+        prefix = f"C#{stream}#"
+        starts = self._boundaries(run_id, stream)
+        begin = _s(f"{prefix}{start:012d}")
+        if start not in starts:  # the flush that holds ``start`` begins before it
+            response = self._call(
+                "query",
+                KeyConditionExpression="pk = :p AND sk BETWEEN :a AND :b",
+                ExpressionAttributeValues={":p": pk, ":a": _s(f"{prefix}{0:012d}"), ":b": begin},
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
+            )
+            for item in response.get("Items", []):
+                begin = item["sk"]
+        texts: list[str] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+            "ExpressionAttributeValues": {":p": pk, ":a": begin, ":b": _s(f"{prefix}~")},
+            "ConsistentRead": True,
+        }
+        while len(texts) < limit:
+            response = self._call("query", **kwargs)
+            for item in response.get("Items", []):
+                where = f"stream {stream!r} of run {run_id!r}: item {item['sk']['S']}"
+                first = int(item["first"]["N"])
+                chunks = json_loads(item["ch"]["S"], where)
+                if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
+                    raise CorruptLogError(f"{where} is not a list of chunks")
+                starts.update({first, first + len(chunks)})
+                texts += chunks[max(0, start - first) :]
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return texts
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        return await off_loop(self._list_streams, run_id)
+
+    def _list_streams(self, run_id: str) -> list[StreamInfo]:
+        found = []
+        for item in self._query(
+            KeyConditionExpression="pk = :p AND begins_with(sk, :b)",
+            ExpressionAttributeValues={":p": _s(_run_pk(run_id)), ":b": _s("B#")},
+            ConsistentRead=True,
+        ):
+            found.append(StreamInfo(item["sk"]["S"][2:], int(item["n"]["N"])))
+        return sorted(found, key=lambda info: info.name)
 
     # -- Workers ------------------------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:

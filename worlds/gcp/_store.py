@@ -11,8 +11,15 @@ The data model (docs/gcp.md draws it):
   one position collide on one id: the document is created with a
   must-not-exist precondition and the loser fails whole, writing nothing.
 - ``hooks/{sha256(token)}``: ``token``, ``run_id``, ``webhook``, ``n`` (payloads
-  counted).
+  counted), ``recent`` (the last counts: call id -> number).
 - ``workers/{worker_id}``: ``until`` (wall-clock seconds the heartbeat holds).
+- Tags: the run document's ``tags`` (a map) and ``tag_list`` (``"key=value"``
+  strings, which ``list_runs(tags=)`` queries with ``array-contains``, newest first).
+- ``runs/{run_id}/streams/{stream}``: a stream's head (``n`` chunks, ``w`` what each
+  writer wrote, as JSON text); ``.../streams/{stream}/chunks/{first:012d}``: one
+  flush of chunks from index ``first`` (``ch``, JSON text). A flush is created with
+  a must-not-exist precondition at the stream's length as the writer knows it, so
+  two writers (or a writer behind another) collide on one id, as appends do.
 
 When a run ends, its run document and every events document get ``expire_at``
 (a timestamp: the end plus ``run_ttl``), the field Firestore's TTL policy
@@ -27,16 +34,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import random
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worldflow.world import (
     TERMINAL,
     Append,
+    ChunkWrite,
     CorruptLogError,
     Event,
     HookInfo,
@@ -45,18 +56,65 @@ from worldflow.world import (
     RunCreate,
     RunInfo,
     RunPage,
+    StreamInfo,
     Unsent,
     WorldError,
     json_dumps,
     json_loads,
 )
 
-from ._errors import translate
+from ._errors import GcpError, translate
 from ._queue import delivery_of, encode_task
 
 __all__ = ["FirestoreStore"]
 
 log = logging.getLogger("worldflow.gcp")
+
+
+#: Tries to count a payload of a hook (each a read and a conditional write).
+PAYLOAD_TRIES = 30
+#: The calls of ``next_payload`` a hook remembers (by id, with the number each got).
+RECENT_PAYLOADS = 16
+#: The errors of a payload count's write after which it reads the hook again: the
+#: document changed since it was read (``FAILED_PRECONDITION``), or the write may or may
+#: not have been applied.
+RETRIED_COUNT = ("FailedPrecondition", "Aborted", "ServiceUnavailable", "DeadlineExceeded")
+#: Tries of a transaction that Firestore aborts for contention (``ABORTED``), with a
+#: backoff between them; the client itself tries each 5 times at once.
+TRANSACTION_TRIES = 5
+
+
+async def transactional(txn: Any, client: Any, what: str) -> Any:
+    """Run ``txn`` (an ``async_transactional`` function) in a transaction of ``client``.
+
+    The client's own errors are not all Google's: once its 5 tries are ABORTED it raises
+    a ``ValueError`` ("Failed to commit transaction in 5 attempts"), tried again here
+    with a backoff, then a :class:`GcpError` saying so; and when the transaction could
+    not begin (the connection lost, or the call cancelled) its rollback raises
+    ``ValueError`` ("no transaction ID"), which hides the real error: that one is
+    raised instead (a cancellation stays a cancellation).
+    """
+    from google.api_core import exceptions
+
+    for attempt in range(TRANSACTION_TRIES):
+        if attempt:
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+        try:
+            with translate(what):
+                try:
+                    return await txn(client.transaction())
+                except ValueError as exc:
+                    hidden = exc.__context__
+                    if exc.__cause__ is None and isinstance(hidden, BaseException):
+                        raise hidden from None  # the rollback's error hid it
+                    raise
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, exceptions.Aborted):
+                raise
+    raise GcpError(
+        f"could not {what}: Firestore aborted the transaction for contention "
+        f"{TRANSACTION_TRIES * 5} times (ABORTED: other writes to the same documents)"
+    )
 
 
 def hook_doc_id(token: str) -> str:
@@ -67,6 +125,11 @@ def hook_doc_id(token: str) -> str:
 def _already_exists(exc: BaseException) -> bool:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     return type(cause).__name__ in ("AlreadyExists", "Conflict")
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[str]:
+    """What ``list_runs(tags=)`` queries: ``key=value`` (a key has no '=')."""
+    return sorted(f"{key}={value}" for key, value in tags.items())
 
 
 def _decode_out(text: str, where: str) -> list[Outgoing]:
@@ -97,6 +160,10 @@ class FirestoreStore:
         self.reads = 0
         self.writes = 0
         self.run_reads = 0  # get_run: what result() polls, apart from the engine's reads
+        # Streams: each stream's head as this process last wrote it, and the commits of
+        # stream writes (bench/bench_streams.py).
+        self._heads: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
+        self.stream_commits = 0
 
     def __repr__(self) -> str:
         return f"<FirestoreStore {self.project}/{self.database}>"
@@ -160,6 +227,7 @@ class FirestoreStore:
             output=values["output"],
             error=values["error"],
             unreadable=unreadable,
+            tags=dict(doc.get("tags") or {}),
         )
 
     # -- Storage -------------------------------------------------------------------
@@ -167,6 +235,8 @@ class FirestoreStore:
         at = create.event.at
         doc = {"workflow": create.workflow, "status": "pending", "created_at": at}
         doc.update(updated_at=at, last_seq=1, output=None, error=None, holder=None)
+        if create.tags:
+            doc.update(tags=dict(create.tags), tag_list=_tag_list(create.tags))
         log = json_dumps([{"kind": create.event.kind, "at": at, "data": create.event.data}])
         batch = self.client.batch()
         batch.create(self._run_ref(create.run_id), doc)
@@ -365,8 +435,9 @@ class FirestoreStore:
             self.writes += writes
             return True
 
-        with translate(f"append to run {a.run_id!r} (with hooks) in Firestore"):
-            ok: bool = await txn(self.client.transaction())
+        ok: bool = await transactional(
+            txn, self.client, f"append to run {a.run_id!r} (with hooks) in Firestore"
+        )
         return ok
 
     async def read_log(self, run_id: str, after_seq: int = 0) -> Log:
@@ -430,7 +501,10 @@ class FirestoreStore:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
+        if tags:
+            return await self._list_tagged(dict(tags), status, workflow, limit, cursor)
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -468,28 +542,52 @@ class FirestoreStore:
         return HookInfo(doc["token"], doc["run_id"], bool(doc.get("webhook")), int(doc.get("n", 0)))
 
     async def next_payload(self, token: str, *, webhook: bool = False) -> HookInfo | None:
-        """A transaction: read the hook, count one more payload, return its number."""
-        from google.cloud import firestore
+        """Count one more payload of a hook and return its number.
 
+        Not a transaction (twenty callers resuming one hook at once all failed theirs,
+        ABORTED five times over, against the emulator): read the hook, then write
+        ``n + 1`` on the precondition that the document is still the one read, noting
+        this call's id with its number in ``recent`` (the last ``RECENT_PAYLOADS``
+        calls). A write that lost to another caller's reads again, with a backoff; a
+        write applied whose answer was lost (the client sends it again, and its
+        precondition then fails) is found by its id at the next read, so it is counted
+        once (a gap in the numbers would hold the next payload back for a minute).
+        """
         ref = self._hook_ref(token)
-
-        @firestore.async_transactional  # type: ignore[untyped-decorator]
-        async def txn(transaction: Any) -> HookInfo | None:
-            snap = await ref.get(transaction=transaction)
+        me = uuid.uuid4().hex[:16]
+        for attempt in range(PAYLOAD_TRIES):
+            if attempt:
+                await asyncio.sleep(min(0.01 * 2**attempt, 0.2) * (0.5 + random.random()))
+            with translate(f"read hook {token!r} from Firestore"):
+                snap = await ref.get()
             self.reads += 1
             if not snap.exists:
                 return None
             doc = snap.to_dict()
             if webhook and not doc.get("webhook"):
                 return None
+            found = HookInfo(doc["token"], doc["run_id"], bool(doc.get("webhook")), 0)
+            recent: dict[str, int] = doc.get("recent") or {}
+            if me in recent:  # ours was applied: its answer was lost
+                return dataclasses.replace(found, n=int(recent[me]))
             n = int(doc.get("n", 0)) + 1
-            transaction.update(ref, {"n": n})
+            kept = sorted(recent, key=lambda k: int(recent[k]))[1 - RECENT_PAYLOADS :]
+            counted = {"n": n, "recent": {**{k: recent[k] for k in kept}, me: n}}
+            option = self.client.write_option(last_update_time=snap.update_time)
+            try:
+                with translate(f"count a payload of hook {token!r} in Firestore"):
+                    await ref.update(counted, option=option)
+            except GcpError as exc:
+                if type(exc.__cause__).__name__ in RETRIED_COUNT:
+                    continue  # another payload was counted, or ours and its answer lost
+                raise
             self.writes += 1
-            return HookInfo(token, doc["run_id"], bool(doc.get("webhook")), n)
-
-        with translate(f"count a payload of hook {token!r} in Firestore"):
-            found: HookInfo | None = await txn(self.client.transaction())
-        return found
+            return dataclasses.replace(found, n=n)
+        raise GcpError(
+            f"could not count a payload of hook {token!r} in Firestore: {PAYLOAD_TRIES} "
+            "tries each lost to another payload counted at the same time, or to a lost "
+            "connection"
+        )
 
     async def prune(self, ended_before: float, limit: int) -> int:
         """Delete up to ``limit`` runs that ended before ``ended_before`` (``updated_at`` is
@@ -508,7 +606,13 @@ class FirestoreStore:
         for snap in runs:
             events = self._run_ref(snap.id).collection("events")
             docs = await self._query(events, f"list the events of run {snap.id!r}")
-            refs = [doc.reference for doc in docs] + [snap.reference]
+            refs = [doc.reference for doc in docs]
+            streams = self._run_ref(snap.id).collection("streams")
+            for head in await self._query(streams, f"list the streams of run {snap.id!r}"):
+                chunks = head.reference.collection("chunks")
+                found = await self._query(chunks, f"list a stream of run {snap.id!r}")
+                refs += [doc.reference for doc in found] + [head.reference]
+            refs.append(snap.reference)
             for start in range(0, len(refs), 500):  # a batch takes 500 writes
                 batch = self.client.batch()
                 for ref in refs[start : start + 500]:
@@ -542,6 +646,175 @@ class FirestoreStore:
                 break
             after = docs[-1]
         return held[:limit]
+
+    # -- tags ------------------------------------------------------------------------------
+    async def _list_tagged(
+        self,
+        tags: dict[str, str],
+        status: str | None,
+        workflow: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> RunPage:
+        """Runs with every tag: ``tag_list`` array-contains the first, newest first (one
+        composite index); the other filters applied to each page."""
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        (key, value), *others = tags.items()
+        query: Any = (
+            self.client.collection("runs")
+            .where(filter=FieldFilter("tag_list", "array_contains", f"{key}={value}"))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .order_by("__name__", direction=firestore.Query.DESCENDING)
+        )
+        position = None
+        if cursor:
+            try:
+                created_at, last_id = json_loads(base64.urlsafe_b64decode(cursor.encode()), "")
+                position = {"created_at": float(created_at), "__name__": self._run_ref(last_id)}
+            except (ValueError, TypeError, CorruptLogError):
+                raise ValueError(f"not a cursor of list_runs: {cursor!r}") from None
+        found: list[RunInfo] = []
+        last: RunInfo | None = None
+        more = False
+        while len(found) < limit:
+            page_size = max(limit - len(found), 10)
+            page = query if position is None else query.start_after(position)
+            docs = await self._query(page.limit(page_size), "list runs by tag")
+            for n, snap in enumerate(docs):
+                info = self._info(snap.id, snap.to_dict())
+                last = info
+                if (
+                    status in (None, info.status)
+                    and workflow in (None, info.workflow)
+                    and all(info.tags.get(k) == v for k, v in others)
+                ):
+                    found.append(info)
+                    if len(found) == limit:
+                        more = n + 1 < len(docs) or len(docs) == page_size
+                        break
+            if len(found) == limit or len(docs) < page_size or last is None:
+                break
+            position = {"created_at": last.created_at, "__name__": self._run_ref(last.id)}
+        next_cursor = None
+        if more and last is not None:
+            raw = json_dumps([last.created_at, last.id]).encode()
+            next_cursor = base64.urlsafe_b64encode(raw).decode()
+        return RunPage(found, next_cursor)
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """A transaction: read the run's tags, write them merged (map and list)."""
+        from google.cloud import firestore
+
+        ref = self._run_ref(run_id)
+
+        @firestore.async_transactional  # type: ignore[untyped-decorator]
+        async def txn(transaction: Any) -> None:
+            snap = await ref.get(transaction=transaction)
+            self.reads += 1
+            if not snap.exists:
+                raise WorldError(f"run {run_id!r} is not in Firestore: cannot tag it")
+            merged = (
+                {**(snap.get("tags") or {}), **tags} if "tags" in snap.to_dict() else dict(tags)
+            )
+            transaction.update(ref, {"tags": merged, "tag_list": _tag_list(merged)})
+            self.writes += 1
+
+        with translate(f"tag run {run_id!r} in Firestore"):
+            await txn(self.client.transaction())
+
+    # -- streams ---------------------------------------------------------------------------
+    def _stream_ref(self, run_id: str, stream: str) -> Any:
+        return self._run_ref(run_id).collection("streams").document(stream)
+
+    async def _read_head(self, run_id: str, stream: str) -> tuple[int, dict[str, int]]:
+        with translate(f"read the head of stream {stream!r} of run {run_id!r} in Firestore"):
+            snap = await self._stream_ref(run_id, stream).get()
+        self.reads += 1
+        if not snap.exists:
+            return 0, {}
+        doc = snap.to_dict()
+        writers = json_loads(doc.get("w", "{}"), f"the head of stream {stream!r} of {run_id!r}")
+        return int(doc.get("n", 0)), writers if isinstance(writers, dict) else {}
+
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        """One batch: the flush's document created at the stream's length (the fence) and
+        the head set. A process that knows the head (it wrote last) reads nothing."""
+        run_id, stream = write.run_id, write.stream
+        known = self._heads.get((run_id, stream))
+        for _ in range(20):
+            if known is None:
+                known = await self._read_head(run_id, stream)
+            length, writers = known
+            written = int(writers.get(write.writer, 0))
+            new = write.chunks[max(0, written - write.start) :]
+            if not new:  # then the writer's count is unchanged too
+                return length
+            count = max(written, write.start + len(write.chunks))
+            head_ref = self._stream_ref(run_id, stream)
+            batch = self.client.batch()
+            batch.create(
+                head_ref.collection("chunks").document(f"{length:012d}"),
+                {"first": length, "ch": json_dumps(new)},
+            )
+            merged = {**writers, write.writer: count}
+            batch.set(head_ref, {"n": length + len(new), "w": json_dumps(merged)})
+            try:
+                with translate(f"write to stream {stream!r} of run {run_id!r} in Firestore"):
+                    await batch.commit()
+            except Exception as exc:
+                self.stream_commits += 1
+                if not _already_exists(exc):
+                    self._heads.pop((run_id, stream), None)
+                    raise
+                known = None  # another writer went first: read the head again
+                self._heads.pop((run_id, stream), None)
+                continue
+            self.stream_commits += 1
+            self.writes += 2
+            self._heads[(run_id, stream)] = (length + len(new), merged)
+            if len(self._heads) > 10_000:
+                del self._heads[next(iter(self._heads))]
+            return length + len(new)
+        raise WorldError(f"could not write to stream {stream!r} of run {run_id!r}: contended")
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        chunks = self._stream_ref(run_id, stream).collection("chunks")
+        begin = start
+        if start > 0:  # the flush that holds ``start`` may begin before it
+            back = (
+                chunks.where(filter=FieldFilter("first", "<=", start))
+                .order_by("first", direction=firestore.Query.DESCENDING)
+                .limit(1)
+            )
+            docs = await self._query(back, f"read stream {stream!r} of run {run_id!r}")
+            if docs:
+                begin = int(docs[0].get("first"))
+        query = chunks.where(filter=FieldFilter("first", ">=", begin)).order_by("first")
+        docs = await self._query(
+            query.limit(max(1, limit // 10)), f"read stream {stream!r} of run {run_id!r}"
+        )
+        texts: list[str] = []
+        for snap in docs:
+            where = f"stream {stream!r} of run {run_id!r}: chunks document {snap.id} in Firestore"
+            doc = snap.to_dict()
+            items = json_loads(doc.get("ch", ""), where)
+            if not isinstance(items, list) or not all(isinstance(c, str) for c in items):
+                raise CorruptLogError(f"{where} is not a list of chunks")
+            texts += items[max(0, start - int(doc["first"])) :]
+        return texts
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        docs = await self._query(
+            self._run_ref(run_id).collection("streams"), f"list the streams of run {run_id!r}"
+        )
+        return sorted(
+            (StreamInfo(snap.id, int(snap.get("n"))) for snap in docs), key=lambda i: i.name
+        )
 
     # -- Workers -------------------------------------------------------------------------
     async def heartbeat(self, worker_id: str, until: float) -> None:

@@ -23,12 +23,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from worldflow.world import (
     Append,
+    ChunkWrite,
     Clock,
     CorruptLogError,
     Event,
@@ -38,6 +39,7 @@ from worldflow.world import (
     RunCreate,
     RunInfo,
     RunPage,
+    StreamInfo,
     WorldError,
     json_dumps,
     json_loads,
@@ -94,6 +96,28 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_run ON messages (run_id);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS run_tags (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS run_tags_by_value ON run_tags (key, value, created_at DESC, run_id DESC);
+CREATE TABLE IF NOT EXISTS stream_chunks (
+    run_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, stream, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_writers (
+    run_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    writer TEXT NOT NULL,
+    written INTEGER NOT NULL,
+    PRIMARY KEY (run_id, stream, writer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS taken (message INTEGER PRIMARY KEY, worker TEXT NOT NULL);
 """
 
@@ -122,10 +146,10 @@ class StoredMessage:
 
 def _run_info(row: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
     """A run's row; a value that cannot be read makes this run unreadable, not the query."""
-    id_, workflow, status, created, updated, last_seq, output, error = row
-    values: dict[str, Any] = {"output": None, "error": None}
+    id_, workflow, status, created, updated, last_seq, output, error, tags = row
+    values: dict[str, Any] = {"output": None, "error": None, "tags": None}
     unreadable = None
-    for name, text in (("output", output), ("error", error)):
+    for name, text in (("output", output), ("error", error), ("tags", tags)):
         if text is not None:
             try:
                 values[name] = json_loads(text, f"the {name} of run {id_!r}")
@@ -141,12 +165,14 @@ def _run_info(row: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
         output=values["output"],
         error=values["error"],
         unreadable=unreadable,
+        tags=values["tags"] or {},
     )
 
 
 _RUN_COLUMNS = (
-    "id, workflow, status, created_at, updated_at, "
-    "(SELECT max(seq) FROM events WHERE run_id = runs.id), output, error"
+    "runs.id, runs.workflow, runs.status, runs.created_at, runs.updated_at, "
+    "(SELECT max(seq) FROM events WHERE run_id = runs.id), runs.output, runs.error, "
+    "(SELECT json_group_object(key, value) FROM run_tags WHERE run_id = runs.id)"
 )
 
 
@@ -317,7 +343,9 @@ class Store:
             try:
                 if created:
                     at = create.event.at
-                    info = RunInfo(create.run_id, create.workflow, "pending", at, at, 1)
+                    info = RunInfo(
+                        create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags
+                    )
                 else:
                     found = await self.get_run(create.run_id)
                     if found is None:
@@ -344,6 +372,11 @@ class Store:
             "INSERT INTO events (run_id, seq, kind, at, data) VALUES (?, 1, ?, ?, ?)",
             (create.run_id, event.kind, event.at, _dumps(event.data)),
         )
+        if create.tags:
+            self.db.executemany(
+                "INSERT INTO run_tags (run_id, key, value, created_at) VALUES (?, ?, ?, ?)",
+                [(create.run_id, k, v, event.at) for k, v in create.tags.items()],
+            )
         return True, self._insert_messages(create.messages, now)
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
@@ -450,27 +483,43 @@ class Store:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
         where: list[str] = []
         params: list[Any] = []
+        # With tags: the first tag's index gives the runs in order (run_tags_by_value),
+        # each other tag is one primary-key lookup per run.
+        order = "runs"
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        for i, (key, value) in enumerate((tags or {}).items()):
+            if i == 0:
+                order = "t0"
+                sql = f"SELECT {_RUN_COLUMNS} FROM run_tags t0 JOIN runs ON runs.id = t0.run_id"
+                where.append("t0.key = ? AND t0.value = ?")
+            else:
+                where.append(
+                    "EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = runs.id "
+                    "AND t.key = ? AND t.value = ?)"
+                )
+            params += [key, value]
         if status is not None:
-            where.append("status = ?")
+            where.append("runs.status = ?")
             params.append(status)
         if workflow is not None:
-            where.append("workflow = ?")
+            where.append("runs.workflow = ?")
             params.append(workflow)
+        ident = "run_id" if order == "t0" else "id"
         if cursor:
             created, _, last_id = cursor.partition("|")
             try:
                 created_at = float(created)
             except ValueError:
                 raise ValueError(f"invalid cursor {cursor!r}") from None
-            where.append("(created_at, id) < (?, ?)")
+            where.append(f"({order}.created_at, {order}.{ident}) < (?, ?)")
             params += [created_at, last_id]
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql += f" ORDER BY {order}.created_at DESC, {order}.{ident} DESC LIMIT ?"
         rows = self.db.execute(sql, (*params, limit + 1)).fetchall()
         runs = [_run_info(row) for row in rows[:limit]]
         next_cursor = None
@@ -511,12 +560,74 @@ class Store:
                 ("events", "run_id"),
                 ("messages", "run_id"),
                 ("hooks", "run_id"),
+                ("run_tags", "run_id"),
+                ("stream_chunks", "run_id"),
+                ("stream_writers", "run_id"),
                 ("runs", "id"),
             ):
                 self.db.executemany(f"DELETE FROM {table} WHERE {column} = ?", ids)
             return len(ids)
 
         return await self.write(body)
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Upsert the run's tags (the index takes the run's creation time, its order)."""
+        rows = [(run_id, key, value, run_id) for key, value in tags.items()]
+        await self.write(
+            lambda: self.db.executemany(
+                "INSERT INTO run_tags (run_id, key, value, created_at) "
+                "SELECT ?, ?, ?, created_at FROM runs WHERE id = ? "
+                "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                rows,
+            )
+        )
+
+    # -- Streams: a row per chunk; a row per writer counts what it wrote ------------------
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        key = (write.run_id, write.stream)
+
+        def body() -> int:
+            db = self.db
+            row = db.execute(
+                "SELECT written FROM stream_writers WHERE run_id = ? AND stream = ? AND writer = ?",
+                (*key, write.writer),
+            ).fetchone()
+            written = int(row[0]) if row else 0
+            new = write.chunks[max(0, written - write.start) :]
+            (length,) = db.execute(
+                "SELECT coalesce(max(idx) + 1, 0) FROM stream_chunks WHERE run_id = ? "
+                "AND stream = ?",
+                key,
+            ).fetchone()
+            db.executemany(
+                "INSERT INTO stream_chunks (run_id, stream, idx, data) VALUES (?, ?, ?, ?)",
+                [(*key, length + i, text) for i, text in enumerate(new)],
+            )
+            db.execute(
+                "INSERT INTO stream_writers (run_id, stream, writer, written) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, stream, writer) "
+                "DO UPDATE SET written = excluded.written",
+                (*key, write.writer, max(written, write.start + len(write.chunks))),
+            )
+            return int(length) + len(new)
+
+        return await self.write(body)
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT data FROM stream_chunks WHERE run_id = ? AND stream = ? AND idx >= ? "
+            "ORDER BY idx LIMIT ?",
+            (run_id, stream, start, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        rows = self.db.execute(
+            "SELECT stream, max(idx) + 1 FROM stream_chunks WHERE run_id = ? "
+            "GROUP BY stream ORDER BY stream",
+            (run_id,),
+        ).fetchall()
+        return [StreamInfo(row[0], int(row[1])) for row in rows]
 
     async def runs_held_by(self, worker_id: str, limit: int) -> list[str]:
         rows = self.db.execute(

@@ -33,7 +33,40 @@ __all__ = [
 ]
 
 #: The version of the tables this code reads and writes.
-SCHEMA_VERSION = 1
+#: 2: run_tags (the tag index), stream_chunks and stream_writers (streams).
+SCHEMA_VERSION = 2
+
+
+def _streams_and_tags(s: str) -> list[str]:
+    """The tables of version 2 (IF NOT EXISTS: a migration may meet them half made)."""
+    return [
+        # The tag index: one row per tag of a run, in the run's creation order.
+        f"""CREATE TABLE IF NOT EXISTS {s}.run_tags (
+            run_id text NOT NULL,
+            key text NOT NULL,
+            value text NOT NULL,
+            created_at double precision NOT NULL,
+            PRIMARY KEY (run_id, key)
+        )""",
+        f"CREATE INDEX IF NOT EXISTS run_tags_by_value ON {s}.run_tags "
+        "(key, value, created_at DESC, run_id DESC)",
+        # A row per chunk, numbered densely per stream; a row per writer (a step) counts
+        # what it wrote, so a retried attempt's repeats are dropped.
+        f"""CREATE TABLE IF NOT EXISTS {s}.stream_chunks (
+            run_id text NOT NULL,
+            stream text NOT NULL,
+            idx integer NOT NULL,
+            data text NOT NULL,
+            PRIMARY KEY (run_id, stream, idx)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {s}.stream_writers (
+            run_id text NOT NULL,
+            stream text NOT NULL,
+            writer text NOT NULL,
+            written integer NOT NULL,
+            PRIMARY KEY (run_id, stream, writer)
+        )""",
+    ]
 
 
 def ddl(schema: str) -> list[str]:
@@ -95,11 +128,14 @@ def ddl(schema: str) -> list[str]:
         f"CREATE INDEX messages_by_run ON {s}.messages (run_id)",
         f"CREATE TABLE {s}.workers (id text PRIMARY KEY, until double precision NOT NULL)",
         f"CREATE INDEX workers_by_until ON {s}.workers (until)",
+        *_streams_and_tags(s),
     ]
 
 
 #: version -> the statements that take a schema from that version to the next one.
-MIGRATIONS: dict[int, Callable[[str], list[str]]] = {}
+MIGRATIONS: dict[int, Callable[[str], list[str]]] = {
+    1: lambda schema: _streams_and_tags(f'"{schema}"'),
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,8 +87,10 @@ class Sql:
     def __init__(self, s: str) -> None:
         self.s = s
         self.run_columns = (
-            "id, workflow, status, created_at, updated_at, "
-            f"(SELECT max(seq) FROM {s}.events e WHERE e.run_id = runs.id), output, error"
+            "runs.id, runs.workflow, runs.status, runs.created_at, runs.updated_at, "
+            f"(SELECT max(seq) FROM {s}.events e WHERE e.run_id = runs.id), runs.output, "
+            f"runs.error, (SELECT json_object_agg(t.key, t.value)::text FROM {s}.run_tags t "
+            "WHERE t.run_id = runs.id)"
         )
         self.get_runs = f"SELECT {self.run_columns} FROM {s}.runs WHERE id = ANY(%s)"
         self.read_log = (
@@ -117,8 +119,39 @@ class Sql:
                 RETURNING id),
             e AS (DELETE FROM {s}.events WHERE run_id IN (SELECT id FROM gone)),
             m AS (DELETE FROM {s}.messages WHERE run_id IN (SELECT id FROM gone)),
-            h AS (DELETE FROM {s}.hooks WHERE run_id IN (SELECT id FROM gone))
+            h AS (DELETE FROM {s}.hooks WHERE run_id IN (SELECT id FROM gone)),
+            t AS (DELETE FROM {s}.run_tags WHERE run_id IN (SELECT id FROM gone)),
+            sc AS (DELETE FROM {s}.stream_chunks WHERE run_id IN (SELECT id FROM gone)),
+            sw AS (DELETE FROM {s}.stream_writers WHERE run_id IN (SELECT id FROM gone))
             SELECT count(*) FROM gone"""
+        self.set_tags = f"""INSERT INTO {s}.run_tags (run_id, key, value, created_at)
+            SELECT r.id, x.key, x.value, r.created_at
+            FROM {s}.runs r, json_each_text(%s::json) x WHERE r.id = %s
+            ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"""
+        # Writers of one stream take turns (a transaction-level advisory lock on it).
+        self.stream_lock = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))"
+        self.stream_written = (
+            f"SELECT written FROM {s}.stream_writers WHERE run_id = %s AND stream = %s "
+            "AND writer = %s"
+        )
+        self.stream_length = (
+            f"SELECT coalesce(max(idx) + 1, 0) FROM {s}.stream_chunks "
+            "WHERE run_id = %s AND stream = %s"
+        )
+        self.stream_insert = f"""INSERT INTO {s}.stream_chunks (run_id, stream, idx, data)
+            SELECT %s, %s, %s + x.ord - 1, x.data
+            FROM json_array_elements_text(%s::json) WITH ORDINALITY AS x(data, ord)"""
+        self.stream_writer = f"""INSERT INTO {s}.stream_writers (run_id, stream, writer, written)
+            VALUES (%s, %s, %s, %s)
+            ON CONFLICT (run_id, stream, writer) DO UPDATE SET written = excluded.written"""
+        self.read_chunks = (
+            f"SELECT data FROM {s}.stream_chunks WHERE run_id = %s AND stream = %s "
+            "AND idx >= %s ORDER BY idx LIMIT %s"
+        )
+        self.list_streams = (
+            f"SELECT stream, max(idx) + 1 FROM {s}.stream_chunks WHERE run_id = %s "
+            "GROUP BY stream ORDER BY stream"
+        )
         # The parts of a write; each reads its rows from the document (the `doc` CTE).
         self._events = f"""INSERT INTO {s}.events (run_id, seq, kind, at, data)
             SELECT x.r, x.s, x.k, x.a, x.d
@@ -247,12 +280,15 @@ class Sql:
             )
             sql = f"""WITH doc AS (SELECT %(doc)s::json AS d),
                 u AS (SELECT * FROM doc, json_to_recordset(doc.d -> 'c')
-                    AS u(id text, workflow text, at float8, kind text, data text)),
+                    AS u(id text, workflow text, at float8, kind text, data text, tags json)),
                 r AS (INSERT INTO {s}.runs (id, workflow, status, created_at, updated_at)
                     SELECT id, workflow, 'pending', at, at FROM u
                     ON CONFLICT (id) DO NOTHING RETURNING id),
                 e AS (INSERT INTO {s}.events (run_id, seq, kind, at, data)
-                    SELECT u.id, 1, u.kind, u.at, u.data FROM u JOIN r ON r.id = u.id)"""
+                    SELECT u.id, 1, u.kind, u.at, u.data FROM u JOIN r ON r.id = u.id),
+                t AS (INSERT INTO {s}.run_tags (run_id, key, value, created_at)
+                    SELECT u.id, x.key, x.value, u.at FROM u JOIN r ON r.id = u.id,
+                        json_each_text(u.tags) AS x)"""
             if group.messages:
                 where = "WHERE u.run_id IN (SELECT id FROM r)"
                 sql += f",\n m AS ({self._messages.format(where=where)})"

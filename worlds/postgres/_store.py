@@ -31,12 +31,13 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from worldflow.world import (
     TERMINAL,
     Append,
+    ChunkWrite,
     Clock,
     CorruptLogError,
     Event,
@@ -46,6 +47,7 @@ from worldflow.world import (
     RunCreate,
     RunInfo,
     RunPage,
+    StreamInfo,
     json_dumps,
     json_loads,
 )
@@ -95,10 +97,10 @@ def _message(row: Sequence[Any]) -> StoredMessage:
 
 def _run_info(row: Sequence[Any]) -> RunInfo:
     """A run's row; a value that cannot be read makes this run unreadable, not the query."""
-    id_, workflow, status, created, updated, last_seq, output, error = row
-    values: dict[str, Any] = {"output": None, "error": None}
+    id_, workflow, status, created, updated, last_seq, output, error, tags = row
+    values: dict[str, Any] = {"output": None, "error": None, "tags": None}
     unreadable = None
-    for name, text in (("output", output), ("error", error)):
+    for name, text in (("output", output), ("error", error), ("tags", tags)):
         if text is not None:
             try:
                 values[name] = json_loads(text, f"the {name} of run {id_!r}")
@@ -114,6 +116,7 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
         output=values["output"],
         error=values["error"],
         unreadable=unreadable,
+        tags=values["tags"] or {},
     )
 
 
@@ -316,6 +319,7 @@ class Store:
                     "at": e.at,
                     "kind": e.kind,
                     "data": json_dumps(e.data),
+                    "tags": create.tags or None,
                 }
             )
             for out in create.messages:
@@ -353,9 +357,10 @@ class Store:
             if create.run_id in created and first[create.run_id] is create:
                 at = create.event.at
                 self._mark_active(create.run_id)
-                done.set_result(
-                    (RunInfo(create.run_id, create.workflow, "pending", at, at, 1), True)
+                made = RunInfo(
+                    create.run_id, create.workflow, "pending", at, at, 1, tags=create.tags
                 )
+                done.set_result((made, True))
             else:
                 info = existing.get(create.run_id)
                 if info is None:
@@ -558,14 +563,36 @@ class Store:
         workflow: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunPage:
+        s = self._sql.s
         where: list[str] = []
         params: list[Any] = []
+        # With tags: the first tag's index gives the runs in order (run_tags_by_value),
+        # each other tag is one primary-key lookup per run.
+        order, ident = "runs", "id"
+        sql = f"SELECT {self._sql.run_columns} FROM {s}.runs"
+        for i, (key, value) in enumerate((tags or {}).items()):
+            if NUL in key or NUL in value:
+                return RunPage([], None)
+            if i == 0:
+                order, ident = "t0", "run_id"
+                sql = (
+                    f"SELECT {self._sql.run_columns} FROM {s}.run_tags t0 "
+                    f"JOIN {s}.runs ON runs.id = t0.run_id"
+                )
+                where.append("t0.key = %s AND t0.value = %s")
+            else:
+                where.append(
+                    f"EXISTS (SELECT 1 FROM {s}.run_tags t WHERE t.run_id = runs.id "
+                    "AND t.key = %s AND t.value = %s)"
+                )
+            params += [key, value]
         if status is not None:
-            where.append("status = %s")
+            where.append("runs.status = %s")
             params.append(status)
         if workflow is not None:
-            where.append("workflow = %s")
+            where.append("runs.workflow = %s")
             params.append(workflow)
         if cursor:
             created, _, last_id = cursor.partition("|")
@@ -573,12 +600,11 @@ class Store:
                 created_at = float(created)
             except ValueError:
                 raise ValueError(f"invalid cursor {cursor!r}") from None
-            where.append("(created_at, id) < (%s, %s)")
+            where.append(f"({order}.created_at, {order}.{ident}) < (%s, %s)")
             params += [created_at, last_id]
-        sql = f"SELECT {self._sql.run_columns} FROM {self._sql.s}.runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+        sql += f" ORDER BY {order}.created_at DESC, {order}.{ident} DESC LIMIT %s"
         params.append(limit + 1)
 
         async def body(conn: AsyncConnection[Any]) -> list[Any]:
@@ -624,6 +650,59 @@ class Store:
 
         rows = await self._run(f"read the runs held by {worker_id!r}", body)
         return [row[0] for row in rows]
+
+    async def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        async def body(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(self._sql.set_tags, (json_dumps(dict(tags)), run_id))
+            self.writes += 1
+
+        await self._run(f"tag run {run_id!r}", body)
+
+    # -- Streams: a row per chunk, a row per writer ------------------------------------------
+    async def write_chunks(self, write: ChunkWrite) -> int:
+        sql = self._sql
+        key = (write.run_id, write.stream)
+
+        async def body(conn: AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                await conn.execute(sql.stream_lock, (f"{write.stream}#{write.run_id}",))
+                cur = await conn.execute(sql.stream_written, (*key, write.writer))
+                row = await cur.fetchone()
+                written = int(row[0]) if row else 0
+                new = write.chunks[max(0, written - write.start) :]
+                cur = await conn.execute(sql.stream_length, key)
+                row = await cur.fetchone()
+                length = int(row[0]) if row else 0
+                if new:
+                    await conn.execute(sql.stream_insert, (*key, length, json_dumps(new)))
+                count = max(written, write.start + len(write.chunks))
+                await conn.execute(sql.stream_writer, (*key, write.writer, count))
+            self.writes += 1
+            return length + len(new)
+
+        return await self._run(f"write to stream {write.stream!r} of run {write.run_id!r}", body)
+
+    async def read_chunks(self, run_id: str, stream: str, start: int, limit: int) -> list[str]:
+        if NUL in run_id:
+            return []
+
+        async def body(conn: AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(self._sql.read_chunks, (run_id, stream, start, limit))
+            return await cur.fetchall()
+
+        rows: list[Any] = await self._reading(f"read stream {stream!r} of run {run_id!r}", body, [])
+        return [row[0] for row in rows]
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        if NUL in run_id:
+            return []
+
+        async def body(conn: AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(self._sql.list_streams, (run_id,))
+            return await cur.fetchall()
+
+        rows: list[Any] = await self._reading(f"list the streams of run {run_id!r}", body, [])
+        return [StreamInfo(row[0], int(row[1])) for row in rows]
 
     async def prune(self, ended_before: float, limit: int) -> int:
         """Delete up to ``limit`` runs that ended before ``ended_before``, with their

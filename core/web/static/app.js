@@ -220,7 +220,29 @@
     if (el && el.tagName === "DETAILS") el.open = true;
   }
 
+  // A run's streams: each panel follows its stream over Server-Sent Events (the
+  // browser resumes after the last chunk it had if the connection drops).
+  function liveStreams() {
+    document.querySelectorAll("pre[data-stream]").forEach((pre) => {
+      const count = pre.closest("details").querySelector("[data-count]");
+      const source = new EventSource(pre.dataset.stream);
+      let n = 0;
+      source.addEventListener("chunk", (event) => {
+        const value = JSON.parse(event.data);
+        pre.textContent += typeof value === "string" ? value : JSON.stringify(value) + "\n";
+        n = parseInt(event.lastEventId, 10) + 1;
+        if (count) count.textContent = String(n);
+      });
+      source.addEventListener("end", () => source.close());
+      source.addEventListener("problem", (event) => {
+        toast("stream: " + JSON.parse(event.data), true);
+        source.close();
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    liveStreams();
     localize(document);
     wireFragments();
     openTarget();
