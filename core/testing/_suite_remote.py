@@ -21,8 +21,8 @@ from worldflow._runtime import Runtime
 from worldflow._world import Delivery, Disposition, Message, Outgoing
 
 from . import _workflows_remote as r
-from ._harness import Harness, replay_log
 from ._conformance import conformance
+from ._harness import Harness, replay_log
 
 __all__ = ["RemoteConformance"]
 
