@@ -52,3 +52,12 @@ def test_fresh_from_finds_the_remote_outcomes_at_the_end() -> None:
     assert fresh_from([*head, by_worker]) == 3
     later = _e(5, "step_scheduled", cid=2)
     assert fresh_from([*head, by_worker, later]) is None  # fed already: its commands follow
+
+
+def test_a_limited_step_is_not_remote(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"remote=True\) cannot take concurrency= or rate_limit="):
+        wf.step(remote=True, concurrency=2)
+    with pytest.raises(ValueError, match=r"remote=True\) cannot take concurrency= or rate_limit="):
+        wf.step(remote=True, rate_limit="5/s")
+    monkeypatch.setenv(ENV, "1")  # the switch leaves limited steps inline
+    assert not chosen(StepOptions(concurrency=wf.Limit(2)))
