@@ -187,6 +187,19 @@ def _load(rt: Runtime, run_id: str) -> _Load:
 _Key = tuple[str, int, int]
 
 
+#: How many (run, cid, attempt) whose outcome this process recorded it remembers: a copy
+#: of a step message that read the log before that is acknowledged, not run again.
+MAX_RECORDED = 10_000
+
+
+def _recorded(rt: Runtime) -> OrderedDict[_Key, None]:
+    found: OrderedDict[_Key, None] | None = getattr(rt, "_remote_recorded", None)
+    if found is None:
+        found = OrderedDict()
+        rt._remote_recorded = found  # type: ignore[attr-defined]
+    return found
+
+
 def _inflight(rt: Runtime) -> dict[_Key, asyncio.Future[tuple[bool, Any]]]:
     found: dict[_Key, asyncio.Future[tuple[bool, Any]]] | None = getattr(rt, "_remote", None)
     if found is None:
@@ -218,20 +231,27 @@ async def run_step(rt: Runtime, message: Message, left: Callable[[], float]) -> 
         await rt.executor(run_id).handle(Message(rt.new_id(), run_id, "resume"), look_again=True)
         return ACK
     key = (run_id, cid, attempt)
-    inflight = _inflight(rt)
+    inflight, recorded = _inflight(rt), _recorded(rt)
+    if key in recorded:
+        return ACK  # this process recorded it after the log above was read
     running = inflight.get(key)
     if running is None:  # this process runs it; a copy delivered meanwhile waits for it
         definition = get_step(step.name)
         if definition is None:
             raise WorkflowNotFound(f"step {step.name!r} is not registered in this process")
         running = inflight[key] = rt.loop.create_future()
-        running.add_done_callback(lambda _: inflight.pop(key, None))
         _start(rt, running, definition, step, run_id, cid, attempt)
     try:
         ok, value = await _bounded(asyncio.shield(running), left())
     except TimeoutError:
         return Disposition.later(1.0, "the host's deadline came first; the step still runs")
-    await _record(rt, load, cid, attempt, ok, value)
+    if key not in recorded:
+        await _record(rt, load, cid, attempt, ok, value)
+        recorded[key] = None
+        while len(recorded) > MAX_RECORDED:
+            recorded.popitem(last=False)
+    if inflight.get(key) is running:
+        del inflight[key]
     return ACK
 
 
