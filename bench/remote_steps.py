@@ -97,7 +97,7 @@ def local_wall(n: int, workers: int, remote: bool) -> float:
             time.sleep(1.5)  # every worker heartbeating
 
             async def main() -> float:
-                wf.configure(world=LocalWorld(directory), serve="never")  # a plain client
+                wf.configure(world=lambda: LocalWorld(directory), serve="never")  # a client
                 start = time.perf_counter()
                 run = await wf.start(fanout, n, remote)
                 assert await run.result(timeout=600) == n
@@ -127,6 +127,7 @@ def aws_calls(n: int) -> None:
         os.environ.update(moto.env())
         settings = setup("bench", session=moto.session(), endpoint_url=moto.url)
         os.environ.update(settings)
+        wf.configure(world="aws", serve="auto")  # not the local world of part 1
 
         def calls(steps: int) -> tuple[collections.Counter[str], int]:
             session = moto.session()
