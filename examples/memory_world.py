@@ -196,12 +196,17 @@ class MemoryStore:
 class MemoryQueue:
     """Queue: a heap of messages by due time, delivered on this loop, de-duplicated by key."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, shared: MemoryQueue | None = None) -> None:
         self.clock = clock
         self._heap: list[tuple[float, int, Outgoing, int]] = []
         self._keys: set[str] = set()
         self._order = itertools.count()
+        self._consumers: list[asyncio.Event] = []  # each consumer's wake-up
+        if shared is not None:  # the same messages, another consumer
+            self._heap, self._keys, self._order = shared._heap, shared._keys, shared._order
+            self._consumers = shared._consumers
         self._woken = asyncio.Event()
+        self._consumers.append(self._woken)
         self._deliver: Deliver | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -213,7 +218,12 @@ class MemoryQueue:
                     continue  # one with this key is queued already
                 self._keys.add(out.key)
             heapq.heappush(self._heap, (self.due(out), next(self._order), out, attempt))
-        self._woken.set()
+        for woken in self._consumers:
+            woken.set()
+
+    def another(self) -> MemoryQueue:
+        """Another consumer of the same messages (a second worker, in tests)."""
+        return MemoryQueue(self.clock, self)
 
     def due(self, out: Outgoing) -> float:
         """When the queue hands the message over (a queue with a longest delay, such
@@ -228,6 +238,8 @@ class MemoryQueue:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        if self._woken in self._consumers:
+            self._consumers.remove(self._woken)
         tasks = [t for t in (self._task, *self._inflight) if t is not None]
         for task in tasks:
             task.cancel()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import worldflow as wf
-from examples.memory_world import memory_world
+from examples.memory_world import MemoryQueue, memory_world
 from worldflow.testing import WorldConformance
 from worldflow.world import World
 
@@ -23,11 +23,13 @@ class TestMemoryWorld(WorldConformance):
         # One store shared by every "restart": the memory world lives in the process.
         clock = wf.VirtualClock()
         world = memory_world(clock)
+        queue = world.queue
+        assert isinstance(queue, MemoryQueue)
 
         def again() -> World:
             return World(
                 storage=world.storage,
-                queue=world.queue,  # its messages stay; its consumer starts again
+                queue=queue.another(),  # the messages stay; a consumer of its own
                 workers=world.workers,
                 clock=clock,
                 capabilities=world.capabilities,
