@@ -76,6 +76,7 @@ class StepOptions:
     concurrency: Limit | None = None  # at most n attempts at once (per key)
     rate_limit: Rate | None = None  # attempts spaced by rate_limit.every (per rate_key)
     rate_key: Callable[..., object] | None = None
+    remote: bool | None = None  # None: as WORLDFLOW_REMOTE_STEPS says (worldflow._remote)
 
     def delay_before(self, attempt: int) -> float:
         return self.retry_delay * self.backoff ** (attempt - 2)
@@ -270,6 +271,7 @@ def step(
     concurrency: int | Limit | None = None,
     rate_limit: str | Rate | None = None,
     key: Callable[..., object] | None = None,
+    remote: bool | None = None,
 ) -> _StepDecorator: ...
 def step(
     fn: Callable[P, Any] | None = None,
@@ -283,6 +285,7 @@ def step(
     concurrency: int | Limit | None = None,
     rate_limit: str | Rate | None = None,
     key: Callable[..., object] | None = None,
+    remote: bool | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function (``async def`` or plain ``def``) as a step: its input and
     output are recorded and it is retried on failure.
@@ -297,6 +300,9 @@ def step(
     ``rate_limit``: attempts spaced so that at most COUNT start per PERIOD
     (``"50/m"``, ``"10/s"``), per ``key(*args, **kwargs)`` when ``key`` is given;
     attempts beyond the rate wait durably, they do not fail.
+    ``remote=True``: each attempt is a message any worker may take (its own Lambda
+    invocation, its own Cloud Tasks request); the workflow's invocation ends while
+    it runs. ``None`` (the default): remote when ``WORLDFLOW_REMOTE_STEPS=1``.
     """
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
@@ -306,6 +312,13 @@ def step(
         raise ValueError("@step(key=...) is the rate limit's key: give rate_limit= too")
     if key is not None and not callable(key):
         raise TypeError(f"@step(key=...) must be a function of the step's arguments, got {key!r}")
+    if remote is not None and not isinstance(remote, bool):
+        raise ValueError(f"remote must be True, False or None, got {remote!r}")
+    if remote and (concurrency is not None or rate_limit is not None):
+        raise ValueError(
+            "@step(remote=True) cannot take concurrency= or rate_limit= yet (a limited "
+            "step's slot is held by its run's executor): drop one of them"
+        )
     options = StepOptions(
         max_retries=max_retries,
         retry_delay=parse_duration(retry_delay, what="retry_delay"),
@@ -316,6 +329,7 @@ def step(
         if rate_limit is None
         else parse_rate(rate_limit, what="@step(rate_limit=...)"),
         rate_key=key,
+        remote=remote,
     )
     if options.timeout is not None and options.timeout <= 0:
         raise ValueError(f"timeout must be > 0, got {timeout!r}")

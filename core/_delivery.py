@@ -87,6 +87,10 @@ async def deliver(
 
             await _bounded(start_child(rt, message), left())
             return ACK
+        if message.kind == "step":  # an attempt of a remote step: any worker runs it
+            from ._remote import run_step
+
+            return await run_step(rt, message, left)
         executor = rt.executor(message.run_id)
         park = None if deadline is None else min(PARK_WAIT, max(0.0, left() - PARK_WAIT))
         await _bounded(executor.handle(message, park_timeout=park), left())

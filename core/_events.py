@@ -10,7 +10,8 @@ the same. Each kind has a ``TypedDict`` describing its ``data``; values
 run_created        workflow, input (+ trace)             (written by start)
 run_started        -
 step_scheduled     cid, name, input                      (a command)
-step_started       cid, attempt, worker, lease_until (+ granted: a rate limit's turn)
+step_started       cid, attempt, worker, lease_until (+ granted: a rate limit's turn;
+                   remote: true, worker null: a step message runs it)
 step_retrying      cid, attempt, error, retry_at
 step_completed     cid, attempt, output
 step_failed        cid, attempt, error
@@ -178,8 +179,9 @@ class StepScheduled(TypedDict):
 class StepStarted(TypedDict):
     cid: int
     attempt: int
-    worker: str
+    worker: str | None  # None when remote
     lease_until: float | None
+    remote: NotRequired[bool]  # True: a ``step`` message runs it on any worker
     granted: NotRequired[float]  # the rate limit's turn (worldflow._limits_flow)
 
 

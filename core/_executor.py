@@ -20,15 +20,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _children as children
+from . import _remote as remote
 from ._attempts import StepMetadata, run_attempt
 from ._codec import decode
 from ._definitions import Step, StepOptions, get_step, get_workflow
-from ._duration import parse_duration
 from ._errors import (
     CorruptLogError,
-    FatalError,
     HookConflict,
-    RetryableError,
     SerializationError,
     WorkflowNotFound,
 )
@@ -71,6 +69,7 @@ class _Input:
     message: Message | None = None
     done: asyncio.Future[None] | None = None
     attempt: tuple[int, int, bool, Any] | None = None  # cid, attempt, ok, output or exception
+    remote: bool = False  # the attempt ran remotely (worldflow._remote)
     hook_taken: tuple[int, str, str] | None = None  # cid, token, the run holding it
     parked_at: float = 0.0  # a hook payload waiting for the one before it (loop time)
     park_timeout: float | None = None  # give it back after this long parked (a host's deadline)
@@ -132,7 +131,9 @@ class RunExecutor:
         a hook payload that must wait for an earlier one raises :class:`Parked`
         after this long instead of waiting on (its message comes again).
         """
-        if look_again or (self.state is not None and self.others(self.state)):
+        seq = message.data.get("seq") if message.kind == "resume" else None
+        behind = type(seq) is int and self.state is not None and self.state.seq < seq
+        if look_again or behind or (self.state is not None and self.others(self.state)):
             # Whether those workers are still alive is known only as of the last
             # load: look again (the World may have adopted the run from a dead one).
             self.stale = True
@@ -186,6 +187,13 @@ class RunExecutor:
         self.running.pop(cid, None)
         self.inputs.append(_Input(attempt=(cid, attempt, ok, value)))
         self.kick()
+
+    async def remote_finished(self, cid: int, attempt: int, ok: bool, value: Any) -> None:
+        """The outcome of a remote attempt that ran in this process; returns once durable."""
+        done = self.rt.loop.create_future()
+        self.inputs.append(_Input(done=done, attempt=(cid, attempt, ok, value), remote=True))
+        self.kick()
+        await done
 
     @property
     def idle(self) -> bool:
@@ -242,7 +250,7 @@ class RunExecutor:
         me = self.rt.worker_id
         latest: StepState | None = None
         for s in state.open_steps.values():
-            if s.status == "running":
+            if s.status == "running" and s.worker:  # a remote attempt has none
                 if s.worker == me:
                     return me
                 if latest is None or s.cid > latest.cid:
@@ -375,8 +383,11 @@ class RunExecutor:
     def _replay(self, state: RunState, events: list[Event]) -> WorkflowInstance:
         instance = self._new_instance(state.workflow, list(state.commands))
         instance.replaying = True
+        fresh = remote.fresh_from(events)  # remote results the code has not seen yet
         try:
-            for event in events:
+            for i, event in enumerate(events):
+                if i == fresh:
+                    instance.replaying = False  # what the code does from here is new
                 if event.kind == RUN_STARTED:
                     instance.start(event.at, state.input)
                 elif event.kind in RESULT_KINDS:
@@ -389,7 +400,8 @@ class RunExecutor:
         finally:
             instance.replaying = False
         instance.check_replayed()
-        instance.take_commands()  # commands made during replay are already in the log
+        # Commands made during replay are in the log, except those that follow a result
+        # appended by another writer (a remote step's): the next pass records them.
         return instance
 
     def _new_instance(self, workflow: str, recorded: list[Event]) -> WorkflowInstance:
@@ -410,6 +422,8 @@ class RunExecutor:
         at = max(self.rt.clock.now(), self.last_at)
         batch = _Batch(self, at)
         try:
+            if self.instance is not None and self.instance.new_commands:
+                self._collect(batch)  # made on replay past the log's end (worldflow._remote)
             for inp in inputs:
                 self._apply(batch, inp)
             self._advance(batch)
@@ -572,30 +586,19 @@ class RunExecutor:
             step is None
             or step.status != "running"
             or step.attempt != attempt
-            or step.worker != self.rt.worker_id
+            or step.worker != (None if inp.remote else self.rt.worker_id)
         ):
             return  # a late result of an attempt that was timed out, lost or superseded
         if ok:
             data = {"cid": cid, "attempt": attempt, "output": value}
             self._feed(batch, self._record(batch, STEP_COMPLETED, data))
             return
-        options = self._options(step)
-        error = describe_error(value)
-        fatal = isinstance(value, FatalError | SerializationError | WorkflowNotFound)
-        if fatal or attempt > options.max_retries:
-            data = {"cid": cid, "attempt": attempt, "error": error}
+        kind, data = remote.failure_event(self._options(step), cid, attempt, value, batch.at)
+        if kind == STEP_FAILED:
             self._feed(batch, self._record(batch, STEP_FAILED, data))
             return
-        delay = options.delay_before(attempt + 1)
-        if isinstance(value, RetryableError) and value.retry_after is not None:
-            try:
-                delay = parse_duration(value.retry_after, what="retry_after")
-            except ValueError as bad:
-                error["message"] += f" ({bad}; used the step's backoff instead)"
-        retry_at = batch.at + delay
-        data = {"cid": cid, "attempt": attempt, "error": error, "retry_at": retry_at}
         self._record(batch, STEP_RETRYING, data)
-        self._wake_at(batch, retry_at, f"retry:{cid}:{attempt + 1}")
+        self._wake_at(batch, data["retry_at"], f"retry:{cid}:{attempt + 1}")
 
     def _child_ended(self, batch: _Batch, body: dict[str, Any]) -> None:
         state = self.state
@@ -730,7 +733,8 @@ class RunExecutor:
         return False
 
     def _start_attempt(self, batch: _Batch, step: StepState) -> None:
-        timeout = self._options(step).timeout
+        options = self._options(step)
+        timeout = options.timeout
         attempt = step.attempt + 1
         if not self.gate.may_start_attempt(batch, step, attempt):
             return  # waits for a concurrency slot or its rate limit's turn
@@ -743,6 +747,11 @@ class RunExecutor:
         granted = self.gate.granted_at(step.cid, attempt)
         if granted is not None:
             data["granted"] = granted  # its rate limit's turn: the attempt starts at or after it
+        if remote.chosen(options):  # a message any worker takes; nothing runs here
+            self._record(
+                batch, STEP_STARTED, remote.started(self.rt, batch.append, self.run_id, data)
+            )
+            return
         self._record(batch, STEP_STARTED, data)
         batch.launch.append((step.cid, attempt))
 

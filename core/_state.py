@@ -51,7 +51,8 @@ class StepState:
     scheduled_at: float
     status: str = "scheduled"  # scheduled | running | retrying | completed | failed
     attempt: int = 0  # the last attempt started
-    worker: str | None = None
+    worker: str | None = None  # None for a remote attempt: any worker may run it
+    remote: bool = False  # the last attempt runs remotely (worldflow._remote)
     lease_until: float | None = None
     retry_at: float | None = None
     started_at: float | None = None
@@ -194,6 +195,7 @@ def _step_started(s: RunState, e: Event, d: dict[str, Any]) -> None:
     st.status = "running"
     st.attempt = d["attempt"]
     st.worker = d.get("worker")
+    st.remote = bool(d.get("remote"))
     st.lease_until = d.get("lease_until")
     st.retry_at = None
     if st.started_at is None:

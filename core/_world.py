@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-MessageKind = Literal["resume", "hook", "cancel", "wake", "start_child", "child_ended"]
+MessageKind = Literal["resume", "hook", "cancel", "wake", "start_child", "child_ended", "step"]
 #: Every message kind; a World that checks kinds when it decodes a message uses this.
 MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -117,6 +117,9 @@ class Message:
     ``"start_child"`` (create the child run its run's command ``data["cid"]``
     started, if it does not exist yet) or ``"child_ended"`` (a child run ended:
     ``data`` has ``cid``, ``id``, ``status`` and ``output`` or ``error``).
+    ``"step"``: run attempt ``data["attempt"]`` of the remote step ``data["cid"]``
+    (any worker; see :mod:`worldflow._remote`). A ``resume`` may carry ``data["seq"]``:
+    the run's log has that many events at least (a worker whose copy is behind reads it).
     ``id`` is unique per send, so a redelivery can be recognised in the log.
     A World carries ``kind`` and ``data`` as they are (``data`` is JSON).
     """

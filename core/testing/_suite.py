@@ -40,6 +40,7 @@ from ._harness import DuplicatingWorld, Harness, chaotic, http_call, normalized,
 from ._suite_children import ChildrenConformance
 from ._suite_flow import FlowConformance  # it imports conformance from here: bound above
 from ._suite_limits import LimitsConformance
+from ._suite_remote import RemoteConformance
 from ._suite_streams import StreamsConformance
 
 __all__ = ["WorldConformance"]
@@ -51,7 +52,9 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class WorldConformance(FlowConformance, StreamsConformance, LimitsConformance, ChildrenConformance):
+class WorldConformance(
+    FlowConformance, StreamsConformance, LimitsConformance, ChildrenConformance, RemoteConformance
+):
     """Subclass and provide the ``make_world`` fixture (see the module docstring)."""
 
     always_replay: ClassVar[bool] = False

@@ -51,6 +51,15 @@ class TestAwsWorldAlwaysReplay(TestAwsWorld):
     always_replay = True
 
 
+class TestAwsWorldRemoteSteps(TestAwsWorld):
+    remote_steps = True  # every step a message any worker takes (worldflow._remote)
+
+
+class TestAwsWorldRemoteStepsAlwaysReplay(TestAwsWorld):
+    remote_steps = True
+    always_replay = True
+
+
 # -- through the Lambda host -------------------------------------------------------------
 
 
@@ -114,3 +123,7 @@ class TestAwsWorldThroughLambda(WorldConformance):
 )
 class TestAwsWorldThroughLambdaAlwaysReplay(TestAwsWorldThroughLambda):
     always_replay = True
+
+
+class TestAwsWorldThroughLambdaRemoteSteps(TestAwsWorldThroughLambda):
+    remote_steps = True  # every step its own Lambda invocation (worldflow._remote)

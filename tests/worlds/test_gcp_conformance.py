@@ -32,3 +32,12 @@ class TestGcpWorld(WorldConformance):
 
 class TestGcpWorldAlwaysReplay(TestGcpWorld):
     always_replay = True
+
+
+class TestGcpWorldRemoteSteps(TestGcpWorld):
+    remote_steps = True  # every step its own Cloud Tasks request (worldflow._remote)
+
+
+class TestGcpWorldRemoteStepsAlwaysReplay(TestGcpWorld):
+    remote_steps = True
+    always_replay = True

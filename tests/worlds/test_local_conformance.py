@@ -21,3 +21,12 @@ class TestLocalWorld(WorldConformance):
 
 class TestLocalWorldAlwaysReplay(TestLocalWorld):
     always_replay = True
+
+
+class TestLocalWorldRemoteSteps(TestLocalWorld):
+    remote_steps = True  # every step a message any worker takes (worldflow._remote)
+
+
+class TestLocalWorldRemoteStepsAlwaysReplay(TestLocalWorld):
+    remote_steps = True
+    always_replay = True

@@ -31,3 +31,14 @@ class TestPostgresWorld(WorldConformance):
 class TestPostgresWorldAlwaysReplay(TestPostgresWorld):
     schema = "conformance_replay"
     always_replay = True
+
+
+class TestPostgresWorldRemoteSteps(TestPostgresWorld):
+    schema = "conformance_remote"
+    remote_steps = True  # every step a message any worker takes (worldflow._remote)
+
+
+class TestPostgresWorldRemoteStepsAlwaysReplay(TestPostgresWorld):
+    schema = "conformance_remote_replay"
+    remote_steps = True
+    always_replay = True

@@ -23,6 +23,7 @@ import contextlib
 import heapq
 import json
 import logging
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -42,6 +43,9 @@ __all__ = ["LocalQueue"]
 
 #: Seconds acknowledged messages wait to be deleted together.
 ACK_DELAY = 0.02
+#: Remote step attempts (``step`` messages) one process runs at once; the rest are left
+#: to other workers, or taken here as these end (``WORLDFLOW_LOCAL_STEP_SLOTS``).
+STEP_SLOTS = max(1, int(os.environ.get("WORLDFLOW_LOCAL_STEP_SLOTS", "4")))
 
 log = logging.getLogger("worldflow.local")
 
@@ -79,6 +83,8 @@ class LocalQueue:
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
         self._closed = False
+        self._steps = 0  # step messages being delivered here
+        self._waiting_steps: list[StoredMessage] = []  # for a free slot (STEP_SLOTS)
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
         await self.store.send(messages)
@@ -142,9 +148,31 @@ class LocalQueue:
             self._wake.set()
 
     async def _deliver_one(self, m: StoredMessage) -> None:
+        if m.kind != "step":
+            await self._deliver_message(m)
+            return
+        # A remote step's attempt: whichever worker takes it first runs it (any run's).
+        if self._steps >= STEP_SLOTS:
+            self._waiting_steps.append(m)
+            return
+        self._steps += 1
+        try:
+            if await self.store.take(m.row):
+                await self._deliver_message(m)
+            else:
+                self._known.discard(m.row)  # another worker's; looked at again if it dies
+        except Exception as exc:
+            log.warning("worldflow: taking a step message failed (%s); again later", exc)
+            self._known.discard(m.row)
+        finally:
+            self._steps -= 1
+            if self._waiting_steps and not self._closed:
+                self._spawn(self._deliver_one(self._waiting_steps.pop(0)))
+
+    async def _deliver_message(self, m: StoredMessage) -> None:
         assert self._deliver is not None
         try:
-            if m.run_id not in self.store.owned and not await self._take(m):
+            if m.kind != "step" and m.run_id not in self.store.owned and not await self._take(m):
                 return
             message = Message(m.msg_id, m.run_id, m.kind, json.loads(m.data))  # type: ignore[arg-type]
             attempt = self._attempts[m.row] = self._attempts.get(m.row, 0) + 1

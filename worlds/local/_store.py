@@ -118,6 +118,7 @@ CREATE TABLE IF NOT EXISTS stream_writers (
     written INTEGER NOT NULL,
     PRIMARY KEY (run_id, stream, writer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS taken (message INTEGER PRIMARY KEY, worker TEXT NOT NULL);
 """
 
 # From schema 2 to 3: new columns; heartbeats are transient, so that table is remade.
@@ -642,9 +643,29 @@ class Store:
         self._announce(stored)
 
     async def ack(self, rows: Sequence[int]) -> None:
-        await self.write(
-            lambda: self.db.executemany("DELETE FROM messages WHERE id = ?", [(r,) for r in rows])
-        )
+        def body() -> None:
+            self.db.executemany("DELETE FROM messages WHERE id = ?", [(r,) for r in rows])
+            self.db.executemany("DELETE FROM taken WHERE message = ?", [(r,) for r in rows])
+
+        await self.write(body)
+
+    async def take(self, row: int) -> bool:
+        """Take a ``step`` message (any worker may run a remote step's attempt): it is
+        still queued and no other live worker has taken it. Read and written in one
+        transaction, so two workers never both take it; a dead taker's goes to the next."""
+
+        def body() -> bool:
+            cur = self.db.execute(
+                "INSERT INTO taken (message, worker) SELECT ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?) "
+                "ON CONFLICT (message) DO UPDATE SET worker = excluded.worker "
+                "WHERE taken.worker = excluded.worker "
+                "OR taken.worker NOT IN (SELECT id FROM workers WHERE until >= ?)",
+                (row, self.worker_id, row, time.time()),
+            )
+            return cur.rowcount == 1
+
+        return await self.write(body)
 
     def data_version(self) -> int:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
@@ -653,14 +674,19 @@ class Store:
         self, workflows: list[str], known: set[int], after: int = 0
     ) -> list[StoredMessage]:
         """Messages (with ``id > after``) of runs this process may take: its own,
-        unowned, or a dead worker's (liveness read here, from the heartbeats)."""
+        unowned, or a dead worker's (liveness read here, from the heartbeats); and
+        ``step`` messages of any run that no other live worker has taken."""
+        now = time.time()
         rows = self.db.execute(
             "SELECT m.id, m.run_id, m.msg_id, m.kind, m.data, m.due FROM messages m "
             "JOIN runs r ON r.id = m.run_id "
             "WHERE m.id > ? AND r.workflow IN (SELECT value FROM json_each(?)) "
             "AND (r.owner IS NULL OR r.owner = ? "
-            "OR r.owner NOT IN (SELECT id FROM workers WHERE until >= ?)) ORDER BY m.id",
-            (after, _dumps(workflows), self.worker_id, time.time()),
+            "OR r.owner NOT IN (SELECT id FROM workers WHERE until >= ?) "
+            "OR (m.kind = 'step' AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.message = m.id "
+            "AND t.worker != ? AND t.worker IN (SELECT id FROM workers WHERE until >= ?)))) "
+            "ORDER BY m.id",
+            (after, _dumps(workflows), self.worker_id, now, self.worker_id, now),
         ).fetchall()
         return [StoredMessage(*row) for row in rows if row[0] not in known]
 
