@@ -144,8 +144,14 @@ class DynamoFaults:
     is closed before the request is sent), ``lost_answer`` (the request is sent and
     applied, then the connection closes before the answer is read). Each request fails
     with probability ``rate`` (of the ``operations`` given, default all), up to ``limit``
-    failures in all; none while ``on`` is false.
+    failures in all; none while ``on`` is false. One request (the same operation and
+    body: botocore's retries of a call) fails at most ``MAX_STREAK`` times in a row, fewer
+    than botocore's retries: a random fault rate alone would now and then fail a call
+    six times running (0.3**6 per call, about one run in four at 400 calls), which is
+    what an outage does (the ``outage`` tests), not what these rates are for.
     """
+
+    MAX_STREAK = 3
 
     def __init__(
         self,
@@ -163,6 +169,7 @@ class DynamoFaults:
         self.on = True
         self.calls: collections.Counter[str] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
+        self.streak: collections.Counter[tuple[str, int]] = collections.Counter()
         self.endpoint = client.meta.endpoint_url
         client.meta.events.register_first("before-send.dynamodb", self._before_send)
 
@@ -174,10 +181,14 @@ class DynamoFaults:
                 return None
             if self.kind == "conflict" and operation not in WRITES:
                 return None  # reads do not meet transactions
-            if self.rng.random() >= self.rate:
+            body = request.body
+            same = (operation, hash(body if isinstance(body, bytes | str) else repr(body)))
+            if self.rng.random() >= self.rate or self.streak[same] >= self.MAX_STREAK:
+                self.streak.pop(same, None)
                 return None
             if self.limit is not None and sum(self.failed.values()) >= self.limit:
                 return None
+            self.streak[same] += 1
             self.failed[operation] += 1
         return self._fail(operation, request)
 
