@@ -13,7 +13,6 @@ runs nothing until it pauses.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
@@ -86,6 +85,8 @@ async def _superseded_by(tag: str) -> str | None:
 async def debounced(
     name: str, args: list[Any], kwargs: dict[str, Any], tag: str, window: float
 ) -> Any:
+    import asyncio  # not at import time: `import worldflow` loads no event loop
+
     from ._api import sleep, start
 
     await sleep(window)

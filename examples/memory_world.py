@@ -235,6 +235,8 @@ class MemoryQueue:
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
+        if self._woken not in self._consumers:  # started again after a close
+            self._consumers.append(self._woken)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:

@@ -37,7 +37,7 @@ from worldflow.world import (
     new_worker_id,
 )
 
-LIMIT = 2_000  # bytes of events per append, and of a message's data
+LIMIT = 6_000  # bytes of events per append, and of a message's data (a 40-child gather fits)
 
 
 class OutboxStore(MemoryStore):
@@ -319,8 +319,8 @@ def test_size_limits_count_bytes_not_characters() -> None:
     async def main() -> None:
         world = bridged_world(wf.VirtualClock())
         async with wf.worker(world):
-            # 1,400 characters, 2,800 bytes: over the 2,000-byte limit only in bytes.
-            assert await (await wf.start(wide, 1_400)).result(timeout=10) == 1_400
+            # 3,500 characters, 7,000 bytes: over the 6,000-byte limit only in bytes.
+            assert await (await wf.start(wide, 3_500)).result(timeout=10) == 3_500
         assert isinstance(world.blobs, MemoryBlobs) and world.blobs.data
 
     asyncio.run(main())
