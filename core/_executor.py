@@ -118,6 +118,7 @@ class RunExecutor:
         self.checking = 0  # hook-token checks under way (they may record hook_failed)
         self.holder: str | object | None = _UNKNOWN  # the holder the last append recorded
         self._quiet: list[asyncio.Future[None]] = []
+        self._sent: list[asyncio.Future[None]] = []  # waiting for unsent == 0
         self.gate = Gate(self)  # concurrency and rate limits (worldflow._limits_flow)
 
     # -- inputs ------------------------------------------------------------
@@ -175,7 +176,25 @@ class RunExecutor:
     def sent(self, delta: int) -> None:
         """The runtime's outbox: +1 when an append's messages are to be sent, -1 when sent."""
         self.unsent += delta
+        if not self.unsent and self._sent:
+            waiters, self._sent = self._sent, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
         self._settle()
+
+    async def outbox_sent(self) -> None:
+        """Return once every message of this run's appends made here has been sent
+        (a World whose queue is not in its store's transaction sends them after)."""
+        if not self.unsent:
+            return
+        fut = self.rt.loop.create_future()
+        self._sent.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._sent:
+                self._sent.remove(fut)
 
     def nudge(self) -> None:
         """Look at the run again (a limiter granted it something)."""

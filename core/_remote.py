@@ -325,6 +325,8 @@ async def _record(rt: Runtime, load: _Load, cid: int, attempt: int, ok: bool, va
         append = Append(run_id, state.seq, [NewEvent(kind, data, at)], messages=out)
         append.holder = _holder(state)
         if (await rt.backend.append([append]))[0]:
-            await executor.quiet()  # its messages are sent before the step message is acked
+            # Its messages are sent before the step message is acked. (Only those: this
+            # process may be running the run meanwhile, and need not wait for that.)
+            await executor.outbox_sent()
             return
         log.debug("worldflow: run %r: recording step %d lost a race; reading again", run_id, cid)
