@@ -37,6 +37,7 @@ from ._world import (
     HookInfo,
     Log,
     Message,
+    NewEvent,
     Outgoing,
     RunCreate,
     RunInfo,
@@ -50,6 +51,8 @@ __all__ = ["BLOB_TAG", "Backend"]
 log = logging.getLogger("worldflow")
 
 BLOB_TAG = "blob"
+#: Bytes an event costs a store beside its data's JSON and its kind (a time, separators).
+_EVENT_OVERHEAD = 32
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -66,6 +69,50 @@ def _blob_ref(value: Any) -> str | None:
         if isinstance(key, str):
             return key
     return None
+
+
+def _split(append: Append, sizes: list[int], limit: int) -> list[Append]:
+    """An append whose events are over ``limit`` bytes even with its large values in
+    blobs, as a chain of appends of at most ``limit`` bytes of events each (one event
+    at least), written in one call.
+
+    Should the process die between two of them, the log holds a prefix of the turn:
+    as if the workflow had issued those commands in a turn of their own; its replay
+    matches them and issues the rest again. So what must not wait for the last part
+    goes with the first: the messages (one whose command is not recorded yet is
+    dropped when delivered, or starts what the re-issued command finds started:
+    a child's id is deterministic) and the hooks created (a hook's event recorded
+    without the hook would never be resumed). The rest goes with the last: the
+    status, the output or error, the hooks removed.
+    """
+    groups: list[list[NewEvent]] = [[]]
+    used = 0
+    for event, size in zip(append.events, sizes, strict=True):
+        if groups[-1] and used + size > limit:
+            groups.append([])
+            used = 0
+        groups[-1].append(event)
+        used += size
+    parts = []
+    seq = append.expected_seq
+    for i, events in enumerate(groups):
+        first, last = i == 0, i == len(groups) - 1
+        parts.append(
+            dataclasses.replace(
+                append,
+                expected_seq=seq,
+                events=events,
+                status=append.status if last else None,
+                output=append.output if last else None,
+                error=append.error if last else None,
+                hooks_created=append.hooks_created if first else [],
+                hooks_removed=append.hooks_removed if last else [],
+                messages=append.messages if first else [],
+                holder_changed=append.holder_changed and first,
+            )
+        )
+        seq += len(events)
+    return parts
 
 
 class Backend:
@@ -126,17 +173,25 @@ class Backend:
         except ValueError as exc:
             raise CorruptLogError(f"{where}: blob {key!r} is not valid JSON: {exc}") from exc
 
-    async def _offload_append(self, append: Append) -> Append:
+    async def _offload_append(self, append: Append) -> list[Append]:
+        """The append made to fit ``max_event_bytes``: its large values in blobs, and, if
+        its events are still too many for one append (a gather over thousands of
+        children), split into a chain of appends (see :func:`_split`)."""
         limit = self.caps.max_event_bytes
         if limit is None:
-            return append
+            return [append]
         texts = [_dumps(e.data) for e in append.events]
-        sizes = [_size(t) for t in texts]
+        # What a store keeps of an event beside its data: the kind, the time, punctuation.
+        sizes = [
+            _size(t) + len(e.kind) + _EVENT_OVERHEAD
+            for t, e in zip(texts, append.events, strict=True)
+        ]
         total = sum(sizes)
         if total > limit:
             events = list(append.events)
+            small = max(256, limit // 16)  # below it a reference saves little: split instead
             for i in sorted(range(len(events)), key=lambda i: -sizes[i]):
-                if total <= limit:
+                if total <= limit or sizes[i] <= small:
                     break
                 e = events[i]
                 seq = append.expected_seq + 1 + i
@@ -147,7 +202,9 @@ class Backend:
                     texts[i],
                 )
                 events[i] = type(e)(e.kind, ref, e.at)
-                total += _size(_dumps(ref)) - sizes[i]
+                size = _size(_dumps(ref)) + len(e.kind) + _EVENT_OVERHEAD
+                total += size - sizes[i]
+                sizes[i] = size
             append = dataclasses.replace(append, events=events)
         # The run's output or error is kept beside the run as well (a projection
         # read by every result() poll): a quarter of the limit keeps it small.
@@ -163,7 +220,7 @@ class Backend:
                         text,
                     )
                     append = dataclasses.replace(append, **{name: ref})
-        return append
+        return [append] if total <= limit else _split(append, sizes, limit)
 
     async def _offload_message(self, out: Outgoing) -> Outgoing:
         limit = self.caps.max_message_bytes
@@ -211,7 +268,16 @@ class Backend:
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
         if self.caps.max_event_bytes is not None:
-            appends = [await self._offload_append(a) for a in appends]
+            parts = [await self._offload_append(a) for a in appends]
+            if any(len(p) > 1 for p in parts):
+                done = iter(await self._append([a for p in parts for a in p]))
+                # An append split in parts is done when all of them are (a chain: once
+                # one fails, the ones after it fail too).
+                return [all([next(done) for _ in p]) for p in parts]
+            appends = [p[0] for p in parts]
+        return await self._append(appends)
+
+    async def _append(self, appends: Sequence[Append]) -> list[bool]:
         results = await self.storage.append(appends)
         if not self.caps.transactional_messages:
             for append, ok in zip(appends, results, strict=True):

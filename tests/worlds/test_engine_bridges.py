@@ -37,7 +37,7 @@ from worldflow.world import (
     new_worker_id,
 )
 
-LIMIT = 6_000  # bytes of events per append, and of a message's data (a 40-child gather fits)
+LIMIT = 2_000  # bytes of events per append, and of a message's data
 
 
 class OutboxStore(MemoryStore):
@@ -48,6 +48,8 @@ class OutboxStore(MemoryStore):
         super().__init__(queue)
         self.unsent: dict[str, dict[int, Unsent]] = {}
         self.biggest = 0
+        self.appends: list[Append] = []  # every append this store took
+        self.cut_chains = 0  # chains to cut after their first append (a crash between)
 
     async def create_run(self, create: RunCreate) -> tuple[RunInfo, bool]:
         assert not create.messages, "not transactional: create_run gets no messages"
@@ -55,6 +57,10 @@ class OutboxStore(MemoryStore):
         return await super().create_run(create)
 
     async def append(self, appends: Sequence[Append]) -> list[bool]:
+        if self.cut_chains and len(appends) > 1 and appends[0].run_id == appends[1].run_id:
+            self.cut_chains -= 1
+            await self.append(appends[:1])
+            raise WorldError("the connection dropped after the first append of the chain")
         for a in appends:
             self._check_size([e.data for e in a.events])
         held = [(a, a.messages) for a in appends]
@@ -63,6 +69,8 @@ class OutboxStore(MemoryStore):
         results = await super().append(appends)
         for (a, messages), ok in zip(held, results, strict=True):
             a.messages = messages
+            if ok:
+                self.appends.append(a)
             if ok and messages:
                 self.unsent.setdefault(a.run_id, {})[a.expected_seq] = Unsent(
                     a.expected_seq, list(messages), time.time()
@@ -319,8 +327,51 @@ def test_size_limits_count_bytes_not_characters() -> None:
     async def main() -> None:
         world = bridged_world(wf.VirtualClock())
         async with wf.worker(world):
-            # 3,500 characters, 7,000 bytes: over the 6,000-byte limit only in bytes.
-            assert await (await wf.start(wide, 3_500)).result(timeout=10) == 3_500
+            # 1,400 characters, 2,800 bytes: over the 2,000-byte limit only in bytes.
+            assert await (await wf.start(wide, 1_400)).result(timeout=10) == 1_400
         assert isinstance(world.blobs, MemoryBlobs) and world.blobs.data
+
+    asyncio.run(main())
+
+
+@wf.step
+async def one(i: int) -> int:
+    return i
+
+
+@wf.workflow
+async def wide_gather(n: int) -> int:
+    return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_turn_too_big_for_one_append_is_split_in_a_chain(cut: bool) -> None:
+    """A gather over 150 steps: 150 step_scheduled events in one turn, about 9 KB, over
+    the store's 2 KB (no value is big: blobs would not help). The engine writes the
+    turn as a chain of appends under the limit; when the store fails after the first
+    of them (as a dropped connection would), the run still finishes, each step once."""
+
+    async def main() -> None:
+        world = bridged_world(wf.VirtualClock())
+        store = world.storage
+        assert isinstance(store, OutboxStore)
+        store.cut_chains = 1 if cut else 0
+        async with wf.worker(world):
+            run = await wf.start(wide_gather, 150)
+            assert await run.result(timeout=20) == sum(range(150))
+            events = await run.events()
+        assert store.biggest <= LIMIT
+        assert not store.cut_chains  # the failure happened
+        kinds = [e.kind for e in events]
+        assert kinds.count("step_scheduled") == 150 and kinds.count("step_completed") == 150
+        assert len({e.data["cid"] for e in events if e.kind == "step_completed"}) == 150
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        scheduled = [
+            a
+            for a in store.appends
+            if a.run_id == run.id and a.events and a.events[0].kind == "step_scheduled"
+        ]
+        assert len(scheduled) >= 4  # the turn went in several appends
+        assert not [a for a in scheduled[1:] if a.messages]  # its messages with the first
 
     asyncio.run(main())
