@@ -73,10 +73,12 @@ async def _superseded_by(tag: str) -> str | None:
     later: list[Any] = []
     cursor = None
     while True:  # any later start supersedes this one, whatever it has become since
-        page = await backend.list_runs(tags={TAG: tag}, cursor=cursor, limit=200)
+        page = await backend.list_runs(tags={TAG: tag}, cursor=cursor, limit=50)
         later += [r for r in page.runs if (r.created_at, r.id) > (mine.created_at, mine.id)]
         cursor = page.cursor
-        if cursor is None:
+        # Newest first: past a run older than this one, every run is older too (a key's
+        # thousands of past starts are not read).
+        if cursor is None or any(r.created_at < mine.created_at for r in page.runs):
             break
     return min(later, key=lambda r: (r.created_at, r.id)).id if later else None
 
