@@ -20,6 +20,17 @@ holder: a run id, or ``<run>#<cid>#<attempt>`` for a step attempt; with
   every)``, with ``every = period / count``: attempts are spaced evenly, so no
   window of ``period`` ever holds more than ``count`` grants.
 
+A limiter's log does not grow for ever: past ``LOG_EVENTS`` events, a writer
+appends ``limiter_moved`` (to ``<id>-g2``, then ``-g3`` ...) and makes the
+next generation, whose first event (``limiter_opened``) holds the fold so far:
+the holders still active, recent rate grants, the last throttled start. Who
+reads the moved log first makes the next one if its mover died: the same fold
+from the same events. A process new to a limiter finds its newest generation
+with a few reads (a galloping search over the ids), so a cold start reads one
+short log whatever the limiter's history. Old generations stay (nothing
+deletes them yet); a request re-delivered after its generation moved on is
+granted again, and the dead-holder check below frees that slot.
+
 A run (or attempt) that is not granted waits: the run stays ``pending`` (the
 step ``scheduled``) and the message that brought it is acknowledged. The
 release that frees its slot sends it a ``resume`` message in the release's
@@ -36,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -60,6 +72,15 @@ log = logging.getLogger("worldflow")
 LIMITER_OPENED = "limiter_opened"
 LIMIT_REQUESTED = "limit_requested"
 LIMIT_RELEASED = "limit_released"
+LIMITER_MOVED = "limiter_moved"
+
+#: Events a limiter's log holds before it moves on to a fresh one (its next generation)
+#: whose first event is the fold so far: a cold process reads one log of at most this
+#: many events, not every request ever made (``WORLDFLOW_LIMITER_LOG_EVENTS``).
+LOG_EVENTS = max(8, int(os.environ.get("WORLDFLOW_LIMITER_LOG_EVENTS", "1000")))
+#: A rate limit's past grants kept in a new generation (a re-delivered request within
+#: this many seconds of its grant is still known, and granted nothing twice).
+KEEP_GRANTS = 600.0
 
 #: Grants are compared with the clock to the millisecond (clocks are floats).
 EPS = 1e-3
@@ -73,6 +94,11 @@ THROTTLE_GRACE = 10.0
 def limiter_id(scope: str, key: str) -> str:
     digest = hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()[:40]
     return f"wf-limit-{digest}"
+
+
+def generation_id(lid: str, gen: int) -> str:
+    """The id of generation ``gen`` of a limiter's log (the first is the limiter's id)."""
+    return lid if gen == 1 else f"{lid}-g{gen}"
 
 
 def run_scope(workflow: Workflow[Any, Any], limit: Limit) -> str:
@@ -90,8 +116,11 @@ def run_key(workflow: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[st
 class LimiterLog:
     """One limiter's log, folded (see the module docstring)."""
 
-    def __init__(self, lid: str) -> None:
-        self.id = lid
+    def __init__(self, lid: str, scope: str = "", key: str = "") -> None:
+        self.id = lid  # the current generation's log (the limiter's id, then lid-g2 ...)
+        self.scope, self.key = scope, key
+        self.gen = 1
+        self.moved_to: str | None = None
         self.seq = 0
         self.requested: set[str] = set()
         self.active: dict[str, str] = {}  # holder -> its run, in request order
@@ -105,7 +134,11 @@ class LimiterLog:
             raise CorruptLogError(f"limiter {self.id!r}: event {e.seq} follows {self.seq}")
         self.seq = e.seq
         try:
-            if e.kind == LIMIT_REQUESTED:
+            if e.kind == LIMITER_OPENED and "state" in e.data:
+                self._restore(e.data)
+            elif e.kind == LIMITER_MOVED:
+                self.moved_to = str(e.data["to"])
+            elif e.kind == LIMIT_REQUESTED:
                 holder = str(e.data["holder"])
                 if holder in self.requested:
                     return
@@ -129,6 +162,36 @@ class LimiterLog:
                 f"limiter {self.id!r}: event {e.seq} is malformed ({exc})"
             ) from exc
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The fold, as the first event of the next generation holds it."""
+        return {
+            "gen": self.gen + 1,
+            "active": [[h, run, self.asked_at.get(h, now)] for h, run in self.active.items()],
+            "grants": [[h, at] for h, at in self.grant_at.items() if at > now - KEEP_GRANTS],
+            "last_grant": self.last_grant,
+            "last_start": list(self.last_start) if self.last_start is not None else None,
+        }
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        state = data["state"]
+        self.gen = int(state["gen"])
+        for holder, run, at in state["active"]:
+            self.active[str(holder)] = str(run)
+            self.asked_at[str(holder)] = float(at)
+        self.grant_at = {str(h): float(at) for h, at in state["grants"]}
+        self.requested = set(self.active) | set(self.grant_at)
+        last = state["last_grant"]
+        self.last_grant = None if last is None else float(last)
+        start = state["last_start"]
+        self.last_start = (
+            None if start is None else (str(start[0]), float(start[1]), float(start[2]))
+        )
+
+    def move(self) -> None:
+        """Forget this generation: the fold is read again from the next one's first event."""
+        assert self.moved_to is not None
+        vars(self).update(vars(LimiterLog(self.moved_to, self.scope, self.key)))
+
     def holders(self, n: int) -> list[str]:
         out: list[str] = []
         for holder in self.active:
@@ -151,20 +214,55 @@ class Limiters:
 
     async def _synced(self, lid: str, scope: str, key: str) -> LimiterLog:
         lg = self.logs.get(lid)
-        if lg is None:
-            lg = self.logs[lid] = LimiterLog(lid)
+        if lg is None:  # new to this process: start from the latest generation
+            gen = await self._latest_generation(lid)
+            lg = self.logs[lid] = LimiterLog(generation_id(lid, gen))
+            lg.gen = gen
+        lg.scope, lg.key = scope, key
         await self._sync(lg)
-        if lg.seq == 0:
-            event = NewEvent(LIMITER_OPENED, {"scope": scope, "key": key}, self.rt.clock.now())
-            info, _ = await self.rt.backend.create_run(RunCreate(lid, LIMITER_WORKFLOW, event))
-            if info.workflow != LIMITER_WORKFLOW:
-                raise RuntimeError(f"run id {lid!r} belongs to workflow {info.workflow!r}")
+        while lg.seq >= LOG_EVENTS:  # long enough: on to a fresh log (one writer wins)
+            to = generation_id(lid, lg.gen + 1)
+            await self._append(lg, LIMITER_MOVED, {"to": to}, [])
             await self._sync(lg)
         return lg
 
+    async def _latest_generation(self, lid: str) -> int:
+        """The newest generation of the limiter's log that exists: a galloping then binary
+        search over their ids (a few reads, however many generations there are).
+        Generations are made in order and none is ever deleted (none ends)."""
+
+        async def exists(gen: int) -> bool:
+            return await self.rt.backend.get_run(generation_id(lid, gen)) is not None
+
+        low, high = 1, 2
+        while await exists(high):
+            low, high = high, high * 2
+        while high - low > 1:  # low exists (or is 1), high does not
+            mid = (low + high) // 2
+            low, high = (mid, high) if await exists(mid) else (low, mid)
+        return low
+
     async def _sync(self, lg: LimiterLog) -> None:
-        for e in await self.rt.backend.read_events(lg.id, lg.seq):
-            lg.apply(e)
+        """Read what is new in the limiter's log, following it to its next generations
+        (making the next one from the fold if its mover has not yet)."""
+        while True:
+            for e in await self.rt.backend.read_events(lg.id, lg.seq):
+                lg.apply(e)
+            if lg.seq == 0:
+                await self._open(lg.id, {"scope": lg.scope, "key": lg.key})
+            elif lg.moved_to is not None:
+                state = lg.snapshot(self.rt.clock.now())
+                lg.move()
+                # The same fold whoever makes it: the log up to the move.
+                await self._open(lg.id, {"scope": lg.scope, "key": lg.key, "state": state})
+            else:
+                return
+
+    async def _open(self, log_id: str, data: dict[str, Any]) -> None:
+        event = NewEvent(LIMITER_OPENED, data, self.rt.clock.now())
+        info, _ = await self.rt.backend.create_run(RunCreate(log_id, LIMITER_WORKFLOW, event))
+        if info.workflow != LIMITER_WORKFLOW:
+            raise RuntimeError(f"run id {log_id!r} belongs to workflow {info.workflow!r}")
 
     async def _append(
         self, lg: LimiterLog, kind: str, data: dict[str, Any], msgs: list[Outgoing]

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 import worldflow as wf
-from worldflow._limits_flow import LIMIT_RELEASED, LIMIT_REQUESTED, LimiterLog, Limiters
+from worldflow import _limits_flow
+from worldflow._limits_flow import (
+    LIMIT_RELEASED,
+    LIMIT_REQUESTED,
+    LimiterLog,
+    Limiters,
+    generation_id,
+    limiter_id,
+)
 from worldflow._limits_spec import Rate, parse_rate
 from worldflow._runtime import Runtime
 from worldflow._world import Event
@@ -96,6 +104,58 @@ def test_a_slot_left_by_a_dead_process_is_given_back(
             await asyncio.sleep(0.3)
             assert await second.status() == "pending"  # the slot looks held
             assert await second.result(timeout=10) == "k"
+
+    asyncio.run(main())
+
+
+def test_a_limiter_log_moves_on_to_short_generations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 8 events a generation, 30 runs of one key (60+ events) go through several
+    generations; the limit holds throughout (one run at a time, in start order); each
+    generation is short; a process new to the limiter starts from the newest one and
+    reads nothing older."""
+    monkeypatch.setattr(_limits_flow, "LOG_EVENTS", 8)
+    lid = limiter_id("workflow:test-limits.one_at_a_time", "gens")
+
+    async def main() -> None:
+        async with wf.worker(LocalWorld(tmp_path, serve_webhooks=False)):
+            runs = [await wf.start(one_at_a_time, "gens") for _ in range(30)]
+            for run in runs:
+                assert await run.result(timeout=20) == "gens"
+            spans = []
+            for run in runs:
+                events = await run.events()
+                spans.append((events[1].at, events[-1].at))
+            for (_, end), (begin, _) in itertools.pairwise(spans):
+                assert begin >= end  # one at a time, in start order
+            gens = 1
+            while True:
+                try:
+                    await wf.get_run(generation_id(lid, gens + 1)).status()
+                except wf.RunNotFound:
+                    break
+                gens += 1
+            assert gens >= 5
+            for g in range(1, gens + 1):
+                assert len(await wf.get_run(generation_id(lid, g)).events()) <= 9
+            read: list[str] = []
+            cold = Runtime(LocalWorld(tmp_path, serve_webhooks=False))
+            await cold.start()
+            try:
+                original = cold.backend.read_events
+
+                async def counting(run_id: str, after_seq: int = 0) -> Any:
+                    read.append(run_id)
+                    return await original(run_id, after_seq)
+
+                cold.backend.read_events = counting  # type: ignore[method-assign]
+                lims = _limits_flow.limiters(cold)
+                lg = await lims._synced(lid, "workflow:test-limits.one_at_a_time", "gens")
+                assert lg.gen == gens and not lg.active
+                assert set(read) == {generation_id(lid, gens)}
+            finally:
+                await cold.close()
 
     asyncio.run(main())
 
