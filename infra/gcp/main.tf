@@ -159,7 +159,8 @@ resource "google_firestore_field" "events_out" {
 }
 
 # Retention: when a run ends the world writes expire_at (its end + run_ttl_days) on
-# its run document and on each of its events documents; these TTL policies have
+# its run document, on each of its events documents and on its streams' documents
+# (heads and chunks); these TTL policies have
 # Firestore delete them after that time (within about a day of it, says Google).
 # No index on the field: a timestamp written in order would be a write hot spot.
 resource "google_firestore_field" "runs_expire_at" {
@@ -175,6 +176,24 @@ resource "google_firestore_field" "events_expire_at" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "events"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
+resource "google_firestore_field" "streams_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "streams"
+  field      = "expire_at"
+  index_config {}
+  ttl_config {}
+}
+
+resource "google_firestore_field" "chunks_expire_at" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "chunks"
   field      = "expire_at"
   index_config {}
   ttl_config {}

@@ -206,7 +206,12 @@ def test_retention_ttl_policies_and_the_bucket_lifecycle() -> None:
     doc = load()
     fields = resources(doc, "google_firestore_field").values()
     ttl = {(f["collection"], f["field"]) for f in fields if "ttl_config" in f}
-    assert ttl == {("runs", "expire_at"), ("events", "expire_at")}
+    assert ttl == {
+        ("runs", "expire_at"),
+        ("events", "expire_at"),
+        ("streams", "expire_at"),
+        ("chunks", "expire_at"),
+    }
     (service,) = resources(doc, "google_cloud_run_v2_service").values()
     env = {e["name"]: e["value"] for e in service["template"][0]["containers"][0]["env"]}
     assert "var.run_ttl_days" in env["WORLDFLOW_GCP_RUN_TTL"]

@@ -53,6 +53,20 @@ async def echo_step(value: Any) -> Any:
     return value
 
 
+@wf.step(name="gcp-test-writes")
+async def writes_chunks(value: Any) -> Any:
+    out = wf.get_writable("tokens")
+    for i in range(3):
+        out.write(i)
+        await out.flush()  # three flushes: three chunk documents
+    return value
+
+
+@wf.workflow(name="gcp-test-streams")
+async def streams_flow(value: Any) -> Any:
+    return await writes_chunks(value)
+
+
 @wf.workflow(name="gcp-test-waits")
 async def waits_for_hook(token: str) -> Any:
     return await wf.create_hook(token=token)
@@ -770,20 +784,25 @@ def test_a_finished_runs_documents_get_the_expiry_firestores_ttl_deletes_after(
     async def expiries(world: GcpWorld, run_id: str) -> list[Any]:
         run_doc = (await world.store._run_ref(run_id).get()).to_dict()
         events = world.store._run_ref(run_id).collection("events")
-        return [run_doc.get("expire_at")] + [
-            d.to_dict().get("expire_at") async for d in events.stream()
-        ]
+        found = [run_doc.get("expire_at")]
+        found += [d.to_dict().get("expire_at") async for d in events.stream()]
+        async for head in world.store._run_ref(run_id).collection("streams").stream():
+            found.append(head.to_dict().get("expire_at"))
+            chunks = head.reference.collection("chunks")
+            found += [d.to_dict().get("expire_at") async for d in chunks.stream()]
+        return found
 
     async def main() -> None:
         world = GcpWorld(dataclasses.replace(settings, run_ttl=3 * 86400.0))
         async with wf.worker(world):
-            done = await wf.start(echo_flow, "x")
+            done = await wf.start(streams_flow, "x")
             assert await done.result(timeout=10) == "x"
+            assert [c async for c in done.stream("tokens")] == [0, 1, 2]
             waiting = await wf.start(waits_for_hook, f"ttl-{settings.queue}")
             await _wait_event(waiting, "hook_created")
             ended = (await done.info()).updated_at
             found = await expiries(world, done.id)
-            assert len(found) >= 3  # the run document and its appends
+            assert len(found) >= 3 + 4  # the run document, its appends, a head, 3 flushes
             want = dt.datetime.fromtimestamp(ended + 3 * 86400.0, dt.UTC)
             assert all(e is not None and abs((e - want).total_seconds()) < 1 for e in found), found
             assert set(await expiries(world, waiting.id)) == {None}  # not ended

@@ -21,9 +21,9 @@ The data model (docs/gcp.md draws it):
   a must-not-exist precondition at the stream's length as the writer knows it, so
   two writers (or a writer behind another) collide on one id, as appends do.
 
-When a run ends, its run document and every events document get ``expire_at``
-(a timestamp: the end plus ``run_ttl``), the field Firestore's TTL policy
-(infra/gcp/main.tf) deletes documents after.
+When a run ends, its run document, every events document and its streams'
+documents get ``expire_at`` (a timestamp: the end plus ``run_ttl``), the field
+Firestore's TTL policy (infra/gcp/main.tf) deletes documents after.
 
 Values are JSON text, not Firestore maps: Firestore has no nested arrays, and
 text keeps a document's size exact. Big values never reach this module: the
@@ -315,8 +315,8 @@ class FirestoreStore:
         return dt.datetime.fromtimestamp(ended + self.run_ttl, dt.UTC)
 
     async def _expire_events(self, run_id: str, expiry: dt.datetime, skip: int) -> None:
-        """Give the run's earlier events documents its expiry: one read and one write
-        each, once, when the run ends (the TTL policy deletes documents one by one, and a
+        """Give the run's earlier events documents and its streams' documents its expiry:
+        one read and one write each, once, when the run ends (the TTL policy deletes documents one by one, and a
         run document's deletion leaves its events)."""
         known = self._chains.pop(run_id, None)
         if known is not None:  # every document of the chain passed through this process
@@ -326,6 +326,16 @@ class FirestoreStore:
             query = self._run_ref(run_id).collection("events").select(["last"])
             docs = await self._query(query, f"list the events of run {run_id!r}")
             refs = [doc.reference for doc in docs if doc.id != f"{skip:012d}"]
+        # Its streams too: each head and its flushes (a query per stream; a run that
+        # wrote none costs one empty query).
+        heads = await self._query(
+            self._run_ref(run_id).collection("streams"), f"list the streams of run {run_id!r}"
+        )
+        for head in heads:
+            refs.append(head.reference)
+            chunks = head.reference.collection("chunks").select(["first"])
+            found = await self._query(chunks, f"list a stream of run {run_id!r}")
+            refs += [doc.reference for doc in found]
         for start in range(0, len(refs), 500):  # a batch takes 500 writes
             batch = self.client.batch()
             for ref in refs[start : start + 500]:
