@@ -265,11 +265,16 @@ def handle(event: dict[str, Any], context: Any) -> Any:
 
 
 def install(host: LambdaHost) -> None:
-    """Use ``host`` for the next calls (tests: a World with a virtual clock)."""
+    """Use ``host`` for the next calls (tests: a World with a virtual clock).
+
+    One swap under the lock: were there a moment with no host, a call in another
+    thread would make the default one (a World from the environment, on the wall
+    clock) and handle its records there."""
     global _host
-    reset()
     with _host_lock:
-        _host = host
+        old, _host = _host, host
+    if old is not None:
+        old.close()
 
 
 def reset() -> None:
