@@ -17,8 +17,7 @@ import hashlib
 from typing import Any
 
 from ._definitions import step, workflow
-from ._duration import parse_duration
-from ._limits_spec import MAX_KEY_CHARS
+from ._limits_spec import StartWindow
 
 __all__ = ["TAG", "Debounce", "as_debounce", "debounced"]
 
@@ -26,27 +25,15 @@ __all__ = ["TAG", "Debounce", "as_debounce", "debounced"]
 TAG = "worldflow.debounce"
 
 
-class Debounce:
+class Debounce(StartWindow):
     """Run only the last of the starts (per ``key``) that come closer together than
     ``window``, once ``window`` has passed without another.
 
     >>> run = await wf.start(reindex, doc_id, debounce=wf.Debounce("5s", key=doc_id))
     """
 
-    __slots__ = ("key", "window")
-
-    def __init__(self, window: object, *, key: str | int = "") -> None:
-        self.window = parse_duration(window, what="a debounce's window")
-        if self.window <= 0:
-            raise ValueError(f"a debounce's window must be > 0, got {window!r}")
-        if isinstance(key, bool) or not isinstance(key, str | int):
-            raise TypeError(f"a debounce's key must be a str or an int, got {key!r}")
-        self.key = str(key)
-        if len(self.key) > MAX_KEY_CHARS:
-            raise ValueError(f"a debounce's key is longer than {MAX_KEY_CHARS} chars")
-
-    def __repr__(self) -> str:
-        return f"Debounce({self.window:g}, key={self.key!r})"
+    __slots__ = ()
+    what = "a debounce"
 
     def tag(self, workflow_name: str) -> str:
         """The value of :data:`TAG` for this key of that workflow."""

@@ -156,45 +156,42 @@ class RunExecutor:
     async def quiet(self) -> None:
         """Return once nothing of this run is in flight here: no input, batch, load,
         step attempt of this process or unsent message."""
-        if self.idle:
-            return
+        if not self.idle:
+            await self._wait(self._quiet)
+
+    async def _wait(self, waiters: list[asyncio.Future[None]]) -> None:
+        """Wait in ``waiters`` until :meth:`_wake` wakes them."""
         fut = self.rt.loop.create_future()
-        self._quiet.append(fut)
+        waiters.append(fut)
         try:
             await fut
         finally:
-            if fut in self._quiet:
-                self._quiet.remove(fut)
+            if fut in waiters:
+                waiters.remove(fut)
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        waiters.clear()
 
     def _settle(self) -> None:
         if self._quiet and self.idle:
-            waiters, self._quiet = self._quiet, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            self._wake(self._quiet)
 
     def sent(self, delta: int) -> None:
         """The runtime's outbox: +1 when an append's messages are to be sent, -1 when sent."""
         self.unsent += delta
-        if not self.unsent and self._sent:
-            waiters, self._sent = self._sent, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        if not self.unsent:
+            self._wake(self._sent)
         self._settle()
 
     async def outbox_sent(self) -> None:
         """Return once every message of this run's appends made here has been sent
         (a World whose queue is not in its store's transaction sends them after)."""
-        if not self.unsent:
-            return
-        fut = self.rt.loop.create_future()
-        self._sent.append(fut)
-        try:
-            await fut
-        finally:
-            if fut in self._sent:
-                self._sent.remove(fut)
+        if self.unsent:
+            await self._wait(self._sent)
 
     def nudge(self) -> None:
         """Look at the run again (a limiter granted it something)."""

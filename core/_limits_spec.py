@@ -25,6 +25,7 @@ __all__ = [
     "Limit",
     "Queue",
     "Rate",
+    "StartWindow",
     "Throttle",
     "as_limit",
     "as_throttle",
@@ -190,27 +191,37 @@ def limit_key(
     return text
 
 
-class Throttle:
+class StartWindow:
+    """A window and a key given to ``wf.start`` (the base of :class:`Throttle` and
+    ``wf.Debounce``): checked here, once, with the subclass's name in each error."""
+
+    __slots__ = ("key", "window")
+    what = "a start window"
+
+    def __init__(self, window: object, *, key: str | int = "") -> None:
+        what = self.what
+        self.window = parse_duration(window, what=f"{what}'s window")
+        if self.window <= 0:
+            raise ValueError(f"{what}'s window must be > 0, got {window!r}")
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            raise TypeError(f"{what}'s key must be a str or an int, got {key!r}")
+        self.key = str(key)
+        if len(self.key) > MAX_KEY_CHARS:
+            raise ValueError(f"{what}'s key is longer than {MAX_KEY_CHARS} chars")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.window:g}, key={self.key!r})"
+
+
+class Throttle(StartWindow):
     """At most one new run per ``window`` (per ``key``) from ``wf.start``: a start within
     the window of the last run it made returns that run instead of making another.
 
     >>> run = await wf.start(sync_customer, cid, throttle=wf.Throttle("10s", key=cid))
     """
 
-    __slots__ = ("key", "window")
-
-    def __init__(self, window: object, *, key: str | int = "") -> None:
-        self.window = parse_duration(window, what="a throttle's window")
-        if self.window <= 0:
-            raise ValueError(f"a throttle's window must be > 0, got {window!r}")
-        if isinstance(key, bool) or not isinstance(key, str | int):
-            raise TypeError(f"a throttle's key must be a str or an int, got {key!r}")
-        self.key = str(key)
-        if len(self.key) > MAX_KEY_CHARS:
-            raise ValueError(f"a throttle's key is longer than {MAX_KEY_CHARS} chars")
-
-    def __repr__(self) -> str:
-        return f"Throttle({self.window:g}, key={self.key!r})"
+    __slots__ = ()
+    what = "a throttle"
 
 
 def as_throttle(value: object) -> Throttle | None:
