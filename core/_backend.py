@@ -269,12 +269,10 @@ class Backend:
     async def append(self, appends: Sequence[Append]) -> list[bool]:
         if self.caps.max_event_bytes is not None:
             parts = [await self._offload_append(a) for a in appends]
-            if any(len(p) > 1 for p in parts):
-                done = iter(await self._append([a for p in parts for a in p]))
-                # An append split in parts is done when all of them are (a chain: once
-                # one fails, the ones after it fail too).
-                return [all([next(done) for _ in p]) for p in parts]
-            appends = [p[0] for p in parts]
+            done = iter(await self._append([a for p in parts for a in p]))
+            # An append split in parts is done when all of them are (a chain: once one
+            # fails, the ones after it fail too).
+            return [all([next(done) for _ in p]) for p in parts]
         return await self._append(appends)
 
     async def _append(self, appends: Sequence[Append]) -> list[bool]:
